@@ -1,0 +1,66 @@
+"""`bench report`: compare dense and PruneTrain training across machines' records.
+
+``build_report`` reads run folders (``results/<run_id>/`` with epochs.csv and
+run.json) from anywhere under the given paths, compares the complete
+dense/PruneTrain pairs per hardware configuration, and writes report.md,
+a self-contained report.html and the plots into ``out_dir``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..errors import ConfigError
+from .aggregate import TRAINING_TIME_DEFINITION, Aggregation, aggregate
+from .load import LoadResult, Run, record_error, load_runs
+from .plots import make_plots
+from .render import DEFAULT_TITLE, write_report
+
+__all__ = ["ReportResult", "build_report", "load_runs", "aggregate", "Aggregation",
+           "LoadResult", "Run", "TRAINING_TIME_DEFINITION"]
+
+
+@dataclass
+class ReportResult:
+    """What ``build_report`` produced; ``warnings`` are for stderr, one line each."""
+
+    out_dir: Path
+    table: pd.DataFrame            # one row per configuration (see aggregate.py)
+    warnings: list[str]
+    files: list[Path]
+    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-epoch rows behind the plots
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)    # every run read: compared or why not
+
+
+def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = None) -> ReportResult:
+    """Read the records under ``paths`` and write the report into ``out_dir``.
+
+    Raises RecordError (one line, ``.warnings`` attached) when no complete
+    dense/PruneTrain pair is found, ConfigError when ``out_dir`` cannot be made.
+    """
+    paths = [Path(p) for p in paths]
+    out_dir = Path(out_dir)
+    loaded = load_runs(paths)
+    agg = aggregate(loaded.runs)
+    warnings = loaded.warnings + agg.warnings
+    if agg.table.empty:
+        counts = agg.runs["status"].value_counts()
+        summary = ", ".join(f"{n} {'in progress' if s == 'running' else s}"
+                            for s, n in counts.items())
+        raise record_error(
+            f"no run with a complete dense + PruneTrain pair among {len(agg.runs)} run(s) "
+            f"({summary}); wait for the runs to finish or see the warnings", warnings)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder; choose another path") from None
+    except OSError as e:
+        raise ConfigError(f"--out {out_dir}: cannot create folder ({e.strerror}); "
+                          "choose another path") from None
+    plots = make_plots(agg)
+    files = write_report(out_dir, title or DEFAULT_TITLE, agg, plots, warnings, paths)
+    return ReportResult(out_dir=out_dir, table=agg.table, warnings=warnings, files=files,
+                        epochs=agg.epochs, runs=agg.runs)

@@ -1,0 +1,278 @@
+"""The core comparison: what PruneTrain saves over dense training, per hardware.
+
+Training time of a mode = Σ epoch_time_s + Σ reconfig_time_s over its epochs.
+Reconfiguration (removing channels, rebuilding the optimiser) is part of what
+PruneTrain costs, so it is counted; dense training never reconfigures, so its
+reconfig_time_s is 0 and the same formula applies to both.  Evaluation
+(eval_time_s) and torch.compile (compile_time_s) are not training and are left
+out of both; their totals are reported separately.
+
+Only runs with a complete pair are compared: both modes, neither failed,
+epochs 1..E recorded for both with the same E (the configured number when
+run.json gives it).  Repeated runs of one configuration are summarised as the
+median with min and max, and n.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .load import MODES, Run
+
+TRAINING_TIME_DEFINITION = (
+    "training time = Σ epoch_time_s + Σ reconfig_time_s over all epochs of a mode "
+    "(dense training never reconfigures); evaluation and torch.compile time are excluded"
+)
+
+# Group key columns of the table, in order.
+KEY_COLUMNS = ["device", "model", "dataset", "epochs", "settings"]
+
+# Per-run numbers that are aggregated (median, min, max) per table row.
+METRICS: list[str] = [
+    "dense_time_s", "prunetrain_time_s", "time_saved_pct",
+    "dense_train_flops", "prunetrain_train_flops", "train_flops_saved_pct",
+    "time_per_flops_saved",
+    "dense_inference_flops", "prunetrain_inference_flops", "inference_flops_saved_pct",
+    "dense_peak_memory_bytes", "prunetrain_peak_memory_bytes",
+    "dense_final_acc", "prunetrain_final_acc", "dense_best_acc", "prunetrain_best_acc",
+    "dense_reconfig_time_s", "prunetrain_reconfig_time_s",
+    "dense_eval_time_s", "prunetrain_eval_time_s",
+    "dense_compile_time_s", "prunetrain_compile_time_s",
+    "dense_params", "prunetrain_params",
+]
+
+
+@dataclass
+class Aggregation:
+    """The report's data: one row per configuration, the epochs behind it, the runs seen."""
+
+    table: pd.DataFrame     # KEY_COLUMNS, n, run_ids, batch_sizes, <metric>, <metric>_min, <metric>_max
+    epochs: pd.DataFrame    # long per-epoch rows of the compared runs (for plots)
+    runs: pd.DataFrame      # one row per run read: compared or why not
+    compared: list[Run] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# One run
+
+def pair_problem(run: Run) -> str | None:
+    """Why a run cannot be compared (dense vs PruneTrain), or None when it can."""
+    failed = []
+    for mode in MODES:
+        if run.mode_status(mode) == "failed":
+            err = run.mode_info(mode).get("error")
+            failed.append(f"{mode} failed" + (f" ({err})" if isinstance(err, str) and err else ""))
+    if failed:
+        return "; ".join(failed)
+    epochs = {m: sorted(set(run.mode_epochs(m)["epoch"].astype(int))) for m in MODES}
+    prefix = "in progress: " if run.in_progress else "incomplete: "
+    absent = [m for m in MODES if not epochs[m]]
+    if absent:
+        return prefix + " and ".join(absent) + " not recorded"
+    target = run.expected_epochs or max(max(e) for e in epochs.values())
+    holes = {m: sorted(set(range(1, target + 1)) - set(e)) for m, e in epochs.items()}
+    if any(holes.values()):
+        parts = [f"{m} {target - len(h)}/{target} epochs" + _missing_text(h)
+                 for m, h in holes.items()]
+        return prefix + ", ".join(parts)
+    return None
+
+
+def _missing_text(missing: list[int]) -> str:
+    if not missing:
+        return ""
+    shown = ", ".join(str(e) for e in missing[:6]) + (", …" if len(missing) > 6 else "")
+    return f" (missing {shown})"
+
+
+def _sum(df: pd.DataFrame, col: str, *, all_required: bool = False) -> float:
+    """Sum of a column; NaN when all values are missing (or any, with all_required)."""
+    values = df[col]
+    if values.isna().all() or (all_required and values.isna().any()):
+        return math.nan
+    return float(values.sum())
+
+
+def _max(df: pd.DataFrame, col: str) -> float:
+    values = df[col].dropna()
+    return float(values.max()) if not values.empty else math.nan
+
+
+def _last(df: pd.DataFrame, col: str) -> float:
+    value = df[col].iloc[-1] if not df.empty else math.nan
+    return float(value) if pd.notna(value) else math.nan
+
+
+def _saved_pct(dense: float, pt: float) -> float:
+    if not (dense > 0) or math.isnan(pt):
+        return math.nan
+    return 100.0 * (1.0 - pt / dense)
+
+
+def batch_sequence(sizes: Sequence[float]) -> str:
+    """Batch sizes in the order used, consecutive repeats collapsed: '128→256→384'."""
+    seq: list[int] = []
+    for b in sizes:
+        if pd.isna(b):
+            continue
+        if not seq or seq[-1] != int(b):
+            seq.append(int(b))
+    return "→".join(str(b) for b in seq) or "?"
+
+
+def train_time(df: pd.DataFrame) -> pd.Series:
+    """Per-epoch training time (see TRAINING_TIME_DEFINITION)."""
+    return df["epoch_time_s"] + df["reconfig_time_s"].fillna(0.0)
+
+
+def run_metrics(run: Run) -> dict[str, Any]:
+    """The per-run numbers of the table (NaN where the records lack them)."""
+    d, p = run.mode_epochs("dense"), run.mode_epochs("prunetrain")
+    m: dict[str, Any] = {}
+    for name, df in (("dense", d), ("prunetrain", p)):
+        m[f"{name}_time_s"] = float(train_time(df).sum())
+        m[f"{name}_train_flops"] = _sum(df, "train_flops", all_required=True)
+        m[f"{name}_inference_flops"] = _last(df, "inference_flops")
+        m[f"{name}_params"] = _last(df, "params")
+        m[f"{name}_peak_memory_bytes"] = _max(df, "peak_memory_bytes")
+        m[f"{name}_final_acc"] = _last(df, "test_acc")
+        m[f"{name}_best_acc"] = _max(df, "test_acc")
+        for part in ("reconfig", "eval", "compile"):
+            m[f"{name}_{part}_time_s"] = _sum(df, f"{part}_time_s")
+    m["time_saved_pct"] = _saved_pct(m["dense_time_s"], m["prunetrain_time_s"])
+    m["train_flops_saved_pct"] = _saved_pct(m["dense_train_flops"], m["prunetrain_train_flops"])
+    m["inference_flops_saved_pct"] = _saved_pct(m["dense_inference_flops"],
+                                                m["prunetrain_inference_flops"])
+    fs = m["train_flops_saved_pct"]
+    m["time_per_flops_saved"] = (m["time_saved_pct"] / fs
+                                 if not math.isnan(fs) and fs > 0 else math.nan)
+    m["batch_sizes"] = batch_sequence(p["batch_size"].tolist())
+    m["dense_batch_sizes"] = batch_sequence(d["batch_size"].tolist())
+    m["memory_budget_bytes"] = _memory_budget(run)
+    return m
+
+
+def _memory_budget(run: Run) -> float:
+    value = run.meta.get("memory_budget_bytes")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return _max(run.epochs, "memory_budget_bytes")
+
+
+SETTING_KEYS: list[tuple[str, str]] = [
+    ("batch_size", "batch"), ("max_batch", "max batch"), ("adjust_batch", "adjust batch"),
+    ("lr", "lr"), ("interval", "reconfigure every"), ("lpr", "lasso penalty ratio"),
+    ("threshold", "threshold"), ("subset", "subset"),
+]
+
+
+def settings_text(run: Run) -> str:
+    """The run settings that must agree for runs to count as repeats of one configuration.
+
+    The profile and memory budget are part of it: on one device, a smaller
+    budget changes the batch sizes PruneTrain can use, and so its time.
+    """
+    parts = [f"profile {run.profile or '?'}"]
+    budget = _memory_budget(run)
+    if not math.isnan(budget):
+        parts[0] += f" ({budget / (1 << 30):.3g} GiB budget)"
+    cfg = run.config
+    if not cfg:
+        d = run.mode_epochs("dense")
+        first = d["batch_size"].iloc[0] if not d.empty else math.nan
+        parts.append(f"batch {int(first) if pd.notna(first) else '?'} (run.json missing)")
+        return ", ".join(parts)
+    for key, label in SETTING_KEYS:
+        if key in cfg and not isinstance(cfg[key], (dict, list)):
+            value = cfg[key]
+            if key == "subset" and not value:
+                continue
+            if key == "interval":
+                value = f"{value} epochs"
+            parts.append(f"{label} {value}")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------
+# All runs
+
+def aggregate(runs: Sequence[Run]) -> Aggregation:
+    """Compare every complete pair and summarise repeats per configuration."""
+    warnings: list[str] = []
+    inventory: list[dict[str, Any]] = []
+    per_run: list[dict[str, Any]] = []
+    compared: list[Run] = []
+    epoch_frames: list[pd.DataFrame] = []
+    for run in runs:
+        problem = pair_problem(run)
+        counts = {m: int(run.mode_epochs(m)["epoch"].nunique()) for m in MODES}
+        inventory.append({
+            "run_id": run.run_id, "path": str(run.path), "device": run.device_label,
+            "model": run.model, "dataset": run.dataset, "status": run.status,
+            "dense_epochs": counts["dense"], "prunetrain_epochs": counts["prunetrain"],
+            "expected_epochs": run.expected_epochs, "compared": problem is None,
+            "note": problem or ("still running, but all epochs are recorded"
+                                if run.in_progress else ""),
+        })
+        if problem is not None:
+            warnings.append(f"run {run.run_id} ({run.path}): not compared: {problem}")
+            continue
+        compared.append(run)
+        epochs = int(run.mode_epochs("dense")["epoch"].max())
+        per_run.append({"device": run.device_label, "model": run.model, "dataset": run.dataset,
+                        "epochs": epochs, "settings": settings_text(run),
+                        "run_id": run.run_id, "in_progress": run.in_progress,
+                        "emulated": run.emulated, "profile": run.profile,
+                        **run_metrics(run)})
+        e = run.epochs.copy()
+        e["device_label"] = run.device_label
+        e["run_path"] = str(run.path)
+        e["run_index"] = len(per_run) - 1
+        e["train_time_s"] = train_time(e)
+        e = e.sort_values(["mode", "epoch"])
+        e["cum_train_time_s"] = e.groupby("mode")["train_time_s"].cumsum()
+        epoch_frames.append(e)
+
+    table = _summarise(pd.DataFrame(per_run))
+    epochs_df = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
+    if not table.empty:
+        label_of = {tuple(r[k] for k in KEY_COLUMNS): (i, r["label"])
+                    for i, (_, r) in enumerate(table.iterrows())}
+        row_of_run = [label_of[tuple(pr[k] for k in KEY_COLUMNS)] for pr in per_run]
+        epochs_df["row"] = epochs_df["run_index"].map(lambda i: row_of_run[i][0])
+        epochs_df["label"] = epochs_df["run_index"].map(lambda i: row_of_run[i][1])
+    return Aggregation(table=table, epochs=epochs_df, runs=pd.DataFrame(inventory),
+                       compared=compared, warnings=warnings)
+
+
+def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Median / min / max per configuration (KEY_COLUMNS)."""
+    if per_run.empty:
+        return pd.DataFrame(columns=[*KEY_COLUMNS, "label", "n", "run_ids"])
+    rows = []
+    for key, g in per_run.groupby(KEY_COLUMNS, sort=True, dropna=False):
+        row: dict[str, Any] = dict(zip(KEY_COLUMNS, key))
+        row["n"] = len(g)
+        row["run_ids"] = ", ".join(g["run_id"])
+        row["in_progress"] = bool(g["in_progress"].any())
+        row["emulated"] = bool(g["emulated"].iloc[0])
+        row["profile"] = g["profile"].iloc[0]
+        row["batch_sizes"] = "; ".join(dict.fromkeys(g["batch_sizes"]))
+        row["dense_batch_sizes"] = "; ".join(dict.fromkeys(g["dense_batch_sizes"]))
+        row["memory_budget_bytes"] = g["memory_budget_bytes"].median()
+        for mname in METRICS:
+            values = pd.to_numeric(g[mname], errors="coerce").dropna()
+            row[mname] = float(values.median()) if not values.empty else math.nan
+            row[f"{mname}_min"] = float(values.min()) if not values.empty else math.nan
+            row[f"{mname}_max"] = float(values.max()) if not values.empty else math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    base = [f"{d} · {m} / {ds}" for d, m, ds in zip(table["device"], table["model"], table["dataset"])]
+    counts = pd.Series(base).value_counts()
+    table["label"] = [b if counts[b] == 1 else f"{b} · {e} epochs, {s}"
+                      for b, e, s in zip(base, table["epochs"], table["settings"])]
+    return table.reset_index(drop=True)

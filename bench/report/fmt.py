@@ -1,0 +1,92 @@
+"""Number formatting shared by the tables and the plots (units chosen for humans)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+DASH = "–"
+
+
+def missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def duration_unit(seconds: float) -> tuple[float, str]:
+    """(divisor, unit) so that a duration reads naturally: s below 2 min, min below 2 h, else h."""
+    if missing(seconds) or seconds < 120:
+        return 1.0, "s"
+    if seconds < 7200:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def bytes_unit(n: float) -> tuple[float, str]:
+    if missing(n) or n < 1 << 30:
+        return float(1 << 20), "MiB"
+    return float(1 << 30), "GiB"
+
+
+def flops_unit(n: float) -> tuple[float, str]:
+    for div, unit in ((1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP")):
+        if not missing(n) and n >= div:
+            return div, unit
+    return 1e6, "MFLOP"
+
+
+def _num(x: float, decimals: int) -> str:
+    return DASH if missing(x) else f"{x:.{decimals}f}"
+
+
+def _sig(x: float) -> str:
+    """3 significant digits, no exponent for everyday magnitudes."""
+    if missing(x):
+        return DASH
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def with_range(med: float, lo: float, hi: float, n: int, fmt: Callable[[float], str]) -> str:
+    """'12.3 (11.9–12.8)' for repeated runs whose values differ, else '12.3'."""
+    text = fmt(med)
+    if n > 1 and not missing(lo) and not missing(hi):
+        lo_t, hi_t = fmt(lo), fmt(hi)
+        if lo_t != hi_t:
+            text += f" ({lo_t}–{hi_t})"
+    return text
+
+
+def cell(row: Mapping[str, Any], metric: str, kind: str, unit_of_value: float | None = None) -> str:
+    """One table cell for ``metric`` of an aggregated row: median (min–max), with unit.
+
+    kind: 'pct' / 'acc' (1 decimal), 'ratio' (2 decimals), 'time', 'bytes', 'flops'.
+    ``unit_of_value`` picks the unit (default: the median's), so that cells that
+    are compared side by side (dense vs PruneTrain time) share one unit.
+    """
+    med, lo, hi = row[metric], row.get(f"{metric}_min"), row.get(f"{metric}_max")
+    n = int(row.get("n", 1))
+    if kind in ("pct", "acc"):
+        return with_range(med, lo, hi, n, lambda v: _num(v, 1))
+    if kind == "ratio":
+        return with_range(med, lo, hi, n, lambda v: _num(v, 2))
+    if missing(med):
+        return DASH
+    unit_of = {"time": duration_unit, "bytes": bytes_unit, "flops": flops_unit}[kind]
+    div, unit = unit_of(med if unit_of_value is None or missing(unit_of_value) else unit_of_value)
+    return with_range(med, lo, hi, n, lambda v: _sig(v / div)) + f" {unit}"
+
+
+def duration(seconds: float) -> str:
+    if missing(seconds):
+        return DASH
+    div, unit = duration_unit(seconds)
+    return f"{_sig(seconds / div)} {unit}"
+
+
+def size(n: float) -> str:
+    if missing(n):
+        return DASH
+    div, unit = bytes_unit(n)
+    return f"{_sig(n / div)} {unit}"

@@ -1,0 +1,423 @@
+"""Write report.md, a self-contained report.html and the PNGs into the out folder.
+
+Both documents are rendered from one block structure, so they say the same.
+Every piece of text taken from the records is escaped (HTML, and Markdown
+punctuation) because records are copied between machines and are input, not
+trusted markup.  Files are written atomically, plots first and report.html
+last, so a crash leaves the previous report or a complete new one per file.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import pandas as pd
+
+from ..records import atomic_write_bytes
+from . import fmt
+from .aggregate import TRAINING_TIME_DEFINITION, Aggregation
+from .load import Run
+from .plots import PLOT_NAMES, Plot
+
+DEFAULT_TITLE = "PruneTrain training-time gain across hardware"
+
+EMULATION_TEXT = (
+    "A run marked “emulating <profile>” trained on the device named, with its memory budget "
+    "capped at the profile's (on a GPU through torch.cuda.set_per_process_memory_fraction), so "
+    "the batch sizes PruneTrain chooses and the out-of-memory retries follow the emulated card. "
+    "Emulation does not model the emulated card's compute speed, memory bandwidth, cache sizes, "
+    "kernel choices or driver: its times are the host device's times, and only the memory "
+    "behaviour is the profile's."
+)
+
+# --------------------------------------------------------------------------
+# Document blocks
+
+
+@dataclass
+class Para:
+    text: str
+    kind: str = "p"          # p | note (highlighted)
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    numeric: set[int] | None = None  # column indices to right-align
+
+
+@dataclass
+class Items:
+    items: list[str]
+
+
+@dataclass
+class Image:
+    plot: Plot
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list["Block"]
+    level: int = 2
+
+
+Block = Union[Para, Table, Items, Image, Section]
+
+
+# --------------------------------------------------------------------------
+# Content
+
+TIME_HEADERS = ["Device", "Model / data", "n", "Dense time", "PruneTrain time",
+                "Time saved (%)", "Training FLOPs saved (%)", "Time saved ÷ FLOPs saved",
+                "Inference FLOPs saved (%)"]
+MEM_HEADERS = ["Device", "Model / data", "n", "Peak memory dense", "Peak memory PruneTrain",
+               "PruneTrain batch sizes", "Final acc. dense (%)", "Final acc. PruneTrain (%)",
+               "Best acc. dense (%)", "Best acc. PruneTrain (%)"]
+
+
+def _row_names(r: pd.Series) -> tuple[str, str]:
+    device = str(r["device"]) + (" (in progress)" if r.get("in_progress") else "")
+    where = f"{r['model']} / {r['dataset']}, {int(r['epochs'])} epochs"
+    if r["label"] != f"{r['device']} · {r['model']} / {r['dataset']}":
+        where += f" ({r['settings']})"
+    return device, where
+
+
+def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
+    """The core table, split in two so each fits a printed page."""
+    time_rows, mem_rows = [], []
+    for _, r in table.iterrows():
+        device, where = _row_names(r)
+        n = str(int(r["n"]))
+        mem_unit = pd.Series([r["dense_peak_memory_bytes"], r["prunetrain_peak_memory_bytes"]]).max()
+        time_rows.append([device, where, n,
+                          fmt.cell(r, "dense_time_s", "time", r["dense_time_s"]),
+                          fmt.cell(r, "prunetrain_time_s", "time", r["dense_time_s"]),
+                          fmt.cell(r, "time_saved_pct", "pct"),
+                          fmt.cell(r, "train_flops_saved_pct", "pct"),
+                          fmt.cell(r, "time_per_flops_saved", "ratio"),
+                          fmt.cell(r, "inference_flops_saved_pct", "pct")])
+        mem_rows.append([device, where, n,
+                         fmt.cell(r, "dense_peak_memory_bytes", "bytes", mem_unit),
+                         fmt.cell(r, "prunetrain_peak_memory_bytes", "bytes", mem_unit),
+                         str(r["batch_sizes"]),
+                         fmt.cell(r, "dense_final_acc", "acc"),
+                         fmt.cell(r, "prunetrain_final_acc", "acc"),
+                         fmt.cell(r, "dense_best_acc", "acc"),
+                         fmt.cell(r, "prunetrain_best_acc", "acc")])
+    return (Table(TIME_HEADERS, time_rows, numeric=set(range(2, 9))),
+            Table(MEM_HEADERS, mem_rows, numeric={2, 3, 4, 6, 7, 8, 9}))
+
+
+def _findings(table: pd.DataFrame) -> Items:
+    items = []
+    for _, r in table.iterrows():
+        ratio = r["time_per_flops_saved"]
+        conv = (f", i.e. {ratio:.2f} of the FLOP saving became time saved"
+                if not fmt.missing(ratio) else "")
+        unit = r["dense_time_s"]
+        items.append(f"{r['label']}: PruneTrain trained in "
+                     f"{fmt.cell(r, 'prunetrain_time_s', 'time', unit)} instead of "
+                     f"{fmt.cell(r, 'dense_time_s', 'time', unit)} "
+                     f"({fmt.cell(r, 'time_saved_pct', 'pct')} % less time) with "
+                     f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
+                     f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
+                     f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense.")
+    return Items(items)
+
+
+def _gpu_text(gpus: Any) -> str:
+    if not isinstance(gpus, list) or not gpus:
+        return "none"
+    parts = []
+    for g in gpus:
+        if isinstance(g, dict):
+            text = str(g.get("name", "?"))
+            mem = g.get("total_memory_bytes")
+            if isinstance(mem, (int, float)) and mem > 0:
+                text += f", {fmt.size(mem)}"
+            cc = g.get("compute_capability")
+            if isinstance(cc, list) and len(cc) == 2:
+                text += f", sm_{cc[0]}{cc[1]}"
+            parts.append(text)
+        else:
+            parts.append(str(g))
+    return "; ".join(parts)
+
+
+def _join(values: Sequence[Any]) -> str:
+    vals = [str(v) for v in dict.fromkeys(values) if v not in (None, "")]
+    return ", ".join(vals) or fmt.DASH
+
+
+def devices_table(runs: Sequence[Run]) -> Table:
+    """One row per hardware configuration: what it is and which software ran on it."""
+    by_label: dict[str, list[Run]] = {}
+    for run in runs:
+        by_label.setdefault(run.device_label, []).append(run)
+    rows = []
+    for label, rs in sorted(by_label.items()):
+        hw = [r.hardware for r in rs]
+        ver = [r.meta.get("versions") if isinstance(r.meta.get("versions"), dict) else {}
+               for r in rs]
+        budgets = [fmt.size(r.meta["memory_budget_bytes"]) for r in rs
+                   if isinstance(r.meta.get("memory_budget_bytes"), (int, float))]
+        rows.append([label,
+                     _join([h.get("kind") for h in hw]),
+                     _join([_gpu_text(h.get("gpus")) for h in hw if "gpus" in h]),
+                     _join([f"{h.get('cpu_model')} ({h.get('cpu_cores')} cores)"
+                            if h.get("cpu_model") else None for h in hw]),
+                     _join([v.get("torch") or h.get("torch_version") for v, h in zip(ver, hw)]),
+                     _join([h.get("cuda_version") for h in hw]),
+                     _join([v.get("python") for v in ver]),
+                     _join(budgets),
+                     str(len(rs))])
+    return Table(["Device", "Kind", "GPUs", "CPU", "torch", "CUDA", "Python", "Memory budget",
+                  "Runs"], rows, numeric={8})
+
+
+def runs_table(agg: Aggregation) -> Table:
+    rows = []
+    for _, r in agg.runs.iterrows():
+        expected = r["expected_epochs"]
+        of = f" of {int(expected)}" if not fmt.missing(expected) and expected is not None else ""
+        status = {"running": "in progress"}.get(r["status"], r["status"])
+        rows.append([r["run_id"], r["path"], r["device"], f"{r['model']} / {r['dataset']}",
+                     status, f"{r['dense_epochs']} / {r['prunetrain_epochs']}{of}",
+                     "yes" if r["compared"] else "no", r["note"]])
+    return Table(["Run", "Folder", "Device", "Model / data", "Status",
+                  "Epochs dense / PruneTrain", "Compared", "Note"], rows)
+
+
+def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
+    """“How it was measured”, built from the records themselves."""
+    t = agg.table
+    e = agg.epochs
+    totals = {f"{mode}_{part}": float(e.loc[e["mode"] == mode, f"{part}_time_s"].sum())
+              for mode in ("dense", "prunetrain") for part in ("reconfig", "eval", "compile")}
+    versions = [r.meta.get("versions") for r in agg.compared if isinstance(r.meta.get("versions"), dict)]
+    commits = _join([r.meta.get("git_commit") for r in agg.compared])
+    blocks: list[Block] = [
+        Para(f"Training time: {TRAINING_TIME_DEFINITION}. Over all {len(agg.compared)} compared "
+             f"run(s) together, reconfiguration added {fmt.duration(totals['prunetrain_reconfig'])} "
+             f"to PruneTrain; left out were evaluation "
+             f"({fmt.duration(totals['dense_eval'])} dense, "
+             f"{fmt.duration(totals['prunetrain_eval'])} PruneTrain) and torch.compile "
+             f"({fmt.duration(totals['dense_compile'])} dense, "
+             f"{fmt.duration(totals['prunetrain_compile'])} PruneTrain)."),
+        Para("Time saved (%) = 100 × (1 − PruneTrain time ÷ dense time). Training FLOPs saved (%) "
+             "is the same on Σ train_flops (forward, loss and backward of every epoch, counted "
+             "with torch FlopCounterMode). Time saved ÷ FLOPs saved says how much of the FLOP "
+             "saving the hardware turns into time: 1 is perfect conversion, below 1 the device "
+             "loses part of it (fixed per-step costs, kernels too small to fill the device, data "
+             "loading), above 1 it gains more (e.g. larger batches after pruning); it is left "
+             "empty when no FLOPs were saved. Inference FLOPs saved compares the final epoch's "
+             "per-image inference FLOPs. Peak memory is the largest peak_memory_bytes of any "
+             "epoch."),
+        Para("Only runs with a complete pair are compared: both modes recorded every epoch of "
+             "the same schedule and neither failed. Repeated runs of one configuration (same "
+             "device, emulation, process count, model, data set and settings) are shown as the "
+             "median over the n runs with (min–max); the ratio column is the median of the "
+             "per-run ratios."),
+        Section("Devices and software", [devices_table(agg.compared)], level=3),
+        Para(f"Software: bench {_join([v.get('bench') for v in versions])}, torch "
+             f"{_join([v.get('torch') for v in versions])}, torchvision "
+             f"{_join([v.get('torchvision') for v in versions])}, Python "
+             f"{_join([v.get('python') for v in versions])}; git commit {commits}."),
+        Section("Settings", [Items([f"{lab}: {s}" for lab, s in zip(t["label"], t["settings"])])],
+                level=3),
+        Section("Emulation", [Para(EMULATION_TEXT if t["emulated"].any() else
+                                   "No compared run emulated another device.")], level=3),
+        Section("Runs read", [runs_table(agg)], level=3),
+        Section("Warnings", [Items(list(warnings)) if warnings else Para("None.")], level=3),
+    ]
+    return Section("How it was measured", blocks)
+
+
+def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[str],
+                   sources: Sequence[Path]) -> list[Block]:
+    time_table, mem_table = core_tables(agg.table)
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head: list[Block] = [Para(f"Generated {now} from {len(agg.runs)} run(s) in "
+                              f"{', '.join(str(s) for s in sources)}; "
+                              f"{len(agg.compared)} run(s) compared.")]
+    running = agg.runs[agg.runs["status"] == "running"]
+    if not running.empty:
+        names = "; ".join(
+            f"{r['run_id']} ("
+            + ("compared: all epochs recorded" if r["compared"]
+               else "not compared yet: " + str(r["note"]).removeprefix("in progress: "))
+            + ")" for _, r in running.iterrows())
+        head.append(Para(f"{len(running)} run(s) still in progress (or stopped without "
+                         f"finishing): {names}.", kind="note"))
+    if warnings:
+        head.append(Para(f"{len(warnings)} warning(s) while reading the records: see "
+                         "“Warnings” at the end.", kind="note"))
+    return [
+        *head,
+        Section("Findings", [_findings(agg.table)]),
+        Section("Training time and FLOPs", [
+            Para(f"Median over n runs, (min–max) when repeated; {TRAINING_TIME_DEFINITION}."),
+            time_table]),
+        Section("Memory, batch size and accuracy", [mem_table]),
+        Section("Plots", [Image(p) for p in plots]),
+        method_section(agg, warnings),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Markdown
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def md_escape(text: Any) -> str:
+    """Record text as literal Markdown: no HTML, no emphasis, no table breaks."""
+    s = html.escape(str(text), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", s).replace("\n", " ")
+
+
+def _md_block(b: Block) -> list[str]:
+    if isinstance(b, Section):
+        out = ["#" * b.level + " " + md_escape(b.title), ""]
+        for child in b.blocks:
+            out += _md_block(child)
+        return out
+    if isinstance(b, Para):
+        text = md_escape(b.text)
+        return [f"> **Note:** {text}" if b.kind == "note" else text, ""]
+    if isinstance(b, Items):
+        return [f"- {md_escape(i)}" for i in b.items] + [""]
+    if isinstance(b, Table):
+        align = ["---:" if b.numeric and i in b.numeric else "---" for i in range(len(b.headers))]
+        lines = ["| " + " | ".join(md_escape(h) for h in b.headers) + " |",
+                 "| " + " | ".join(align) + " |"]
+        lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in b.rows]
+        return lines + [""]
+    if isinstance(b, Image):
+        return [f"### {md_escape(b.plot.title)}", "",
+                f"![{md_escape(b.plot.title)}]({b.plot.name})", "",
+                f"*{md_escape(b.plot.caption)}*", ""]
+    raise TypeError(b)
+
+
+def render_markdown(title: str, blocks: Sequence[Block]) -> str:
+    lines = [f"# {md_escape(title)}", ""]
+    for b in blocks:
+        lines += _md_block(b)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------
+# HTML
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       max-width: 1280px; margin: 2em auto; padding: 0 1.2em; color: #1a1a1a; line-height: 1.45; }
+h1 { font-size: 1.8em; margin-bottom: .3em; }
+h2 { border-bottom: 2px solid #0072B2; padding-bottom: .2em; margin-top: 1.8em; }
+h3 { margin-top: 1.4em; }
+.tablewrap { overflow-x: auto; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
+th, td { border: 1px solid #c8c8c8; padding: .35em .6em; vertical-align: top; }
+th { background: #eef3f8; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr:nth-child(even) td { background: #fafafa; }
+.note { background: #fff4e0; border-left: 4px solid #E69F00; padding: .5em .8em; }
+figure { margin: 1.2em 0 2em; page-break-inside: avoid; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { font-size: .95em; color: #444; margin-top: .3em; }
+@media print { body { max-width: none; } h2 { page-break-after: avoid; } }
+"""
+
+# Lets a headless browser test confirm every embedded image decoded.
+IMAGES_LOADED_JS = """
+window.addEventListener("load", function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; }
+  }
+  document.body.dataset.imagesLoaded = ok + "/" + imgs.length;
+});
+"""
+
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+       "script-src 'unsafe-inline'")
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_block(b: Block) -> str:
+    if isinstance(b, Section):
+        inner = "\n".join(_html_block(c) for c in b.blocks)
+        return f"<section>\n<h{b.level}>{_e(b.title)}</h{b.level}>\n{inner}\n</section>"
+    if isinstance(b, Para):
+        cls = ' class="note"' if b.kind == "note" else ""
+        return f"<p{cls}>{_e(b.text)}</p>"
+    if isinstance(b, Items):
+        return "<ul>\n" + "\n".join(f"<li>{_e(i)}</li>" for i in b.items) + "\n</ul>"
+    if isinstance(b, Table):
+        num = b.numeric or set()
+        head = "".join(f"<th>{_e(h)}</th>" for h in b.headers)
+        body = "\n".join(
+            "<tr>" + "".join(f'<td{" class=num" if i in num else ""}>{_e(c)}</td>'
+                             for i, c in enumerate(row)) + "</tr>"
+            for row in b.rows)
+        return (f'<div class="tablewrap"><table>\n<thead><tr>{head}</tr></thead>\n'
+                f"<tbody>\n{body}\n</tbody></table></div>")
+    if isinstance(b, Image):
+        data = base64.b64encode(b.plot.png).decode("ascii")
+        return (f'<figure id="{_e(b.plot.name)}"><h3>{_e(b.plot.title)}</h3>'
+                f'<img src="data:image/png;base64,{data}" alt="{_e(b.plot.title)}">'
+                f"<figcaption>{_e(b.plot.caption)}</figcaption></figure>")
+    raise TypeError(b)
+
+
+def render_html(title: str, blocks: Sequence[Block]) -> str:
+    body = "\n".join(_html_block(b) for b in blocks)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{CSS}</style>
+<script>{IMAGES_LOADED_JS}</script>
+</head>
+<body>
+<h1>{_e(title)}</h1>
+{body}
+</body>
+</html>
+"""
+
+
+# --------------------------------------------------------------------------
+# Writing
+
+def write_report(out_dir: Path, title: str, agg: Aggregation, plots: Sequence[Plot],
+                 warnings: Sequence[str], sources: Sequence[Path]) -> list[Path]:
+    """Write PNGs, report.md and report.html (each atomically); the paths written."""
+    blocks = build_document(agg, plots, warnings, sources)
+    written: list[Path] = []
+    for p in plots:
+        atomic_write_bytes(out_dir / p.name, p.png)
+        written.append(out_dir / p.name)
+    for stale in set(PLOT_NAMES) - {p.name for p in plots}:
+        (out_dir / stale).unlink(missing_ok=True)  # a figure of an older report, now without data
+    for name, text in (("report.md", render_markdown(title, blocks)),
+                       ("report.html", render_html(title, blocks))):
+        atomic_write_bytes(out_dir / name, text.encode("utf-8"))
+        written.append(out_dir / name)
+    return written

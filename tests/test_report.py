@@ -1,0 +1,480 @@
+"""`bench report` as a library: numbers against the records, damaged input, output files."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from bench.errors import RecordError
+from bench.records import EPOCH_FIELDNAMES, atomic_write_json
+from bench.report import build_report, load_runs
+from bench.report.aggregate import batch_sequence
+from bench.report.plots import PLOT_NAMES
+from report_fixtures import FakeRun, run_json, standard_runs, write_run
+
+GTX = "NVIDIA GeForce GTX 1070"
+CPU_LABEL = "cpu: AMD EPYC 7B13 (emulating gtx750ti)"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+def _mode_rows(fr: FakeRun, mode: str) -> list[dict]:
+    return [r for r in fr.rows if r["mode"] == mode]
+
+
+def expected_metrics(fr: FakeRun) -> dict[str, float]:
+    """The table's per-run numbers computed straight from the rows written."""
+    d, p = _mode_rows(fr, "dense"), _mode_rows(fr, "prunetrain")
+    dt = sum(r["epoch_time_s"] + r["reconfig_time_s"] for r in d)
+    pt = sum(r["epoch_time_s"] + r["reconfig_time_s"] for r in p)
+    df = sum(r["train_flops"] for r in d)
+    pf = sum(r["train_flops"] for r in p)
+    ts, fs = 100 * (1 - pt / dt), 100 * (1 - pf / df)
+    return {
+        "dense_time_s": dt, "prunetrain_time_s": pt, "time_saved_pct": ts,
+        "train_flops_saved_pct": fs, "time_per_flops_saved": ts / fs,
+        "inference_flops_saved_pct": 100 * (1 - p[-1]["inference_flops"] / d[-1]["inference_flops"]),
+        "dense_peak_memory_bytes": max(r["peak_memory_bytes"] for r in d),
+        "prunetrain_peak_memory_bytes": max(r["peak_memory_bytes"] for r in p),
+        "dense_final_acc": d[-1]["test_acc"], "prunetrain_final_acc": p[-1]["test_acc"],
+        "dense_best_acc": max(r["test_acc"] for r in d),
+        "prunetrain_best_acc": max(r["test_acc"] for r in p),
+    }
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> tuple[Path, list[FakeRun]]:
+    root = tmp_path / "results"
+    runs = standard_runs()
+    for fr in runs:
+        write_run(root, fr)
+    return root, runs
+
+
+@pytest.fixture(scope="module")
+def standard(tmp_path_factory):
+    """One report of the standard runs, shared by the tests that only read it (plots are slow)."""
+    tmp = tmp_path_factory.mktemp("standard")
+    runs = standard_runs()
+    for fr in runs:
+        write_run(tmp / "results", fr)
+    res = build_report([tmp / "results"], tmp / "out", title="My title")
+    return res, runs
+
+
+def _row(table, device: str):
+    rows = table[table["device"] == device]
+    assert len(rows) == 1, table[["device", "model"]]
+    return rows.iloc[0]
+
+
+def _csv_lines(folder: Path) -> list[str]:
+    return (folder / "epochs.csv").read_text().splitlines(keepends=True)
+
+
+class _Refs(HTMLParser):
+    """Every URL-bearing attribute and tag name of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+        self.tags: list[str] = []
+        self.imgs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "poster", "data", "action", "xlink:href"):
+                self.refs.append((tag, name, value or ""))
+            if tag == "img" and name == "src":
+                self.imgs.append(value or "")
+
+
+# --------------------------------------------------------------------------
+# the numbers
+
+def test_table_numbers_match_records(standard):
+    res, runs = standard
+    assert res.warnings == []
+    assert len(res.table) == 2
+
+    gtx = _row(res.table, GTX)
+    assert gtx["n"] == 3 and gtx["model"] == "resnet32" and gtx["dataset"] == "cifar10"
+    assert gtx["epochs"] == 6
+    per_run = [expected_metrics(fr) for fr in runs[:3]]
+    for name in per_run[0]:
+        values = [m[name] for m in per_run]
+        assert gtx[name] == pytest.approx(statistics.median(values)), name
+        assert gtx[f"{name}_min"] == pytest.approx(min(values)), name
+        assert gtx[f"{name}_max"] == pytest.approx(max(values)), name
+    assert gtx["batch_sizes"] == "128→256→384"
+
+    cpu = _row(res.table, CPU_LABEL)
+    assert cpu["n"] == 1 and bool(cpu["emulated"]) and cpu["profile"] == "gtx750ti"
+    for name, value in expected_metrics(runs[3]).items():
+        assert cpu[name] == pytest.approx(value), name
+
+
+def test_training_time_includes_reconfiguration(standard):
+    res, runs = standard
+    cpu = _row(res.table, CPU_LABEL)
+    p = _mode_rows(runs[3], "prunetrain")
+    reconfig = sum(r["reconfig_time_s"] for r in p)
+    assert reconfig > 0
+    assert cpu["prunetrain_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in p) + reconfig)
+    assert cpu["prunetrain_reconfig_time_s"] == pytest.approx(reconfig)
+    # evaluation is not training time
+    assert cpu["dense_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in _mode_rows(runs[3], "dense")))
+
+
+def test_accuracy_final_and_best_differ(standard):
+    res, runs = standard
+    cpu = _row(res.table, CPU_LABEL)
+    p = _mode_rows(runs[3], "prunetrain")
+    assert cpu["prunetrain_final_acc"] == pytest.approx(p[-1]["test_acc"])
+    assert cpu["prunetrain_best_acc"] == pytest.approx(p[-2]["test_acc"])
+    assert cpu["prunetrain_best_acc"] > cpu["prunetrain_final_acc"]
+
+
+def test_markdown_shows_median_with_range(standard):
+    res, runs = standard
+    md = (res.out_dir / "report.md").read_text()
+    gtx = _row(res.table, GTX)
+    # dense time 120 s median of 114/120/132 s -> shown in minutes, with the range
+    times = sorted(expected_metrics(fr)["dense_time_s"] for fr in runs[:3])
+    assert times == pytest.approx([114.0, 120.0, 132.0])
+    assert "2.00 (1.90–2.20) min" in md
+    acc = [expected_metrics(fr)["dense_final_acc"] for fr in runs[:3]]
+    assert f"{gtx['dense_final_acc']:.1f} ({min(acc):.1f}–{max(acc):.1f})" in md
+    assert "128→256→384" in md
+    assert "Σ epoch\\_time\\_s + Σ reconfig\\_time\\_s" in md  # the definition, stated
+    assert "| 3 |" in md  # n
+
+
+def test_batch_sequence():
+    assert batch_sequence([128, 128, 256, 256, 384]) == "128→256→384"
+    assert batch_sequence([128.0, float("nan"), 96]) == "128→96"
+    assert batch_sequence([]) == "?"
+
+
+def test_report_files_written(standard):
+    res, _ = standard
+    out = res.out_dir
+    names = {p.name for p in res.files}
+    assert {"report.md", "report.html", *PLOT_NAMES} <= names
+    for p in res.files:
+        assert p.parent == out and p.stat().st_size > 0
+    for name in PLOT_NAMES:
+        assert (out / name).read_bytes().startswith(PNG_MAGIC)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    md = (out / "report.md").read_text()
+    assert md.startswith("# My title")
+    for name in PLOT_NAMES:
+        assert f"]({name})" in md
+    assert "## How it was measured" in md
+    assert "Emulation does not model" in md
+    assert "Intel Core i7-7700K" in md and "AMD EPYC 7B13" in md
+
+
+def test_html_is_self_contained(standard):
+    res, _ = standard
+    page = (res.out_dir / "report.html").read_text()
+    parser = _Refs()
+    parser.feed(page)
+    assert len(parser.imgs) == len(PLOT_NAMES)
+    for tag, attr, value in parser.refs:
+        assert tag == "img" and attr == "src" and value.startswith("data:image/png;base64,"), (tag, attr, value[:60])
+    assert "link" not in parser.tags and "iframe" not in parser.tags
+    assert not re.search(r"https?://", page)
+    assert "@import" not in page and "url(" not in page
+
+
+def test_names_from_records_are_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    fr = FakeRun("run-evil", model=evil, device="GPU <b>&\"x\"</b>")
+    write_run(tmp_path / "results", fr)
+    res = build_report([tmp_path / "results"], tmp_path / "out")
+    page = (res.out_dir / "report.html").read_text()
+    assert evil not in page and "<b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<script>") == 1  # only the report's own image check
+    md = (res.out_dir / "report.md").read_text()
+    assert evil not in md and "&lt;script&gt;" in md
+
+
+# --------------------------------------------------------------------------
+# finding runs
+
+def test_paths_may_be_run_folder_file_or_parent(results, tmp_path):
+    root, runs = results
+    one = root / runs[3].run_id
+    assert len(load_runs([one]).runs) == 1
+    assert len(load_runs([one / "epochs.csv"]).runs) == 1
+    assert len(load_runs([tmp_path]).runs) == 4
+    res = load_runs([root, tmp_path / "nope"])
+    assert len(res.runs) == 4
+    assert any("nope" in w and "no such" in w for w in res.warnings)
+
+
+def test_nothing_usable_raises_record_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecordError) as e:
+        build_report([tmp_path / "empty"], tmp_path / "out")
+    assert "\n" not in str(e.value) and "empty" in str(e.value)
+
+    bad = tmp_path / "bad" / "r1"
+    bad.mkdir(parents=True)
+    (bad / "epochs.csv").write_text("this is,not,a record\n1,2,3\n")
+    (bad / "run.json").write_text("{oops")
+    with pytest.raises(RecordError) as e:
+        build_report([tmp_path / "bad"], tmp_path / "out")
+    assert "\n" not in str(e.value)
+    assert any("epochs.csv:1" in w for w in e.value.warnings)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dense_done, pt_done", [(6, 2), (0, 0)])
+def test_only_incomplete_runs_raise_record_error(tmp_path, dense_done, pt_done):
+    write_run(tmp_path / "r", FakeRun("run-live", status="running", dense_done=dense_done,
+                                      pt_done=pt_done))
+    with pytest.raises(RecordError) as e:
+        build_report([tmp_path / "r"], tmp_path / "out")
+    assert "1 in progress" in str(e.value) and "\n" not in str(e.value)
+    assert any("run-live" in w and "in progress" in w for w in e.value.warnings)
+
+
+# --------------------------------------------------------------------------
+# damaged records: each named, skipped, the rest still reported
+
+def _damaged_tree(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path / "results"
+    for fr in standard_runs():
+        write_run(root, fr)
+    d: dict[str, Path] = {}
+    extra = root / "copied-from-laptop"
+
+    # torn last line (killed mid-write): the last PruneTrain epoch is cut in half
+    d["torn"] = write_run(extra, FakeRun("torn-run"))
+    lines = _csv_lines(d["torn"])
+    (d["torn"] / "epochs.csv").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+
+    # a garbage line in the middle (an extra line: the run is still complete)
+    d["garbage"] = write_run(extra, FakeRun("garbage-run", device="Tesla T4"))
+    lines = _csv_lines(d["garbage"])
+    lines.insert(4, "\x00\x00garbage from a bad copy\n")
+    (d["garbage"] / "epochs.csv").write_text("".join(lines))
+
+    # an unparsable value: epoch_time_s of line 3 is not a number
+    d["value"] = write_run(extra, FakeRun("value-run", device="Tesla P100"))
+    lines = _csv_lines(d["value"])
+    fields = lines[2].split(",")
+    fields[EPOCH_FIELDNAMES.index("epoch_time_s")] = "12.5s"
+    lines[2] = ",".join(fields)
+    (d["value"] / "epochs.csv").write_text("".join(lines))
+
+    # wrong header
+    d["header"] = write_run(extra, FakeRun("header-run", device="Tesla V100"))
+    lines = _csv_lines(d["header"])
+    lines[0] = "a,b,c\n"
+    (d["header"] / "epochs.csv").write_text("".join(lines))
+
+    # run.json missing: still compared from epochs.csv alone
+    d["nojson"] = write_run(extra, FakeRun("nojson-run", device="NVIDIA GeForce RTX 3090"))
+    (d["nojson"] / "run.json").unlink()
+
+    # run.json invalid JSON
+    d["badjson"] = write_run(extra, FakeRun("badjson-run", device="NVIDIA A100"))
+    (d["badjson"] / "run.json").write_text('{"schema_version": 1, "run_id": "badjson-run",\n  "status": ')
+
+    # run.json unreadable (a folder where the file should be)
+    d["unreadable"] = write_run(extra, FakeRun("unreadable-run", device="NVIDIA L4"))
+    (d["unreadable"] / "run.json").unlink()
+    (d["unreadable"] / "run.json").mkdir()
+
+    # older format: run.json without schema_version, CSV rows of version 0 lacking columns
+    old = FakeRun("old-run", device="NVIDIA GeForce GTX 750 Ti")
+    d["old"] = write_run(extra, old)
+    meta = run_json(old)
+    del meta["schema_version"]
+    atomic_write_json(d["old"] / "run.json", meta)
+    keep = [c for c in EPOCH_FIELDNAMES if c not in ("comm_wait_s", "grad_bytes_per_step")]
+    out = [",".join(keep) + "\n"]
+    for r in old.rows:
+        out.append(",".join("0" if c == "schema_version" else repr(r[c]) if isinstance(r[c], float)
+                            else str(r[c]) for c in keep) + "\n")
+    (d["old"] / "epochs.csv").write_text("".join(out))
+
+    # still running: PruneTrain at epoch 3 of 6
+    d["running"] = write_run(extra, FakeRun("running-run", device="NVIDIA RTX A4000",
+                                            status="running", pt_done=3))
+
+    # PruneTrain diverged
+    d["failed"] = write_run(extra, FakeRun("failed-run", device="NVIDIA H100", status="failed",
+                                           pt_done=2, pt_status="failed"))
+
+    # the same run copied twice
+    d["dup"] = tmp_path / "elsewhere" / standard_runs()[3].run_id
+    shutil.copytree(root / standard_runs()[3].run_id, d["dup"])
+    return root, d
+
+
+def test_damaged_records_warn_and_rest_is_reported(tmp_path):
+    root, d = _damaged_tree(tmp_path)
+    res = build_report([root, tmp_path / "elsewhere"], tmp_path / "out")
+    w = res.warnings
+    text = "\n".join(w)
+
+    def has(*parts: str) -> bool:
+        return any(all(p in line for p in parts) for line in w)
+
+    n_torn = len(_csv_lines(d["torn"]))
+    assert has(f"{d['torn'] / 'epochs.csv'}:{n_torn}", "incomplete")
+    assert has("torn-run", "incomplete", "prunetrain 5/6 epochs")
+    assert has(f"{d['garbage'] / 'epochs.csv'}:5", "fields, expected")
+    assert has(f"{d['value'] / 'epochs.csv'}:3", "epoch_time_s", "12.5s")
+    assert has("value-run", "dense 5/6 epochs (missing 2)")
+    assert has(f"{d['header'] / 'epochs.csv'}:1", "not an epochs.csv header")
+    assert has(str(d["nojson"] / "run.json"), "missing")
+    assert has(f"{d['badjson'] / 'run.json'}:2", "invalid JSON")
+    assert has(str(d["unreadable"] / "run.json"), "cannot read")
+    assert has(str(d["old"] / "run.json"), "older record format", "no schema_version")
+    assert has(str(d["old"] / "epochs.csv"), "schema_version 0")
+    assert has("running-run", "in progress", "prunetrain 3/6")
+    assert has("failed-run", "prunetrain failed")
+    assert has("found in more than one folder", str(d["dup"]),
+               str(root / standard_runs()[3].run_id))
+    assert "Traceback" not in text
+
+    devices = set(res.table["device"])
+    # good, plus the ones still usable despite damage
+    assert {GTX, CPU_LABEL, "Tesla T4", "NVIDIA GeForce RTX 3090", "NVIDIA A100", "NVIDIA L4",
+            "NVIDIA GeForce GTX 750 Ti"} == devices
+    assert _row(res.table, GTX)["n"] == 3
+    assert _row(res.table, CPU_LABEL)["n"] == 1  # the duplicate copy is counted once
+    # an older-format run still yields its numbers
+    old = _row(res.table, "NVIDIA GeForce GTX 750 Ti")
+    assert old["time_saved_pct"] == pytest.approx(_row(res.table, GTX)["time_saved_pct"])
+
+    runs = res.runs.set_index("run_id")
+    assert runs.loc["running-run", "status"] == "running"
+    assert not runs.loc["running-run", "compared"]
+    md = (res.out_dir / "report.md").read_text()
+    assert "still in progress" in md and "running-run" in md
+    page = (res.out_dir / "report.html").read_text()
+    assert "still in progress" in page
+    assert "torn-run" in page  # warnings are listed in the report too
+
+
+def test_running_run_with_all_epochs_is_compared_and_flagged(tmp_path):
+    write_run(tmp_path / "r", FakeRun("run-nearly", status="running"))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert len(res.table) == 1 and bool(res.table.iloc[0]["in_progress"])
+    assert "(in progress)" in (res.out_dir / "report.md").read_text()
+
+
+def test_windows_line_endings_and_bom_are_read(tmp_path):
+    folder = write_run(tmp_path / "r", FakeRun("run-crlf"))
+    text = (folder / "epochs.csv").read_text()
+    (folder / "epochs.csv").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    res = load_runs([tmp_path / "r"])
+    assert res.warnings == [] and len(res.runs[0].epochs) == 12
+
+
+def test_newer_schema_version_is_read_with_warning(tmp_path):
+    fr = FakeRun("run-future")
+    folder = write_run(tmp_path / "r", fr)
+    meta = json.loads((folder / "run.json").read_text())
+    meta["schema_version"] = 7
+    atomic_write_json(folder / "run.json", meta)
+    res = load_runs([tmp_path / "r"])
+    assert len(res.runs) == 1
+    assert any("schema_version 7" in w and "newer" in w for w in res.warnings)
+
+
+def test_many_bad_rows_are_summarised(tmp_path):
+    folder = write_run(tmp_path / "r", FakeRun("run-noisy"))
+    lines = _csv_lines(folder)
+    (folder / "epochs.csv").write_text("".join(lines + ["x\n"] * 20))
+    res = load_runs([tmp_path / "r"])
+    assert len([w for w in res.warnings if "fields, expected" in w]) == 5
+    assert any("15 more damaged rows" in w for w in res.warnings)
+
+
+def test_stale_plots_are_removed_and_out_must_be_a_folder(results, tmp_path):
+    root, _ = results
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "channels.png").write_bytes(b"old")
+    for fr_dir in root.iterdir():  # no architectures -> no channels plot
+        meta = json.loads((fr_dir / "run.json").read_text())
+        meta["modes"] = {"dense": {"status": "finished"}, "prunetrain": {"status": "finished"}}
+        atomic_write_json(fr_dir / "run.json", meta)
+    res = build_report([root], out)
+    assert "channels.png" not in {p.name for p in res.files}
+    assert not (out / "channels.png").exists()
+
+    from bench.errors import BenchError
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BenchError):
+        build_report([root], tmp_path / "afile")
+
+
+# --------------------------------------------------------------------------
+# a real browser
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def test_report_html_renders_in_chromium(standard, tmp_path):
+    res, _ = standard
+    url = (res.out_dir / "report.html").resolve().as_uri()
+    chromium = shutil.which("chromium")
+
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}",
+         "--dump-dom", "--virtual-time-budget=5000", url],
+        capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom.stdout)
+    assert m, "the page's load script did not run: " + dom.stdout[:500]
+    loaded, total = int(m.group(1)), int(m.group(2))
+    assert total == len(PLOT_NAMES) and loaded == total
+
+    shot = tmp_path / "shot.png"
+    run = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}",
+         f"--screenshot={shot}", "--window-size=1280,4000", url],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shot.exists() and shot.read_bytes().startswith(PNG_MAGIC)
+    assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def test_different_settings_are_separate_rows(tmp_path):
+    write_run(tmp_path / "r", FakeRun("run-a"))
+    write_run(tmp_path / "r", FakeRun("run-b", interval=3))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert len(res.table) == 2 and list(res.table["n"]) == [1, 1]
+    assert res.table["label"].nunique() == 2
+    assert all("reconfigure every" in label for label in res.table["label"])
+
+
+def test_epochs_frame_for_plots(standard):
+    res, runs = standard
+    e = res.epochs
+    assert len(e) == sum(len(fr.rows) for fr in runs)
+    for col in ("label", "row", "device_label", "train_time_s", "cum_train_time_s", "run_path"):
+        assert col in e
+    one = e[(e["run_id"] == runs[3].run_id) & (e["mode"] == "prunetrain")].sort_values("epoch")
+    assert one["cum_train_time_s"].iloc[-1] == pytest.approx(
+        _row(res.table, CPU_LABEL)["prunetrain_time_s"])
