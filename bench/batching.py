@@ -1,0 +1,181 @@
+"""PruneTrain's dynamic mini-batch rule (pure functions, no torch).
+
+PruneTrain's third technique: as pruning removes channels, one training
+iteration needs less memory, so the mini-batch can grow and the epoch needs
+fewer, better-utilised steps.  The original code never shipped it; this is
+the rule the benchmark uses.
+
+Memory model: ``need(b) = fixed + per_sample * b`` bytes (parameters, grads
+and optimizer state are fixed; activations grow linearly with the batch), from
+:func:`bench.memory.measure_training_memory` or from two CUDA peaks at two
+batch sizes (:func:`fit_linear_need`).  Only ``headroom * budget`` bytes are
+usable; the rest absorbs what the model leaves out (allocator rounding,
+fragmentation, cuDNN workspaces, transient gradient buffers).
+
+Rule (:func:`choose_batch`), with ``B0`` the base batch of the profile/CLI:
+
+1. Grow: the largest multiple ``b = k * B0`` (``k >= 1``) with
+   ``need(b) <= headroom * budget`` and ``b <= max_batch``.
+2. Lower: when ``B0`` itself does not fit (or exceeds ``max_batch``), halve:
+   the largest ``b = B0 // 2**j`` (integer halving, at least ``min_batch``)
+   that fits.  Halving keeps batch sizes few and regular (a cleaner learning
+   rate schedule, and no odd sizes that GPUs run slowly) and matches what
+   :func:`lower_after_oom` does after an out-of-memory error.
+3. Nothing fits even at ``min_batch``: ``fits=False`` with the predicted need;
+   the caller stops with :class:`bench.errors.OutOfMemoryBudget`
+   (:meth:`BatchDecision.require_fit`).
+
+The learning rate follows the linear scaling rule: ``lr = lr0 * b / B0``
+(``BatchDecision.lr_scale``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from bench.errors import OutOfMemoryBudget
+
+__all__ = [
+    "BatchDecision",
+    "choose_batch",
+    "lower_after_oom",
+    "predicted_need",
+    "scaled_lr",
+    "fit_linear_need",
+]
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    """The chosen batch, its LR multiplier, why, whether it fits, and its predicted bytes."""
+
+    batch: int
+    lr_scale: float
+    reason: str
+    fits: bool
+    predicted_bytes: int
+    usable_bytes: int
+    base_batch: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def require_fit(self) -> "BatchDecision":
+        """Return self, or raise :class:`OutOfMemoryBudget` (one line) when nothing fits."""
+        if not self.fits:
+            raise OutOfMemoryBudget(
+                f"batch {self.batch} needs {_mib(self.predicted_bytes)} but the memory budget allows "
+                f"{_mib(self.usable_bytes)}: choose a smaller model or a profile with more memory"
+            )
+        return self
+
+
+def predicted_need(batch: int, need_fixed: float, need_per_sample: float) -> int:
+    """``need(b) = fixed + per_sample * b`` in whole bytes (rounded up)."""
+    return int(math.ceil(need_fixed + need_per_sample * batch))
+
+
+def scaled_lr(base_lr: float, batch: int, base_batch: int) -> float:
+    """Linear scaling rule: ``lr0 * b / B0``."""
+    return base_lr * batch / base_batch
+
+
+def choose_batch(
+    base_batch: int,
+    need_fixed: float,
+    need_per_sample: float,
+    budget: float,
+    headroom: float = 0.9,
+    max_batch: Optional[int] = None,
+    min_batch: int = 1,
+) -> BatchDecision:
+    """Apply the rule of the module docstring; ``max_batch=None`` means memory is the only cap."""
+    if base_batch < 1 or min_batch < 1:
+        raise ValueError(f"base_batch and min_batch must be >= 1, got {base_batch}, {min_batch}")
+    if budget <= 0 or not 0 < headroom <= 1:
+        raise ValueError(f"need budget > 0 and 0 < headroom <= 1, got {budget}, {headroom}")
+    if need_fixed < 0 or need_per_sample < 0:
+        raise ValueError("memory needs must be >= 0")
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    usable = int(headroom * budget)
+
+    def decision(b: int, reason: str, fits: bool = True) -> BatchDecision:
+        return BatchDecision(
+            batch=b,
+            lr_scale=b / base_batch,
+            reason=reason,
+            fits=fits,
+            predicted_bytes=predicted_need(b, need_fixed, need_per_sample),
+            usable_bytes=usable,
+            base_batch=base_batch,
+        )
+
+    def fits(b: int) -> bool:
+        return predicted_need(b, need_fixed, need_per_sample) <= usable and (max_batch is None or b <= max_batch)
+
+    if fits(base_batch):
+        # Largest k allowed by memory and by the cap.
+        room = usable - need_fixed
+        k_mem = math.inf if need_per_sample == 0 else math.floor(room / (need_per_sample * base_batch))
+        k_cap = math.inf if max_batch is None else max_batch // base_batch
+        k = min(k_mem, k_cap)
+        if k == math.inf:                         # nothing grows with the batch and no cap: keep the base
+            return decision(base_batch, f"base batch {base_batch}: memory does not grow with the batch")
+        k = max(1, int(k))
+        while k > 1 and not fits(k * base_batch):  # guard against rounding at the boundary
+            k -= 1
+        b = k * base_batch
+        if k == 1:
+            why = "no room for 2x" if k_cap >= 2 else f"max_batch {max_batch}"
+            return decision(b, f"base batch {b} ({why})")
+        limit = "max_batch" if k_cap <= k_mem else "memory"
+        return decision(b, f"grown to {k}x base = {b}, limited by {limit} "
+                           f"({_mib(predicted_need(b, need_fixed, need_per_sample))} of {_mib(usable)} usable)")
+
+    why = (f"base batch {base_batch} exceeds max_batch {max_batch}" if max_batch is not None and base_batch > max_batch
+           else f"base batch {base_batch} needs {_mib(predicted_need(base_batch, need_fixed, need_per_sample))} "
+                f"> {_mib(usable)} usable")
+    b = base_batch
+    floor = min(min_batch, base_batch)
+    while b > floor:
+        b = max(b // 2, floor)
+        if fits(b):
+            return decision(b, f"lowered to {b}: {why}")
+    return decision(b, f"nothing fits: batch {b} needs "
+                       f"{_mib(predicted_need(b, need_fixed, need_per_sample))} > {_mib(usable)} usable", fits=False)
+
+
+def lower_after_oom(batch: int, base_batch: int, min_batch: int = 1) -> Optional[int]:
+    """The batch to retry with after an out-of-memory error, or None at the minimum.
+
+    Above the base batch: the largest multiple of ``base_batch`` not above
+    ``batch // 2`` (at least ``base_batch``), so grown batches stay multiples
+    of the base; at or below it: halve, down to ``min_batch``.
+    """
+    if batch <= max(min_batch, 1):
+        return None
+    if batch > base_batch:
+        return max(base_batch, (batch // 2) // base_batch * base_batch)
+    return max(batch // 2, min_batch, 1)
+
+
+def fit_linear_need(b1: int, bytes1: float, b2: int, bytes2: float) -> tuple[float, float]:
+    """``(fixed, per_sample)`` of the line through two measured peaks ``(b1, bytes1)``, ``(b2, bytes2)``.
+
+    A negative slope is clamped to 0; a negative intercept to 0 with the
+    steeper ``max(bytes_i / b_i)`` as per-sample cost (never underestimates
+    either measured point).
+    """
+    if b1 == b2:
+        raise ValueError("need two different batch sizes")
+    per = max(0.0, (bytes2 - bytes1) / (b2 - b1))
+    fixed = bytes1 - per * b1
+    if fixed < 0:
+        return 0.0, max(bytes1 / b1, bytes2 / b2)
+    return fixed, per
