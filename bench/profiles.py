@@ -46,6 +46,7 @@ class RunDefaults:
     lpr: float = 0.2
     threshold: float = 1e-4
     lr: float = 0.1
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the epochs where the LR drops ×0.1
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,7 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         threshold=c.number(d, "threshold", "defaults.threshold", base.threshold,
                            "a number > 0", lambda x: x > 0),
         lr=c.number(d, "lr", "defaults.lr", base.lr, "a number > 0", lambda x: x > 0),
+        lr_milestones=_milestones(c, d, base.lr_milestones),
     )
 
     return Profile(
@@ -325,6 +327,14 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         budget_bytes=budget, reserve_bytes=reserve, headroom=headroom,
         defaults=defaults, source=str(path),
     )
+
+
+def _milestones(c: "_Checker", d: Mapping[str, Any], default: tuple[float, ...]) -> tuple[float, ...]:
+    value = d.get("lr_milestones", list(default))
+    if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in value):
+        raise c.fail("defaults.lr_milestones", "must be a list of fractions between 0 and 1", value)
+    return tuple(float(v) for v in value)
 
 
 def builtin_profiles() -> dict[str, Profile]:

@@ -71,9 +71,14 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> dic
 
 
 def channels(model: nn.Module) -> dict[str, int]:
-    """Output channels of every conv and linear layer, in registration order."""
+    """Output channels of every conv and linear layer, in the order the forward pass runs them."""
+    if isinstance(model, fx.GraphModule):
+        names = [n.target for n in model.graph.nodes if n.op == "call_module"]
+        layers = [(n, model.get_submodule(n)) for n in dict.fromkeys(names)]
+    else:
+        layers = list(model.named_modules())
     out = {}
-    for name, mod in model.named_modules():
+    for name, mod in layers:
         if isinstance(mod, nn.Conv2d):
             out[name] = mod.out_channels
         elif isinstance(mod, nn.Linear):

@@ -1,0 +1,4 @@
+"""``python -m bench`` (what torchrun launches)."""
+from .cli import main
+
+main()

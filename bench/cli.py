@@ -1,0 +1,204 @@
+"""The ``bench`` command line: thin click commands over the library.
+
+Known mistakes (BenchError, UnsupportedModelError) become one line on stderr
+and exit code 2; nothing else is caught, so real bugs still show a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import BenchError
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def friendly_errors(fn):
+    """Turn user errors into one clear line and exit 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from prunetrain_core import UnsupportedModelError
+
+        try:
+            return fn(*args, **kwargs)
+        except BenchError as exc:
+            for line in getattr(exc, "warnings", []) or []:
+                click.echo(f"warning: {line}", err=True)
+            _fail(str(exc))
+        except UnsupportedModelError as exc:
+            _fail(f"unsupported model: {exc}")
+        except KeyboardInterrupt:
+            click.echo("interrupted: the last complete epoch is checkpointed; continue with --resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="prunetrain-bench")
+def main() -> None:
+    """PruneTrain benchmark: how much training time pruning during training saves on your hardware."""
+
+
+# ---------------------------------------------------------------------------------------------- run
+@main.command()
+@click.option("--profile", default="auto", show_default=True,
+              help="Hardware profile: a name from `bench profiles`, a path to a .toml file, or auto.")
+@click.option("--model", default=None, help="Model (default from the profile): resnet20/32/56/110/50, vgg8/11/13/16, "
+                                            "resnet50-imagenet, vgg16-imagenet.")
+@click.option("--data", default=None, help="cifar10, cifar100, synthetic (embedded, no files), or any name with --data-dir.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Image-folder data set with train/ and test/ (or val/) class folders.")
+@click.option("--subset", type=int, default=None, help="Train on a class-balanced subset of N images (0 = all).")
+@click.option("--mode", "mode", type=click.Choice(["both", "dense", "prunetrain"]), default="both", show_default=True)
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="Base (global) mini-batch.")
+@click.option("--max-batch", type=int, default=None, help="Cap for the dynamic mini-batch.")
+@click.option("--lr", type=float, default=None, help="Base learning rate (scaled linearly with the batch).")
+@click.option("--lr-milestones", default=None,
+              help="Fractions of the epochs where the LR drops ×0.1, e.g. 0.5,0.75 (default from the profile; "
+                   "'none' keeps it constant).")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--interval", type=int, default=None, help="Reconfigure every N epochs.")
+@click.option("--lpr", type=float, default=None, help="Lasso penalty ratio that sets λ.")
+@click.option("--threshold", type=float, default=None, help="A channel is dead when max|w| < threshold.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--adjust-batch/--no-adjust-batch", default=True, show_default=True,
+              help="Dynamic mini-batch adjustment after each reconfiguration.")
+@click.option("--round-channels", default="1", show_default=True,
+              help="Keep channel counts at multiples of N, or 'auto' to measure what this device prefers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--emulate/--no-emulate", default=False, show_default=True,
+              help="On a GPU larger than the profile's budget, cap this process at the budget.")
+@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
+              help="Mixed precision (CUDA only).")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True)
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue an interrupted run folder (its recorded configuration is used).")
+@click.option("--nproc-per-node", type=int, default=1, show_default=True,
+              help="Data-parallel processes on this node (launches torchrun).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@friendly_errors
+def run(**opts) -> None:
+    """Train dense and PruneTrain on the same schedule and record every epoch."""
+    from .distributed import launch_torchrun, maybe_init
+
+    if opts["nproc_per_node"] > 1 and "LOCAL_RANK" not in os.environ:
+        sys.exit(launch_torchrun(opts["nproc_per_node"], sys.argv[1:]))
+    dist = maybe_init()
+    cfg = None if opts["resume"] else build_config(opts, dist)
+    quiet = opts["quiet"] or (dist is not None and dist.rank != 0)
+    echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    from .run import run_benchmark
+
+    try:
+        run_dir = run_benchmark(cfg, results_dir=Path(opts["results_dir"]),
+                                resume=Path(opts["resume"]) if opts["resume"] else None,
+                                progress=not quiet and sys.stderr.isatty(), echo=echo, dist=dist)
+    finally:
+        if dist is not None:
+            dist.close()
+    if not quiet:
+        click.echo(str(run_dir))
+
+
+def build_config(opts: dict, dist=None):
+    """Command-line options over the profile's defaults."""
+    from .config import RunConfig
+    from .hardware import detect
+    from .profiles import resolve_profile
+
+    profile = resolve_profile(opts["profile"], detect())
+    d = profile.defaults
+
+    def pick(key, default):
+        return default if opts[key] is None else opts[key]
+
+    round_channels = opts["round_channels"]
+    if round_channels == "auto":
+        from .speed import auto_round_channels
+
+        round_channels = auto_round_channels(pick("model", d.model))
+    else:
+        try:
+            round_channels = int(round_channels)
+        except ValueError:
+            raise BenchError(f"--round-channels must be a positive integer or 'auto', got {round_channels!r}") from None
+    milestones = list(d.lr_milestones)
+    if opts["lr_milestones"] is not None:
+        text = opts["lr_milestones"].strip().lower()
+        try:
+            milestones = [] if text in ("", "none") else [float(v) for v in text.split(",")]
+        except ValueError:
+            raise BenchError(f"--lr-milestones must be fractions like 0.5,0.75 or 'none', got {text!r}") from None
+        if not all(0 < v < 1 for v in milestones):
+            raise BenchError(f"--lr-milestones must be fractions between 0 and 1, got {text!r}")
+    cfg = RunConfig(
+        model=pick("model", d.model), data=pick("data", d.data), data_dir=opts["data_dir"],
+        subset=pick("subset", d.subset), profile=opts["profile"] if opts["profile"] != "auto" else profile.name,
+        modes=["dense", "prunetrain"] if opts["mode"] == "both" else [opts["mode"]],
+        epochs=pick("epochs", d.epochs), batch_size=pick("batch_size", d.batch_size),
+        max_batch=pick("max_batch", d.max_batch), lr=pick("lr", d.lr), momentum=opts["momentum"],
+        weight_decay=opts["weight_decay"], lr_milestones=milestones, interval=pick("interval", d.interval), lpr=pick("lpr", d.lpr),
+        threshold=pick("threshold", d.threshold), seed=opts["seed"], adjust_batch=opts["adjust_batch"],
+        round_channels=round_channels, device=opts["device"], emulate=opts["emulate"], amp=opts["amp"],
+        channels_last=opts["channels_last"], compile=opts["compile_"],
+        world_size=dist.world_size if dist is not None else 1,
+    )
+    if opts["max_batch"] is None and cfg.max_batch < cfg.batch_size:
+        cfg.max_batch = cfg.batch_size
+    return cfg.validate()
+
+
+# ---------------------------------------------------------------------------------------------- report
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default="reports/latest", show_default=True,
+              help="Folder for report.md, report.html and the plots.")
+@click.option("--title", default=None)
+@friendly_errors
+def report(paths, out, title) -> None:
+    """Merge run folders (from any number of machines) into one report."""
+    from .report import build_report
+
+    result = build_report([Path(p) for p in (paths or ("results",))], Path(out), title=title)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
+    click.echo(f"{len(result.table)} configuration(s) compared; wrote {result.out_dir / 'report.html'}")
+
+
+# ---------------------------------------------------------------------------------------------- env / profiles
+@main.command()
+def env() -> None:
+    """What this machine has: GPUs (NVML), CPU, torch/CUDA/cuDNN, and whether torch supports the GPU."""
+    from .hardware import detect, format_env
+
+    click.echo(format_env(detect()))
+
+
+@main.command()
+@friendly_errors
+def profiles() -> None:
+    """List the built-in hardware profiles and the one `--profile auto` picks here."""
+    from .hardware import detect
+    from .profiles import builtin_profiles, format_profiles
+
+    click.echo(format_profiles(builtin_profiles(), detect()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

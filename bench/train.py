@@ -1,0 +1,453 @@
+"""The training loop of one mode (dense or PruneTrain), epoch by epoch, with its records.
+
+Both modes run the identical schedule and seed; PruneTrain adds the
+group-lasso term from the first step and, every ``interval`` epochs, asks the
+engine to reconfigure the model into a smaller dense one, then re-decides the
+mini-batch for the memory that freed up.  Everything a row of epochs.csv
+holds is measured here; the row is appended when its epoch ends and the
+checkpoint written right after it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prunetrain_core as pc
+
+from . import checkpoint
+from .batching import BatchDecision, choose_batch, lower_after_oom
+from .config import RunConfig
+from .data import DataSplit, Loader
+from .errors import CheckpointError, DivergenceError, OutOfMemoryBudget
+from .memory import MemoryEstimate, measure_training_memory
+from .records import SCHEMA_VERSION, EpochLog
+
+MEMORY_PROBE_BATCH = 16
+
+
+class EmulatedOutOfMemory(RuntimeError):
+    """A step whose measured memory exceeds the emulated budget (the CPU stand-in for a CUDA OOM)."""
+
+
+@dataclass
+class RunContext:
+    """What every mode of a run shares; built by :mod:`bench.run`."""
+
+    cfg: RunConfig
+    run_id: str
+    run_dir: Path
+    device: torch.device
+    data: DataSplit
+    profile_name: str
+    device_name: str
+    emulated: bool
+    budget_bytes: int
+    reserve_bytes: int
+    headroom: float
+    log: EpochLog | None                 # None on ranks other than 0
+    on_architecture: Callable[[str, dict], None] = lambda mode, arch: None
+    progress: bool = False
+    dist: Any = None                     # bench.distributed.DistContext when world_size > 1
+
+    @property
+    def usable_budget(self) -> int:
+        return max(0, self.budget_bytes - self.reserve_bytes)
+
+    @property
+    def is_writer(self) -> bool:
+        return self.dist is None or self.dist.rank == 0
+
+
+@dataclass
+class EpochStats:
+    train_loss: float
+    train_acc: float
+    lasso_ratio: float
+    samples: int
+    steps: int
+    epoch_time_s: float
+    compile_time_s: float
+    peak_memory_bytes: int
+    comm_wait_s: float = 0.0
+
+
+@dataclass
+class ModeState:
+    """What a checkpoint must hold to continue a mode exactly where it stopped."""
+
+    epoch: int = 0                 # last completed epoch
+    batch: int = 0                 # global batch
+    lam: float | None = None
+    oom_retries: int = 0
+    architectures: list[dict] = field(default_factory=list)
+    batch_reasons: list[str] = field(default_factory=list)
+
+
+class ModeTrainer:
+    def __init__(self, ctx: RunContext, mode: str):
+        self.ctx, self.mode, self.cfg = ctx, mode, ctx.cfg
+        self.prune = mode == "prunetrain"
+        self.example = self._example_batch()
+        self.state = ModeState()
+        self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
+        self.module: nn.Module
+        self.optimizer: torch.optim.Optimizer
+
+    # ------------------------------------------------------------------ setup
+    def _example_batch(self) -> torch.Tensor:
+        x = self.ctx.data.train.images[:2].to(self.ctx.device)
+        mean = torch.tensor(self.ctx.data.train.mean, device=self.ctx.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.ctx.data.train.std, device=self.ctx.device).view(1, -1, 1, 1)
+        return (x.float() / 255 - mean) / std
+
+    def _make_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                               weight_decay=self.cfg.weight_decay)
+
+    def start(self) -> None:
+        """A fresh mode: the same initial weights for both modes (seeded), batch checked against the budget."""
+        torch.manual_seed(self.cfg.seed)
+        model = pc.build_model(self.cfg.model, self.ctx.data.num_classes).to(self.ctx.device)
+        self._install(model, self._make_optimizer(model.parameters()))
+        self.state.batch = self.cfg.batch_size
+        self._decide_batch(at_start=True)
+        self._record_architecture(0)
+
+    def resume(self) -> bool:
+        """Continue from the last complete epoch's checkpoint; False when there is none yet."""
+        if not self.ckpt_path.exists():
+            return False
+        blob = checkpoint.load(self.ckpt_path, map_location=self.ctx.device)
+        if blob.get("mode") != self.mode:
+            raise CheckpointError(f"{self.ckpt_path}: key 'mode' is {blob.get('mode')!r}, expected {self.mode!r}")
+        model = checkpoint.restore_model(blob, self.ckpt_path).to(self.ctx.device)
+        optimizer = checkpoint.optimizer_from_named(model, blob["optimizer"], self._make_optimizer)
+        self._install(model, optimizer)
+        s = blob["state"]
+        self.state = ModeState(epoch=int(blob["epoch"]), batch=int(s["batch"]), lam=s["lam"],
+                               oom_retries=int(s["oom_retries"]), architectures=list(s["architectures"]),
+                               batch_reasons=list(s["batch_reasons"]))
+        if not 1 <= self.state.batch <= max(self.cfg.max_batch, self.cfg.batch_size):
+            raise CheckpointError(f"{self.ckpt_path}: key 'state.batch' is {self.state.batch}, outside 1..max_batch")
+        checkpoint.set_rng_state(blob["rng"])
+        return True
+
+    def _install(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
+        if self.cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.module, self.optimizer = model, optimizer
+        self.lasso = pc.GroupLasso(model, self.example) if self.prune else None
+        self.flops = pc.count_flops(model, self.example)
+        self.memory = measure_training_memory(model, self.example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1),
+                                              optimizer=optimizer)
+        self.forward_model = self._wrap(model)
+        self.needs_compile = self.cfg.compile
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.ctx.dist is not None:
+            model = self.ctx.dist.wrap(model)
+        if self.cfg.compile:
+            torch._dynamo.reset()  # a new shape: compile afresh rather than pile up recompiles
+            model = torch.compile(model)
+        return model
+
+    # ------------------------------------------------------------------ batch decisions
+    def _decide_batch(self, at_start: bool) -> BatchDecision | None:
+        """PruneTrain's dynamic mini-batch: largest multiple of the base batch that fits (bench.batching)."""
+        if not self.cfg.adjust_batch:
+            return None
+        world = self.cfg.world_size
+        base = self.cfg.batch_size // world  # per process
+        decision = choose_batch(base, self.memory.fixed, self.memory.per_sample_activations,
+                                self.ctx.usable_budget or 1, self.ctx.headroom,
+                                max_batch=max(self.cfg.max_batch // world, base))
+        if not decision.fits:
+            raise OutOfMemoryBudget(
+                f"{self.mode}: even batch {decision.batch} needs {decision.predicted_bytes / 2**20:.0f} MiB, "
+                f"more than the budget of {self.ctx.usable_budget / 2**20:.0f} MiB usable "
+                f"({self.ctx.profile_name}); choose a smaller model or a larger profile")
+        batch = decision.batch * world
+        if at_start:
+            batch = min(batch, self.cfg.batch_size)  # dense and PruneTrain start alike; only lowered
+        self.state.batch = batch
+        self.state.batch_reasons.append(f"epoch {self.state.epoch}: {batch} ({decision.reason})")
+        return decision
+
+    # ------------------------------------------------------------------ one epoch
+    def lr_for(self, epoch: int) -> float:
+        """Step schedule × linear scaling with the batch (batch / base batch)."""
+        return self.cfg.lr * self.cfg.schedule_factor(epoch) * self.state.batch / self.cfg.batch_size
+
+    def _sync(self) -> None:
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize(self.ctx.device)
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        cfg, ctx = self.cfg, self.ctx
+        lr = self.lr_for(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        rank, world = (ctx.dist.rank, ctx.dist.world_size) if ctx.dist else (0, 1)
+        loader = Loader(ctx.data.train, max(1, self.state.batch // world), train=True, device=ctx.device,
+                        generator_seed=cfg.seed, rank=rank, world_size=world)
+        loader.set_epoch(epoch)
+        self.forward_model.train()
+        self.loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
+        self.ratio_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
+        self.samples = self.steps = 0
+        self.comm_wait = 0.0
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+        bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
+        compile_time = 0.0
+        self._sync()
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(loader):
+            if i == 0 and self.needs_compile:
+                t0 = time.perf_counter()
+                self._step_with_retry(x, y)
+                self._sync()
+                first = time.perf_counter() - t0
+                self.needs_compile = False
+                compile_time = first  # corrected below by the typical step time
+            else:
+                self._step_with_retry(x, y)
+            bar.update(1)
+        self._sync()
+        elapsed = time.perf_counter() - start
+        bar.close()
+        if compile_time and self.steps > 1:
+            typical = (elapsed - compile_time) / (self.steps - 1)
+            compile_time = max(0.0, compile_time - typical)
+        totals = torch.stack([self.loss_sum, self.correct.double(), self.ratio_sum])
+        if ctx.dist is not None:
+            totals = ctx.dist.all_reduce_sum(totals)
+        loss_sum, correct, ratio_sum = totals.tolist()
+        samples = self.samples * world
+        if not math.isfinite(loss_sum):
+            raise DivergenceError(f"{self.mode}: the training loss became {loss_sum / max(samples, 1)} in epoch {epoch} "
+                                  f"(lr {lr:g}); lower --lr or --lpr")
+        peak = (torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda"
+                else self.memory.total_for_batch(max(1, self.state.batch // world)))
+        return EpochStats(
+            train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
+            lasso_ratio=ratio_sum / max(self.steps * world, 1) if self.prune else 0.0,
+            samples=samples, steps=self.steps, epoch_time_s=elapsed - compile_time,
+            compile_time_s=compile_time, peak_memory_bytes=int(peak), comm_wait_s=self.comm_wait)
+
+    def _step_with_retry(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step; after an out-of-memory error, lower the batch and redo it in smaller steps."""
+        world = self.ctx.dist.world_size if self.ctx.dist else 1
+        per_rank = max(1, self.state.batch // world)
+        if len(x) > per_rank:
+            for i in range(0, len(x), per_rank):
+                self._step_with_retry(x[i:i + per_rank], y[i:i + per_rank])
+            return
+        try:
+            self._check_emulated_budget(len(x))
+            self._step(x, y)
+        except (torch.cuda.OutOfMemoryError, EmulatedOutOfMemory) as exc:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
+            lower = lower_after_oom(self.state.batch, self.cfg.batch_size)
+            if self.ctx.dist is not None:
+                raise OutOfMemoryBudget(f"{self.mode}: out of memory at batch {self.state.batch} under "
+                                        f"torchrun; restart with --batch-size {lower or 1}") from exc
+            if lower is None:
+                raise OutOfMemoryBudget(
+                    f"{self.mode}: out of memory even at batch {self.state.batch}: budget "
+                    f"{self.ctx.usable_budget / 2**20:.0f} MiB, measured need "
+                    f"{self.memory.total_for_batch(self.state.batch) / 2**20:.0f} MiB") from exc
+            self.state.oom_retries += 1
+            self.state.batch_reasons.append(f"epoch {self.state.epoch + 1}: out of memory at "
+                                            f"{self.state.batch}, retried at {lower}")
+            self.state.batch = lower
+            self._step_with_retry(x, y)
+
+    def _check_emulated_budget(self, batch: int) -> None:
+        if self.ctx.device.type == "cuda" or not self.ctx.budget_bytes:
+            return  # on CUDA the allocator's own cap (set_per_process_memory_fraction) decides
+        need = self.memory.total_for_batch(batch)
+        if need > self.ctx.usable_budget:
+            raise EmulatedOutOfMemory(f"batch {batch} needs {need} bytes > budget {self.ctx.usable_budget}")
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = self.cfg.amp != "off" and self.ctx.device.type == "cuda"
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=amp):
+            out = self.forward_model(x)
+            ce = F.cross_entropy(out.float(), y)
+        loss = ce
+        if self.lasso is not None:
+            # the penalty in fp32, added before any loss scaling, so scaling treats it like the CE
+            penalty = self.lasso.penalty()
+            if self.state.lam is None:
+                self.state.lam = self._first_lambda(ce, penalty)
+            loss = ce + self.state.lam * penalty
+            with torch.no_grad():
+                reg = self.state.lam * penalty
+                self.ratio_sum += (reg / (ce + reg)).double()
+        self.optimizer.zero_grad(set_to_none=True)
+        if amp and self.cfg.amp == "fp16":
+            scaler = self._scaler()
+            scaler.scale(loss).backward()
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        with torch.no_grad():
+            self.loss_sum += ce.detach().double() * len(y)
+            self.correct += (out.argmax(1) == y).sum()
+        self.samples += len(y)
+        self.steps += 1
+
+    def _scaler(self) -> torch.amp.GradScaler:
+        if not hasattr(self, "_grad_scaler"):
+            self._grad_scaler = torch.amp.GradScaler("cuda")
+        return self._grad_scaler
+
+    def _first_lambda(self, ce: torch.Tensor, penalty: torch.Tensor) -> float:
+        """λ from the first mini-batch at the initial weights (the whole global batch under DDP)."""
+        ce0 = ce.detach().double()
+        if self.ctx.dist is not None:
+            ce0 = self.ctx.dist.all_reduce_sum(ce0.reshape(1))[0] / self.ctx.dist.world_size
+        return pc.lambda_from_ratio(self.cfg.lpr, float(ce0), float(penalty.detach()))
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, float]:
+        ctx = self.ctx
+        self.forward_model.eval()
+        loader = Loader(ctx.data.test, self.cfg.test_batch, train=False, device=ctx.device)
+        self._sync()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
+        correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
+        for x, y in loader:
+            out = self.module(x)  # every rank evaluates the whole test set: no DDP needed
+            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
+            correct += (out.argmax(1) == y).sum()
+        self._sync()
+        n = len(ctx.data.test)
+        return loss_sum.item() / n, 100.0 * correct.item() / n, time.perf_counter() - start
+
+    # ------------------------------------------------------------------ reconfiguration
+    def reconfigure(self, epoch: int) -> float:
+        """Shrink the model (plan on rank 0, same surgery everywhere), then re-decide the batch."""
+        self._sync()
+        start = time.perf_counter()
+        if self.ctx.dist is not None:
+            plan = self.ctx.dist.broadcast_plan(
+                lambda: pc.plan_reconfiguration(self.module, self.example, threshold=self.cfg.threshold,
+                                                round_to=self.cfg.round_channels))
+        else:
+            plan = pc.plan_reconfiguration(self.module, self.example, threshold=self.cfg.threshold,
+                                           round_to=self.cfg.round_channels)
+        model = pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer)
+        self._install(model, self.optimizer)
+        self._decide_batch(at_start=False)
+        self._sync()
+        elapsed = time.perf_counter() - start
+        self._record_architecture(epoch)
+        return elapsed
+
+    def _record_architecture(self, epoch: int) -> None:
+        arch = {
+            "epoch": epoch,
+            "channels": list(pc.channels(self.module).items()),
+            "params": sum(p.numel() for p in self.module.parameters()),
+            "inference_flops": self.flops.inference_per_image,
+            "train_flops_per_image": self.flops.train_per_image,
+            "batch_size": self.state.batch,
+            "memory": self.memory.to_dict(),
+        }
+        self.state.architectures.append(arch)
+        self.ctx.on_architecture(self.mode, arch)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        for epoch in range(self.state.epoch + 1, cfg.epochs + 1):
+            stats = self.train_epoch(epoch)
+            test_loss, test_acc, eval_time = self.evaluate()
+            batch_used, lr_used = self.state.batch, self.lr_for(epoch)
+            flops_now = self.flops  # the shape this epoch trained with
+            reconfig_time = self.reconfigure(epoch) if self.prune and cfg.is_reconfiguration_epoch(epoch) else 0.0
+            self.state.epoch = epoch
+            row = {
+                "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "mode": self.mode,
+                "model": cfg.model, "dataset": ctx.data.name, "profile": ctx.profile_name,
+                "device": ctx.device_name, "emulated": int(ctx.emulated), "world_size": cfg.world_size,
+                "epoch": epoch, "batch_size": batch_used, "lr": lr_used,
+                "train_loss": stats.train_loss, "train_acc": stats.train_acc,
+                "test_loss": test_loss, "test_acc": test_acc,
+                "epoch_time_s": stats.epoch_time_s, "eval_time_s": eval_time,
+                "reconfig_time_s": reconfig_time, "compile_time_s": stats.compile_time_s,
+                "train_flops": flops_now.train_per_image * stats.samples,
+                "inference_flops": flops_now.inference_per_image,
+                "params": sum(p.numel() for p in self.module.parameters()) if not reconfig_time
+                else self.state.architectures[-2]["params"],
+                "peak_memory_bytes": stats.peak_memory_bytes, "memory_budget_bytes": ctx.budget_bytes,
+                "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
+                "grad_bytes_per_step": self._grad_bytes(), "comm_wait_s": stats.comm_wait_s,
+                "oom_retries": self.state.oom_retries, "steps": stats.steps,
+            }
+            if ctx.is_writer:
+                ctx.log.append(row)
+                self.save_checkpoint()
+            if ctx.dist is not None:
+                ctx.dist.barrier()
+
+    def _grad_bytes(self) -> int:
+        """Bytes all-reduced per step under DDP: every trainable parameter's gradient."""
+        if self.ctx.dist is None:
+            return 0
+        return sum(p.numel() * p.element_size() for p in self.module.parameters() if p.requires_grad)
+
+    def save_checkpoint(self) -> None:
+        s = self.state
+        checkpoint.save(self.ckpt_path, model=self.module, optimizer=self.optimizer, extra={
+            "mode": self.mode, "epoch": s.epoch,
+            "state": {"batch": s.batch, "lam": s.lam, "oom_retries": s.oom_retries,
+                      "architectures": s.architectures, "batch_reasons": s.batch_reasons},
+        })
+
+    def export(self, path: Path) -> None:
+        """The final model for inference without the run's history: architecture data + weights."""
+        import io
+
+        from .records import atomic_write_bytes
+        buf = io.BytesIO()
+        torch.save({"format": 1, "arch": pc.describe(self.module), "model": self.module.state_dict(),
+                    "num_classes": self.ctx.data.num_classes, "mean": list(self.ctx.data.train.mean),
+                    "std": list(self.ctx.data.train.std)}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NullBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, unit="step", mininterval=0.5)
