@@ -1,0 +1,167 @@
+"""`bench run` end to end: records of a real smoke run, exported model, batch decisions, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.run import load_exported
+
+SMALL_BUDGET_PROFILE = """
+name = "tinygpu"
+description = "a made-up 0.1 GiB GPU, to force the batch down"
+[device]
+kind = "cuda"
+name_patterns = ["Tiny GPU"]
+memory_gib = 0.1
+[budget]
+memory_gib = 0.1
+reserve_gib = 0
+headroom = 0.9
+"""
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "epochs.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    result = _invoke(["run", "--profile", "smoke", "--results-dir", str(results), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_smoke_run_records_every_epoch_of_both_modes(smoke_run):
+    rows = _rows(smoke_run)
+    assert [(r["mode"], int(r["epoch"])) for r in rows] == [
+        ("dense", e) for e in range(1, 5)] + [("prunetrain", e) for e in range(1, 5)]
+    meta = json.loads((smoke_run / "run.json").read_text())
+    assert meta["status"] == "finished" and meta["config"]["interval"] == 1
+    assert all(r["run_id"] == meta["run_id"] and r["profile"] == "smoke" for r in rows)
+    for r in rows:
+        assert float(r["epoch_time_s"]) > 0 and float(r["train_flops"]) > 0
+        assert int(r["batch_size"]) > 0 and int(r["peak_memory_bytes"]) > 0
+
+
+@pytest.mark.slow
+def test_prunetrain_flops_fall_after_reconfigurations(smoke_run):
+    rows = _rows(smoke_run)
+    dense = [float(r["train_flops"]) / int(r["steps"]) / int(r["batch_size"]) for r in rows if r["mode"] == "dense"]
+    pt = [r for r in rows if r["mode"] == "prunetrain"]
+    per_image = [float(r["inference_flops"]) for r in pt]
+    assert len(set(dense)) == 1  # dense never changes shape
+    assert per_image[0] == float(rows[0]["inference_flops"])  # same start
+    assert per_image[-1] < 0.9 * per_image[0]  # the smoke settings prune for real
+    assert all(b <= a for a, b in zip(per_image, per_image[1:]))  # never grows back
+    assert float(pt[-1]["train_flops"]) < float(pt[0]["train_flops"])
+    assert int(pt[-1]["params"]) < int(pt[0]["params"])
+    assert float(pt[0]["lasso_lambda"]) > 0 and 0 < float(pt[0]["lasso_ratio"]) < 1
+    arch = json.loads((smoke_run / "run.json").read_text())["modes"]["prunetrain"]["architectures"]
+    assert [a["epoch"] for a in arch] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_exported_model_loads_without_history(smoke_run):
+    meta = json.loads((smoke_run / "run.json").read_text())
+    model = load_exported(smoke_run / meta["modes"]["prunetrain"]["final_model"])
+    assert sum(p.numel() for p in model.parameters()) == meta["modes"]["prunetrain"]["architectures"][-1]["params"]
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_report_of_a_real_run_matches_its_records(smoke_run, tmp_path):
+    from bench.report import build_report
+
+    result = build_report([smoke_run], tmp_path / "report")
+    rows = _rows(smoke_run)
+    table = result.table
+    assert len(table) == 1
+    dense_time = sum(float(r["epoch_time_s"]) + float(r["reconfig_time_s"]) for r in rows if r["mode"] == "dense")
+    pt_time = sum(float(r["epoch_time_s"]) + float(r["reconfig_time_s"]) for r in rows if r["mode"] == "prunetrain")
+    flops = {m: sum(float(r["train_flops"]) for r in rows if r["mode"] == m) for m in ("dense", "prunetrain")}
+    row = table.iloc[0]
+    time_cols = [c for c in table.columns if "time" in c and not c.endswith(("_min", "_max"))]
+    values = {c: row[c] for c in time_cols}
+    assert any(v == pytest.approx(dense_time, rel=1e-6) for v in values.values()), values
+    assert any(v == pytest.approx(pt_time, rel=1e-6) for v in values.values()), values
+    flop_saved = [c for c in table.columns if "flop" in c.lower() and "saved" in c.lower()
+                  and "inference" not in c.lower() and not c.endswith(("_min", "_max"))]
+    assert flop_saved and row[flop_saved[0]] == pytest.approx(100 * (1 - flops["prunetrain"] / flops["dense"]), rel=1e-6)
+    assert (tmp_path / "report" / "report.html").exists()
+
+
+def test_batch_is_lowered_to_fit_an_emulated_small_gpu(tmp_path):
+    profile = tmp_path / "tinygpu.toml"
+    profile.write_text(SMALL_BUDGET_PROFILE)
+    results = tmp_path / "results"
+    result = _invoke(["run", "--profile", str(profile), "--model", "resnet20", "--data", "synthetic",
+                      "--subset", "128", "--epochs", "1", "--batch-size", "128", "--mode", "dense",
+                      "--results-dir", str(results), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = list(results.iterdir())
+    (row,) = _rows(run_dir)
+    assert int(row["emulated"]) == 1  # a GPU profile's decisions, made on the CPU
+    assert int(row["memory_budget_bytes"]) == int(0.1 * 2**30)
+    assert int(row["batch_size"]) < 128  # 128 images of ResNet-20 activations need ~200 MiB
+    assert int(row["peak_memory_bytes"]) <= 0.9 * int(row["memory_budget_bytes"])
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert "lowered" in " ".join(meta["modes"]["dense"]["batch_reasons"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--profile", "gtx9999"], "unknown profile 'gtx9999'"),
+    (["--profile", "smoke", "--model", "resnet33"], "unknown model 'resnet33'"),
+    (["--profile", "smoke", "--data", "mnist"], "mnist"),
+    (["--profile", "smoke", "--data", "cifar10", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
+    (["--profile", "smoke", "--lpr", "1.5"], "--lpr"),
+    (["--profile", "smoke", "--round-channels", "x"], "--round-channels"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_results(tmp_path, args, needle):
+    results = tmp_path / "results"
+    result = CliRunner().invoke(main, ["run", *args, "--results-dir", str(results), "--quiet"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_malformed_profile_file_names_file_and_key(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text(SMALL_BUDGET_PROFILE.replace("memory_gib = 0.1\n[budget]", "memory_gib = -2\n[budget]"))
+    results = tmp_path / "results"
+    result = CliRunner().invoke(main, ["run", "--profile", str(bad), "--results-dir", str(results)])
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and "mine.toml" in line and "device.memory_gib" in line
+    assert not results.exists()
+
+
+def test_resume_of_a_folder_without_run_json_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = CliRunner().invoke(main, ["run", "--resume", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "run.json" in result.stderr
+
+
+def test_env_and_profiles_commands():
+    env = CliRunner().invoke(main, ["env"])
+    assert env.exit_code == 0 and "torch" in env.output
+    profiles = CliRunner().invoke(main, ["profiles"])
+    assert profiles.exit_code == 0
+    for name in ("gtx750ti", "gtx1070", "gtx1080ti", "server", "cpu", "smoke"):
+        assert name in profiles.output
