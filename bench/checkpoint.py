@@ -8,6 +8,7 @@ pickled code, so a file from someone else cannot run anything.
 from __future__ import annotations
 
 import io
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,29 @@ def optimizer_to_named(model: nn.Module, optimizer: torch.optim.Optimizer) -> di
     return {"state_dict": state, "param_names": groups}
 
 
-def optimizer_from_named(model: nn.Module, blob: dict, factory) -> torch.optim.Optimizer:
+def optimizer_from_named(model: nn.Module, blob: dict, factory, path: Path | str = "checkpoint") -> torch.optim.Optimizer:
     params = dict(model.named_parameters())
+    names = blob.get("param_names")
+    if not (isinstance(names, list) and all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in names)):
+        raise CheckpointError(f"{path}: key 'optimizer.param_names' must be a list of lists of parameter names")
+    if not isinstance(blob.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: key 'optimizer.state_dict' is missing or not a dict")
     try:
-        groups = [[params[n] for n in names] for names in blob["param_names"]]
+        groups = [[params[n] for n in g] for g in names]
     except KeyError as exc:
-        raise CheckpointError(f"checkpoint optimizer names parameter {exc} that the model does not have") from None
+        raise CheckpointError(f"{path}: key 'optimizer.param_names' names parameter {exc} "
+                              "that the model does not have") from None
     optimizer = factory([{"params": g} for g in groups])
-    optimizer.load_state_dict(blob["state_dict"])
+    try:
+        optimizer.load_state_dict(blob["state_dict"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: key 'optimizer.state_dict' does not fit the model "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    for p, st in optimizer.state.items():
+        for key, value in st.items():
+            if torch.is_tensor(value) and value.dim() and value.shape != p.shape:
+                raise CheckpointError(f"{path}: key 'optimizer.state_dict' holds a {key} of shape "
+                                      f"{list(value.shape)} for a parameter of shape {list(p.shape)}")
     return optimizer
 
 
@@ -49,12 +65,16 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "python" in state:
-        random.setstate((3, tuple(int(x) for x in state["python"]), None))
+def set_rng_state(state: dict, path: Path | str = "checkpoint") -> None:
+    try:
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        if "python" in state:
+            random.setstate((3, tuple(int(x) for x in state["python"]), None))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: key 'rng' is not a saved random state "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
 def save(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
@@ -68,7 +88,7 @@ def save(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, extr
     }
     buf = io.BytesIO()
     torch.save(blob, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue(), fault_point="checkpoint-write")
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -87,10 +107,65 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     return blob
 
 
-def restore_model(blob: dict, path: Path) -> nn.Module:
-    """Rebuild the (possibly pruned) model from the checkpoint's architecture data and weights."""
+def restore_model(blob: dict, path: Path, reference: nn.Module | None = None) -> nn.Module:
+    """Rebuild the (possibly pruned) model from the checkpoint's architecture data and weights.
+
+    With ``reference`` (the run's unpruned model) every layer must be one of its layers with at most
+    its channels: pruning only removes.
+    """
     try:
-        return pc.rebuild(blob["arch"], blob["model"])
+        model = pc.rebuild(blob["arch"], blob["model"])
     except Exception as exc:
         raise CheckpointError(f"{path}: key 'arch'/'model' does not describe a loadable model "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    have = pc.channels(model)
+    recorded = blob["arch"].get("channels")
+    if recorded is not None and recorded != have:
+        bad = next((k for k in set(recorded) | set(have) if recorded.get(k) != have.get(k)), None) \
+            if isinstance(recorded, dict) else None
+        raise CheckpointError(f"{path}: key 'arch.channels' does not match the weights"
+                              + (f" (layer {bad}: {recorded.get(bad)!r} recorded, {have.get(bad)!r} in the weights)"
+                                 if bad else ""))
+    if reference is not None:
+        original = pc.channels(reference)
+        for name, n in have.items():
+            if name not in original:
+                raise CheckpointError(f"{path}: key 'arch' has layer {name!r}, which the run's model does not have")
+            if n > original[name]:
+                raise CheckpointError(f"{path}: key 'arch' gives layer {name!r} {n} channels, more than the "
+                                      f"{original[name]} of the run's model")
+    return model
+
+
+def check_state(blob: dict, path: Path, *, epochs: int, max_batch: int) -> dict:
+    """The schedule position of a checkpoint ('epoch' and 'state'), type- and range-checked.
+
+    Returns the keyword arguments of :class:`bench.train.ModeState`.
+    """
+    def fail(key: str, what: str, got: Any) -> CheckpointError:
+        return CheckpointError(f"{path}: key '{key}' {what} (got {got!r:.80})")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    epoch = blob.get("epoch")
+    if not is_int(epoch) or not 1 <= epoch <= epochs:
+        raise fail("epoch", f"must be an epoch of this run, 1..{epochs}", epoch)
+    s = blob.get("state")
+    if not isinstance(s, dict):
+        raise fail("state", "is missing or not a dict", s)
+    batch, lam, retries = s.get("batch"), s.get("lam"), s.get("oom_retries")
+    if not is_int(batch) or not 1 <= batch <= max_batch:
+        raise fail("state.batch", f"must be a batch size 1..{max_batch}", batch)
+    if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float))
+                            or not math.isfinite(lam) or lam < 0):
+        raise fail("state.lam", "must be a finite number >= 0 or null", lam)
+    if not is_int(retries) or retries < 0:
+        raise fail("state.oom_retries", "must be an integer >= 0", retries)
+    archs, reasons = s.get("architectures"), s.get("batch_reasons")
+    if not isinstance(archs, list) or not all(isinstance(a, dict) and is_int(a.get("epoch")) for a in archs):
+        raise fail("state.architectures", "must be a list of architecture records with an 'epoch'", archs)
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise fail("state.batch_reasons", "must be a list of strings", reasons)
+    return {"epoch": epoch, "batch": batch, "lam": None if lam is None else float(lam), "oom_retries": retries,
+            "architectures": list(archs), "batch_reasons": list(reasons)}

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from . import faults
+
 SCHEMA_VERSION = 1
 
 # (column, type) in file order.  Types are used by readers to validate rows.
@@ -57,8 +59,11 @@ EPOCH_COLUMNS: list[tuple[str, type]] = [
 EPOCH_FIELDNAMES = [name for name, _ in EPOCH_COLUMNS]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or new file, never half."""
+def atomic_write_bytes(path: Path, data: bytes, fault_point: str | None = None) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or new file, never half.
+
+    ``fault_point`` names this write for the test hook :func:`bench.faults.maybe_kill`.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -66,6 +71,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if fault_point is not None:
+            faults.maybe_kill(fault_point)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -76,8 +83,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, fault_point: str | None = None) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(),
+                       fault_point=fault_point)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -135,6 +143,7 @@ class EpochLog:
     def append(self, row: Mapping[str, Any]) -> None:
         line = format_row(row).encode()
         with open(self.path, "ab") as fh:
+            faults.maybe_kill("record-append", before=lambda: _write_synced(fh, line[: len(line) // 2]))
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
@@ -143,6 +152,12 @@ class EpochLog:
         """Rewrite the file with exactly ``rows`` (used on resume)."""
         data = header_line() + "".join(format_row(r) for r in rows)
         atomic_write_bytes(self.path, data.encode())
+
+
+def _write_synced(fh, data: bytes) -> None:
+    fh.write(data)
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 def parse_value(name: str, typ: type, text: str) -> Any:

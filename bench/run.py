@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import math
 import os
 import platform
 import secrets
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,12 +24,12 @@ import torch
 import prunetrain_core as pc
 
 from . import __version__
-from .config import RunConfig
+from .config import MODES, RunConfig
 from .data import load_data
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
 from .hardware import DeviceInfo, detect
 from .profiles import Profile, resolve_profile
-from .records import SCHEMA_VERSION, EpochLog, atomic_write_json
+from .records import COLUMN_TYPES, EPOCH_FIELDNAMES, SCHEMA_VERSION, EpochLog, atomic_write_json, parse_value
 from .train import ModeTrainer, RunContext
 
 Echo = Callable[[str], None]
@@ -84,7 +86,7 @@ class RunMeta:
         self.path, self.data = path, data
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data)
+        atomic_write_json(self.path, self.data, fault_point="run-json-write")
 
     def mode(self, mode: str) -> dict:
         return self.data["modes"].setdefault(mode, {"status": "pending", "architectures": []})
@@ -95,6 +97,7 @@ class RunMeta:
 
 
 def read_run_json(run_dir: Path) -> dict:
+    """run.json of a run folder to resume, every key it needs checked (one RecordError line otherwise)."""
     import json
 
     path = run_dir / "run.json"
@@ -106,16 +109,106 @@ def read_run_json(run_dir: Path) -> dict:
         raise RecordError(f"{path}: unreadable ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("modes"), dict):
         raise RecordError(f"{path}: keys 'config' and 'modes' are required")
+    if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+        raise RecordError(f"{path}: key 'run_id' is missing or not a string")
+    for mode, state in data["modes"].items():
+        if mode not in MODES or not isinstance(state, dict):
+            raise RecordError(f"{path}: key 'modes.{mode}' is not a mode ({', '.join(MODES)}) with a dict of its state")
+        if state.get("status") not in ("pending", "running", "finished", "failed"):
+            raise RecordError(f"{path}: key 'modes.{mode}.status' is {state.get('status')!r}, "
+                              "not pending, running, finished or failed")
+        archs = state.get("architectures")
+        if not isinstance(archs, list) or not all(isinstance(a, dict) and type(a.get("epoch")) is int for a in archs):
+            raise RecordError(f"{path}: key 'modes.{mode}.architectures' must be a list of records with an 'epoch'")
     return data
 
 
+def config_from_record(path: Path, d: dict) -> RunConfig:
+    """The RunConfig recorded in run.json, with types and values checked (RecordError names the key)."""
+    defaults = RunConfig()
+    for f in fields(RunConfig):
+        key, default = f.name, getattr(defaults, f.name)
+        if key not in d:
+            if key in ("world_size",):
+                continue
+            raise RecordError(f"{path}: key 'config.{key}' is missing")
+        v = d[key]
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        elif isinstance(default, str):
+            ok = isinstance(v, str)
+        elif isinstance(default, list):
+            ok = isinstance(v, list) and all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in v)
+        else:  # data_dir: a path or null
+            ok = v is None or isinstance(v, str)
+        if not ok:
+            raise RecordError(f"{path}: key 'config.{key}' has the wrong type (got {v!r:.80})")
+    cfg = RunConfig.from_dict(d)
+    try:
+        return cfg.validate()
+    except ConfigError as exc:
+        raise RecordError(f"{path}: key 'config' is invalid: {exc}") from None
+
+
 def _rows(path: Path) -> list[dict]:
+    """The complete rows of epochs.csv (a torn last line is ignored), each checked against the schema."""
     if not path.exists():
         return []
     with open(path, newline="") as fh:
         text = fh.read()
     complete = text[: text.rfind("\n") + 1]
-    return list(csv.DictReader(complete.splitlines()))
+    reader = csv.DictReader(complete.splitlines())
+    if reader.fieldnames is not None and list(reader.fieldnames) != EPOCH_FIELDNAMES:
+        raise RecordError(f"{path}:1: header is not this bench version's epochs.csv header")
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
+        if None in row or None in row.values():
+            raise RecordError(f"{path}:{lineno}: wrong number of fields (expected {len(EPOCH_FIELDNAMES)})")
+        for name, typ in COLUMN_TYPES.items():
+            try:
+                parse_value(name, typ, row[name])
+            except (ValueError, OverflowError):
+                raise RecordError(f"{path}:{lineno}: column '{name}' is {row[name]!r:.40}, "
+                                  f"not a valid {typ.__name__}") from None
+        if row["mode"] not in MODES or not row["epoch"] or int(float(row["epoch"])) < 1:
+            raise RecordError(f"{path}:{lineno}: column 'mode'/'epoch' is {row['mode']!r}/{row['epoch']!r}, "
+                              "not a mode and an epoch >= 1")
+        rows.append(row)
+    return rows
+
+
+def _lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on the run folder for this process's lifetime (released by the kernel on kill -9).
+
+    A second ``bench run --resume`` of a folder that is still being written fails at once instead of
+    interleaving records.  Returns the open lock file (keep it referenced) or None where flock is missing.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    fh = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ConfigError(f"{run_dir}: another `bench run` is writing this run folder; "
+                          "wait for it to end (or stop it) before --resume") from None
+    return fh
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temporary files of atomic writes that a kill left behind (never renamed, so never part of the record)."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
 
 def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"), resume: Path | None = None,
@@ -124,17 +217,24 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     info = detect()
     if resume is not None:
         resume = Path(resume)
-        old = read_run_json(resume)
-        cfg = RunConfig.from_dict(old["config"])
+        # under torchrun rank 0 reads run.json and broadcasts it: every rank resumes the same record
+        old = dist.from_rank0(lambda: read_run_json(resume)) if dist is not None else read_run_json(resume)
+        cfg = config_from_record(resume / "run.json", old["config"])
+        cfg.world_size = dist.world_size if dist is not None else 1  # batch is global: any process count resumes
         if old.get("status") == "finished":
             echo(f"{resume} is already finished")
             return resume
+        threads = old.get("torch_threads")
+        if type(threads) is int and threads > 0:
+            torch.set_num_threads(threads)  # CPU kernels sum in another order with another thread count
     assert cfg is not None
     cfg.validate()
     if cfg.model not in pc.available_models():
         raise ConfigError(f"unknown model '{cfg.model}': choose one of {', '.join(pc.available_models())}")
     profile: Profile = resolve_profile(cfg.profile, info)
     device = select_device(cfg, info)
+    if dist is not None and device.type == "cuda":
+        device = dist.device  # under torchrun every process uses the GPU of its LOCAL_RANK
     budget = profile.resolve_budget(info)
     emulated = False
     if device.type == "cuda":
@@ -152,22 +252,24 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         run_dir, run_id = resume, old["run_id"]
         meta = RunMeta(run_dir / "run.json", old)
     else:
-        if writer:
-            run_id, run_dir = new_run_dir(Path(results_dir), profile.name, cfg.model)
+        if dist is not None:  # rank 0 creates the one run folder; every rank learns its name
+            run_id, run_dir = dist.from_rank0(lambda: new_run_dir(Path(results_dir), profile.name, cfg.model))
         else:
-            run_id, run_dir = None, None
-        if dist is not None:
-            run_id, run_dir = dist.broadcast_object((run_id, str(run_dir)))
-            run_dir = Path(run_dir)
+            run_id, run_dir = new_run_dir(Path(results_dir), profile.name, cfg.model)
         meta = RunMeta(run_dir / "run.json", {
             "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running",
             "created": _now(), "finished": None, "config": cfg.to_dict(),
             "hardware": info.to_dict(), "device": str(device), "profile": profile.to_dict(),
             "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
             "versions": versions(), "git_commit": git_commit(), "seed": cfg.seed,
+            "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
             "command": " ".join(sys.argv), "modes": {m: {"status": "pending", "architectures": []} for m in cfg.modes},
         })
+    lock = None
     if writer:
+        lock = _lock_run_dir(run_dir)
+        if resume is not None:
+            _remove_stale_temp_files(run_dir)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         meta.data["status"] = "running"
         meta.save()
@@ -181,50 +283,68 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         log=log, progress=progress, dist=dist,
         on_architecture=(lambda mode, arch: meta.add_architecture(mode, arch)) if writer else (lambda m, a: None),
     )
+    errors: list[str] = []
     try:
         for mode in cfg.modes:
-            _run_mode(ctx, meta, mode, resume is not None, echo, writer)
+            error = _run_mode(ctx, meta, mode, resume is not None, echo, writer)
+            if error is not None:
+                errors.append(error)
+        if writer:
+            failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
+            meta.data["status"] = "failed" if failed else "finished"
+            meta.data["finished"] = _now()
+            meta.save()
     except OutOfMemoryBudget:
         if writer:
             meta.data["status"] = "failed"
             meta.save()
         raise
-    if writer:
-        failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
-        meta.data["status"] = "failed" if failed else "finished"
-        meta.data["finished"] = _now()
-        meta.save()
+    finally:
+        if lock is not None:
+            lock.close()
+    if dist is not None:
+        dist.barrier()  # no rank leaves (and tears the process group down) before rank 0's records are final
+    if errors:  # a diverged mode: the others ran to the end; the caller (and exit code) still learns of it
+        done = [m for m in cfg.modes if meta.mode(m)["status"] == "finished"]
+        raise DivergenceError("; ".join(errors) + f" ({' and '.join(done) + ' finished; ' if done else ''}"
+                              f"records up to the last complete epoch kept in {run_dir}, status failed)")
     return run_dir
 
 
-def _run_mode(ctx: RunContext, meta: RunMeta, mode: str, resuming: bool, echo: Echo, writer: bool) -> None:
+def _run_mode(ctx: RunContext, meta: RunMeta, mode: str, resuming: bool, echo: Echo, writer: bool) -> str | None:
+    """Train one mode to its end; returns why it failed (divergence, now or in an earlier try) or None."""
     state = meta.mode(mode)
     if state["status"] in ("finished", "failed"):
         echo(f"{mode}: already {state['status']}")
-        return
+        return str(state.get("error") or f"{mode}: failed") if state["status"] == "failed" else None
     trainer = ModeTrainer(ctx, mode)
     resumed = resuming and trainer.resume()
     if writer and resuming:
         # rows written after the last checkpoint are redone: drop them so no epoch appears twice
         done = trainer.state.epoch if resumed else 0
-        rows = [r for r in _rows(ctx.log.path) if not (r.get("mode") == mode and int(r["epoch"]) > done)]
+        rows = [r for r in _rows(ctx.log.path) if not (r["mode"] == mode and int(float(r["epoch"])) > done)]
         ctx.log.truncate_to(rows)
         state["architectures"] = [a for a in state["architectures"] if a["epoch"] <= done] if resumed else []
-    if not resumed:
-        trainer.start()
-    echo(f"{mode}: {'resuming after epoch ' + str(trainer.state.epoch) if resumed else 'starting'}, "
-         f"batch {trainer.state.batch}")
-    if writer:
-        state["status"] = "running"
-        meta.save()
     try:
+        if not resumed:
+            trainer.start()
+        echo(f"{mode}: {'resuming after epoch ' + str(trainer.state.epoch) if resumed else 'starting'}, "
+             f"batch {trainer.state.batch}")
+        if writer:
+            state["status"] = "running"
+            meta.save()
         trainer.run()
     except DivergenceError as exc:
         if writer:
-            state.update(status="failed", error=str(exc))
+            state.update(status="failed", error=str(exc), batch_reasons=trainer.state.batch_reasons)
             meta.save()
-        echo(f"error: {exc}; its records are kept, continuing with the next mode")
-        return
+        echo(f"stopped: {exc}; its records are kept")  # the error line itself comes at the end of the run
+        return str(exc)
+    except OutOfMemoryBudget as exc:
+        if writer:
+            state.update(status="failed", error=str(exc), batch_reasons=trainer.state.batch_reasons)
+            meta.save()
+        raise
     if writer:
         final = ctx.run_dir / f"{mode}_final.pt"
         trainer.export(final)
@@ -232,6 +352,7 @@ def _run_mode(ctx: RunContext, meta: RunMeta, mode: str, resuming: bool, echo: E
                      batch_reasons=trainer.state.batch_reasons)
         meta.save()
     echo(f"{mode}: finished")
+    return None
 
 
 def load_exported(path: Path) -> torch.nn.Module:

@@ -21,10 +21,11 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from . import checkpoint
+from . import checkpoint, faults
 from .batching import BatchDecision, choose_batch, lower_after_oom
 from .config import RunConfig
 from .data import DataSplit, Loader
+from .distributed import debug_dump
 from .errors import CheckpointError, DivergenceError, OutOfMemoryBudget
 from .memory import MemoryEstimate, measure_training_memory
 from .records import SCHEMA_VERSION, EpochLog
@@ -75,7 +76,7 @@ class EpochStats:
     epoch_time_s: float
     compile_time_s: float
     peak_memory_bytes: int
-    comm_wait_s: float = 0.0
+    comm_wait_s: float | None = 0.0   # None where not separable (DDP on CUDA)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class ModeTrainer:
         self.example = self._example_batch()
         self.state = ModeState()
         self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
+        self._fault_nan = False
         self.module: nn.Module
         self.optimizer: torch.optim.Optimizer
 
@@ -122,25 +124,33 @@ class ModeTrainer:
 
     def resume(self) -> bool:
         """Continue from the last complete epoch's checkpoint; False when there is none yet."""
-        if not self.ckpt_path.exists():
+        blob = self._read_checkpoint()
+        if blob is None:
             return False
-        blob = checkpoint.load(self.ckpt_path, map_location=self.ctx.device)
         if blob.get("mode") != self.mode:
             raise CheckpointError(f"{self.ckpt_path}: key 'mode' is {blob.get('mode')!r}, expected {self.mode!r}")
-        model = checkpoint.restore_model(blob, self.ckpt_path).to(self.ctx.device)
-        optimizer = checkpoint.optimizer_from_named(model, blob["optimizer"], self._make_optimizer)
+        # untrusted input: every key is checked, a bad one is one CheckpointError line naming file and key
+        state = checkpoint.check_state(blob, self.ckpt_path, epochs=self.cfg.epochs,
+                                       max_batch=max(self.cfg.max_batch, self.cfg.batch_size))
+        reference = pc.build_model(self.cfg.model, self.ctx.data.num_classes)
+        model = checkpoint.restore_model(blob, self.ckpt_path, reference=reference).to(self.ctx.device)
+        optimizer = checkpoint.optimizer_from_named(model, blob["optimizer"], self._make_optimizer, self.ckpt_path)
         self._install(model, optimizer)
-        s = blob["state"]
-        self.state = ModeState(epoch=int(blob["epoch"]), batch=int(s["batch"]), lam=s["lam"],
-                               oom_retries=int(s["oom_retries"]), architectures=list(s["architectures"]),
-                               batch_reasons=list(s["batch_reasons"]))
-        if not 1 <= self.state.batch <= max(self.cfg.max_batch, self.cfg.batch_size):
-            raise CheckpointError(f"{self.ckpt_path}: key 'state.batch' is {self.state.batch}, outside 1..max_batch")
-        checkpoint.set_rng_state(blob["rng"])
+        self.state = ModeState(**state)
+        checkpoint.set_rng_state(blob["rng"], self.ckpt_path)
         return True
+
+    def _read_checkpoint(self) -> dict | None:
+        """The checkpoint, or None; under torchrun rank 0 reads it and broadcasts it (no shared disk needed)."""
+        def read() -> dict | None:
+            if not self.ckpt_path.exists():
+                return None
+            return checkpoint.load(self.ckpt_path, map_location="cpu" if self.ctx.dist else self.ctx.device)
+        return self.ctx.dist.from_rank0(read) if self.ctx.dist is not None else read()
 
     def _install(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
+        self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
         if self.cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.module, self.optimizer = model, optimizer
@@ -177,6 +187,8 @@ class ModeTrainer:
         batch = decision.batch * world
         if at_start:
             batch = min(batch, self.cfg.batch_size)  # dense and PruneTrain start alike; only lowered
+        if self.ctx.dist is not None:
+            batch = self.ctx.dist.broadcast_object(batch)  # deterministic anyway; rank 0's decision is shared
         self.state.batch = batch
         self.state.batch_reasons.append(f"epoch {self.state.epoch}: {batch} ({decision.reason})")
         return decision
@@ -204,10 +216,13 @@ class ModeTrainer:
         self.correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
         self.ratio_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
         self.samples = self.steps = 0
-        self.comm_wait = 0.0
+        if ctx.dist is not None:
+            ctx.dist.take_comm_wait()  # reset the comm hook's timer
         if ctx.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(ctx.device)
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
+        half = len(loader) // 2
+        self._fault_nan = faults.nan_at(self.mode, epoch)  # test hook: False unless BENCH_FAULT_NAN_AT
         compile_time = 0.0
         self._sync()
         start = time.perf_counter()
@@ -221,6 +236,8 @@ class ModeTrainer:
                 compile_time = first  # corrected below by the typical step time
             else:
                 self._step_with_retry(x, y)
+            if i == half:
+                faults.maybe_kill("mid-epoch")
             bar.update(1)
         self._sync()
         elapsed = time.perf_counter() - start
@@ -228,10 +245,13 @@ class ModeTrainer:
         if compile_time and self.steps > 1:
             typical = (elapsed - compile_time) / (self.steps - 1)
             compile_time = max(0.0, compile_time - typical)
-        totals = torch.stack([self.loss_sum, self.correct.double(), self.ratio_sum])
+        comm_wait = ctx.dist.take_comm_wait() if ctx.dist is not None else 0.0
+        totals = torch.stack([self.loss_sum, self.correct.double(), self.ratio_sum,
+                              torch.tensor(comm_wait or 0.0, dtype=torch.float64, device=ctx.device)])
         if ctx.dist is not None:
             totals = ctx.dist.all_reduce_sum(totals)
-        loss_sum, correct, ratio_sum = totals.tolist()
+        loss_sum, correct, ratio_sum, comm_sum = totals.tolist()
+        comm_wait = None if comm_wait is None else comm_sum / world  # mean over ranks; None: not separable
         samples = self.samples * world
         if not math.isfinite(loss_sum):
             raise DivergenceError(f"{self.mode}: the training loss became {loss_sum / max(samples, 1)} in epoch {epoch} "
@@ -242,7 +262,7 @@ class ModeTrainer:
             train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
             lasso_ratio=ratio_sum / max(self.steps * world, 1) if self.prune else 0.0,
             samples=samples, steps=self.steps, epoch_time_s=elapsed - compile_time,
-            compile_time_s=compile_time, peak_memory_bytes=int(peak), comm_wait_s=self.comm_wait)
+            compile_time_s=compile_time, peak_memory_bytes=int(peak), comm_wait_s=comm_wait)
 
     def _step_with_retry(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One optimizer step; after an out-of-memory error, lower the batch and redo it in smaller steps."""
@@ -289,6 +309,8 @@ class ModeTrainer:
         with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=amp):
             out = self.forward_model(x)
             ce = F.cross_entropy(out.float(), y)
+        if self._fault_nan:
+            ce = ce * float("nan")
         loss = ce
         if self.lasso is not None:
             # the penalty in fp32, added before any loss scaling, so scaling treats it like the CE
@@ -358,10 +380,12 @@ class ModeTrainer:
                                            round_to=self.cfg.round_channels)
         model = pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer)
         self._install(model, self.optimizer)
+        faults.maybe_kill("reconfigure")
         self._decide_batch(at_start=False)
         self._sync()
         elapsed = time.perf_counter() - start
         self._record_architecture(epoch)
+        debug_dump(self, epoch)  # test hook, no-op unless BENCH_DEBUG_DUMP_DIR is set
         return elapsed
 
     def _record_architecture(self, epoch: int) -> None:
@@ -383,10 +407,14 @@ class ModeTrainer:
         for epoch in range(self.state.epoch + 1, cfg.epochs + 1):
             stats = self.train_epoch(epoch)
             test_loss, test_acc, eval_time = self.evaluate()
-            batch_used, lr_used = self.state.batch, self.lr_for(epoch)
+            # the LR the epoch ran with (set at its start): after an OOM retry lowered the batch mid-epoch,
+            # lr_for() would give a rate that was never used
+            batch_used, lr_used = self.state.batch, self.optimizer.param_groups[0]["lr"]
             flops_now = self.flops  # the shape this epoch trained with
+            params_now = sum(p.numel() for p in self.module.parameters())
+            grad_bytes = self._grad_bytes()
+            self.state.epoch = epoch  # before reconfigure: its batch_reasons entry names this epoch
             reconfig_time = self.reconfigure(epoch) if self.prune and cfg.is_reconfiguration_epoch(epoch) else 0.0
-            self.state.epoch = epoch
             row = {
                 "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "mode": self.mode,
                 "model": cfg.model, "dataset": ctx.data.name, "profile": ctx.profile_name,
@@ -398,11 +426,10 @@ class ModeTrainer:
                 "reconfig_time_s": reconfig_time, "compile_time_s": stats.compile_time_s,
                 "train_flops": flops_now.train_per_image * stats.samples,
                 "inference_flops": flops_now.inference_per_image,
-                "params": sum(p.numel() for p in self.module.parameters()) if not reconfig_time
-                else self.state.architectures[-2]["params"],
+                "params": params_now,
                 "peak_memory_bytes": stats.peak_memory_bytes, "memory_budget_bytes": ctx.budget_bytes,
                 "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
-                "grad_bytes_per_step": self._grad_bytes(), "comm_wait_s": stats.comm_wait_s,
+                "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
                 "oom_retries": self.state.oom_retries, "steps": stats.steps,
             }
             if ctx.is_writer:

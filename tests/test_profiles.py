@@ -71,8 +71,8 @@ def test_builtin_values(builtins):
     assert smoke.budget_bytes == GIB
     d = smoke.defaults
     assert (d.model, d.data, d.subset, d.batch_size, d.max_batch, d.epochs, d.interval) == (
-        "resnet20", "synthetic", 512, 32, 128, 4, 2)
-    assert (d.lpr, d.threshold) == (0.5, 1e-2)
+        "resnet20", "synthetic", 1024, 32, 64, 4, 1)
+    assert (d.lpr, d.threshold, d.lr_milestones) == (0.9, 0.05, ())
 
 
 # --------------------------------------------------------------------------

@@ -380,6 +380,14 @@ def _row_problem(row: Mapping[str, Any]) -> str | None:
     t = row["epoch_time_s"]
     if t is None or not math.isfinite(t) or t < 0:
         return f"epoch_time_s {t!r} is not a finite time"
+    # absurd values (negative memory, batch 0, ...) would flow into the report's numbers
+    for name, typ in COLUMN_TYPES.items():
+        v = row.get(name)
+        if typ is str or v is None:
+            continue
+        low = 1 if name in ("batch_size", "world_size") else 0
+        if not math.isfinite(v) or v < low:
+            return f"{name} {v!r} is not a finite number >= {low}"
     return None
 
 

@@ -117,6 +117,13 @@ def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
             Table(MEM_HEADERS, mem_rows, numeric={2, 3, 4, 6, 7, 8, 9}))
 
 
+def _more_or_less(saved_pct: Any) -> str:
+    """'12.3 % less time' or, when PruneTrain was slower, '7.3 % more time' (never '-7.3 % less')."""
+    if fmt.missing(saved_pct):
+        return "time saved unknown"
+    return f"{abs(saved_pct):.1f} % {'less' if saved_pct >= 0 else 'more'} time"
+
+
 def _findings(table: pd.DataFrame) -> Items:
     items = []
     for _, r in table.iterrows():
@@ -127,7 +134,7 @@ def _findings(table: pd.DataFrame) -> Items:
         items.append(f"{r['label']}: PruneTrain trained in "
                      f"{fmt.cell(r, 'prunetrain_time_s', 'time', unit)} instead of "
                      f"{fmt.cell(r, 'dense_time_s', 'time', unit)} "
-                     f"({fmt.cell(r, 'time_saved_pct', 'pct')} % less time) with "
+                     f"({_more_or_less(r['time_saved_pct'])}) with "
                      f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
                      f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
                      f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense.")
