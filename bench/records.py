@@ -21,6 +21,8 @@ from typing import Any, Iterable, Mapping
 from . import faults
 
 SCHEMA_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 # (column, type) in file order.  Types are used by readers to validate rows.
 EPOCH_COLUMNS: list[tuple[str, type]] = [
@@ -66,6 +68,7 @@ def atomic_write_bytes(path: Path, data: bytes, fault_point: str | None = None) 
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records must be readable like any file
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
