@@ -200,5 +200,56 @@ def profiles() -> None:
     click.echo(format_profiles(builtin_profiles(), detect()))
 
 
+
+# ---------------------------------------------------------------------------------------------- speed
+SPEED_SECTIONS = ("penalty", "reconfig", "harness", "sweep", "rounding", "data")  # = bench.speed.SECTIONS
+
+
+@main.command()
+@click.option("--model", default="resnet32", show_default=True, help="Model for every section.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--rounds", type=int, default=5, show_default=True,
+              help="Interleaved rounds per measurement (the penalty takes 3x as many); medians and IQR over them.")
+@click.option("--section", "sections", multiple=True, type=click.Choice(SPEED_SECTIONS),
+              help="Only these sections (repeatable; default all).")
+@click.option("--reconfig-models", default=None,
+              help="Comma-separated models for the reconfiguration section (default: MODEL,resnet50).")
+@click.option("--harness-steps", type=int, default=8, show_default=True,
+              help="Steps per epoch in the harness-overhead section.")
+@click.option("--data-images", type=int, default=2048, show_default=True,
+              help="JPEG images in the data-path section ($CIFAR10_DIR/train when set, else synthetic).")
+@click.option("--memory-format", type=click.Choice(["both", "contiguous", "channels_last"]), default="both",
+              show_default=True, help="Memory format(s) of the pruned-shape sweep.")
+@click.option("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
+@click.option("--quick", is_flag=True, help="Smoke mode: 1 round, no warm-up, tiny sizes (numbers are not meaningful).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the rows as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the rows as CSV.")
+@friendly_errors
+def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_steps, data_images, memory_format,
+          threads, quick, json_path, csv_path) -> None:
+    """Measure what the FLOP savings are worth in time here: penalty, reconfiguration, harness, pruned shapes."""
+    from prunetrain_core import available_models
+
+    from .speed import run_speed
+
+    models = [m.strip() for m in reconfig_models.split(",") if m.strip()] if reconfig_models else None
+    for name in [model, *(models or [])]:
+        if name not in available_models():
+            raise BenchError(f"unknown model '{name}': choose one of {', '.join(available_models())}")
+    if batch_size < 1 or rounds < 1 or harness_steps < 1 or data_images < 1:
+        raise BenchError("--batch-size, --rounds, --harness-steps and --data-images must be >= 1")
+    report = run_speed(model, batch=batch_size, device=device, rounds=rounds, sections=sections or SPEED_SECTIONS,
+                       reconfig_models=models, harness_steps=harness_steps, data_images=data_images,
+                       threads=threads, quick=quick,
+                       formats=("contiguous", "channels_last") if memory_format == "both" else (memory_format,),
+                       echo=lambda s: click.echo(s, err=True))
+    click.echo(report.format_table())
+    if json_path:
+        report.write_json(Path(json_path))
+    if csv_path:
+        report.write_csv(Path(csv_path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

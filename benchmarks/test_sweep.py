@@ -1,0 +1,106 @@
+"""(d) Pruned shapes built by PruneTrain's reconfiguration: step-time ratio against FLOP ratio.
+
+Each shape is compared with the dense model in the same memory format
+(contiguous NCHW, and channels_last).  Plus (2): the same ragged shape at
+channel multiples of 1, 4, 8 and 16, and what auto_round_channels picks.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import benchutil as bu
+import prunetrain_core as pc
+from bench import speed as sp
+
+SHAPES = [s for s in sp.SWEEP_SHAPES[1:] if s[1] != "ragged"]
+
+
+def _flops(model) -> float:
+    size = sp.input_size(bu.MODEL)
+    return pc.count_flops(copy.deepcopy(model).cpu(), torch.zeros(2, 3, size, size)).train_per_image
+
+
+@pytest.fixture(scope="module")
+def dense():
+    model = sp.pruned_model(bu.MODEL, 1.0, device=bu.DEVICE)
+    x, y = sp.random_batch(bu.BATCH, sp.input_size(bu.MODEL), device=bu.DEVICE)
+    return model, x, y, _flops(model)
+
+
+def _step(model, x, y, fmt):
+    cl = fmt == "channels_last"
+    return sp.TrainStep(copy.deepcopy(model) if cl else model, x, y, channels_last=cl)
+
+
+def _prefix(fmt):
+    return "" if fmt == "contiguous" else f"[{fmt}] "
+
+
+@pytest.mark.parametrize("fmt", sp.FORMATS)
+@pytest.mark.parametrize("label,shape,round_to", SHAPES, ids=[s[0].split(" (")[0] for s in SHAPES])
+def test_pruned_shape_step(benchmark, record, dense, label, shape, round_to, fmt):
+    dmodel, x, y, dflops = dense
+    twins = sp.pruned_models(bu.MODEL, shape, sorted({round_to, 8}), device=bu.DEVICE)
+    model = twins[round_to]
+    hazard = fmt == "channels_last" and sp.channels_last_hazard(model, bu.DEVICE)
+    if hazard:
+        pytest.skip(f"oneDNN crashes on this shape in channels_last: {hazard}")
+    t, ref = bu.paired(benchmark, _step(model, x, y, fmt), _step(dmodel, x, y, fmt))
+    if t is None:
+        return
+    res = sp.ShapeResult(label, sp.channel_summary(model), _flops(model) / dflops, sp.ratio_stat(t, ref), fmt,
+                         _flops(twins[8]) / dflops)
+    record(*sp.shape_rows(res, _prefix(fmt)))
+
+
+def test_channels_last_dense(benchmark, record, dense):
+    """The memory format alone: the dense step in channels_last against contiguous."""
+    dmodel, x, y, _ = dense
+    t, ref = bu.paired(benchmark, _step(dmodel, x, y, "channels_last"), _step(dmodel, x, y, "contiguous"))
+    if t is None:
+        return
+    r = sp.ratio_stat(t, ref)
+    record(sp.Row("sweep", "dense step: channels_last / contiguous", r.median, "x", r.iqr,
+                  note="the memory format alone (bench run --channels-last)"))
+
+
+@pytest.fixture(scope="module")
+def ragged(dense):
+    return sp.pruned_models(bu.MODEL, "ragged", sp.ROUND_CANDIDATES, device=bu.DEVICE)
+
+
+@pytest.mark.parametrize("fmt", sp.FORMATS)
+@pytest.mark.parametrize("round_to", [n for n in sp.ROUND_CANDIDATES if n != 1])
+def test_rounding_of_a_ragged_shape(benchmark, record, dense, ragged, round_to, fmt):
+    """time ÷ FLOP of the ragged (arbitrary channel counts) shape rounded up to multiples of N, vs unrounded."""
+    _, x, y, dflops = dense
+    base, model = ragged[1], ragged[round_to]
+    hazard = fmt == "channels_last" and (sp.channels_last_hazard(base, bu.DEVICE)
+                                         or sp.channels_last_hazard(model, bu.DEVICE))
+    if hazard:
+        pytest.skip(f"oneDNN crashes on this shape in channels_last: {hazard}")
+    t, ref = bu.paired(benchmark, _step(model, x, y, fmt), _step(base, x, y, fmt))
+    if t is None:
+        return
+    f_base, f_round = _flops(base), _flops(model)
+    time_ratio = sp.ratio_stat(t, ref)
+    p = _prefix(fmt)
+    record(
+        sp.Row("rounding", f"{p}ragged → round_to {round_to}: time ratio (FLOPs ×{f_round / f_base:.3f})",
+               time_ratio.median, "x", time_ratio.iqr,
+               note=f"channels {sp.channel_summary(base)} → {sp.channel_summary(model)}"),
+        sp.Row("rounding", f"{p}ragged → round_to {round_to}: time÷FLOP ratio", time_ratio.median * f_base / f_round,
+               "x", note=f"FLOP ratio vs dense {f_base / dflops:.3f} → {f_round / dflops:.3f}"),
+    )
+
+
+def test_auto_round_channels(benchmark, record):
+    """What auto_round_channels measures here, and how long it takes."""
+    probe = benchmark.pedantic(sp.probe_rounding, args=(bu.MODEL, bu.DEVICE), rounds=1, warmup_rounds=0)
+    if probe is None:
+        return
+    assert probe.choice in sp.ROUND_CANDIDATES
+    record(*probe.rows())
