@@ -16,6 +16,7 @@ against the targets at the end.  Settings (environment variables):
 ``BENCH_MODEL``    model (default resnet32)
 ``BENCH_DEVICE``   cpu / cuda (default: cuda when available)
 ``BENCH_ENFORCE_TARGETS=1``  fail a benchmark whose figure misses its target
+``BENCH_COMPILE=1``  also the torch.compile sweep (minutes per compile on a CPU)
 ``CIFAR10_DIR``    an unpacked cifar10-jpeg copy for the data-path benchmark
 """
 from __future__ import annotations

@@ -7,6 +7,7 @@ channel multiples of 1, 4, 8 and 16, and what auto_round_channels picks.
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -104,3 +105,18 @@ def test_auto_round_channels(benchmark, record):
         return
     assert probe.choice in sp.ROUND_CANDIDATES
     record(*probe.rows())
+
+
+@pytest.mark.skipif(os.environ.get("BENCH_COMPILE") != "1", reason="set BENCH_COMPILE=1 (compiles take minutes)")
+@pytest.mark.parametrize("label,shape", [("keep 0.75", 0.75), ("keep 0.5", 0.5)])
+def test_compiled_pruned_shape_step(benchmark, record, dense, label, shape):
+    """torch.compile (bench run --compile) on both sides: compiled shape against the compiled dense model."""
+    dmodel, x, y, dflops = dense
+    model = sp.pruned_model(bu.MODEL, shape, device=bu.DEVICE)
+    target = sp.TrainStep(torch.compile(model), x, y)
+    reference = sp.TrainStep(torch.compile(copy.deepcopy(dmodel)), x, y)
+    t, ref = bu.paired(benchmark, target, reference, warmup=2)
+    if t is None:
+        return
+    res = sp.ShapeResult(label, sp.channel_summary(model), _flops(model) / dflops, sp.ratio_stat(t, ref), "contiguous")
+    record(*sp.shape_rows(res, "[compiled] "))
