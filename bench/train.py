@@ -10,6 +10,7 @@ checkpoint written right after it.
 from __future__ import annotations
 
 import math
+import warnings
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +152,18 @@ class ModeTrainer:
     def _install(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
-        if self.cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        self.channels_last = self.cfg.channels_last
+        if self.channels_last:
+            from .speed import channels_last_hazard
+
+            hazard = channels_last_hazard(model, self.ctx.device)
+            if hazard:  # torch 2.14's CPU oneDNN crashes in this backward: train contiguous instead
+                warnings.warn(f"{self.mode}: channels_last turned off for this shape ({hazard}); "
+                              "--round-channels 8 avoids such shapes", stacklevel=2)
+                self.channels_last = False
+                model = model.to(memory_format=torch.contiguous_format)
+            else:
+                model = model.to(memory_format=torch.channels_last)
         self.module, self.optimizer = model, optimizer
         self.lasso = pc.GroupLasso(model, self.example) if self.prune else None
         self.flops = pc.count_flops(model, self.example)
@@ -302,7 +313,7 @@ class ModeTrainer:
             raise EmulatedOutOfMemory(f"batch {batch} needs {need} bytes > budget {self.ctx.usable_budget}")
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if self.cfg.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = self.cfg.amp != "off" and self.ctx.device.type == "cuda"
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
