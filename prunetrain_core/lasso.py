@@ -8,6 +8,12 @@ The classifier's rows belong to the network output and are never grouped.
 
 penalty = Σ_g sqrt(‖w_g‖² + ε), with one global λ.  The norms are computed
 with one squared-weight tensor and two reductions per layer, not per channel.
+
+Two ways to apply it: add ``λ·penalty()`` to the loss (the subgradient
+w/‖w‖; a collapsing group then oscillates at a size set by lr·λ and never
+reaches zero), or take the optimizer step on the loss alone and then call
+:meth:`GroupLasso.proximal_step` (block soft-thresholding: groups whose norm
+falls below the step become exactly zero).
 """
 from __future__ import annotations
 
@@ -80,6 +86,45 @@ class GroupLasso:
     def penalty(self) -> torch.Tensor:
         """G(W) = Σ_g sqrt(‖w_g‖² + ε)."""
         return torch.sqrt(self.squared_norms() + EPS).sum()
+
+    @torch.no_grad()
+    def proximal_step(self, step: float) -> int:
+        """Block soft-threshold every group: w_g ← w_g · max(0, 1 − step/‖w_g‖); returns groups now zero.
+
+        This is the proximal operator of ``step · Σ_g ‖w_g‖``.  Out-filters are
+        shrunk before in-slices of the same weight (the groups overlap; the
+        order is fixed so every rank computes the same result).
+        """
+        if step < 0:
+            raise ValueError(f"the proximal step must be >= 0, got {step}")
+        zero = 0
+        for layer in self.layers:
+            w = layer.weight
+            if layer.out_groups:
+                norms = w.flatten(1).norm(dim=1)
+                w.mul_(_shrink(norms, step).view(-1, *([1] * (w.dim() - 1))))
+                zero += int((norms <= step).sum())
+            if layer.in_groups:
+                if w.dim() == 2:
+                    cols = w.view(w.shape[0], -1, layer.positions)
+                    norms = cols.pow(2).sum((0, 2)).sqrt()
+                    cols.mul_(_shrink(norms, step).view(1, -1, 1))
+                else:
+                    norms = w.transpose(0, 1).flatten(1).norm(dim=1)
+                    w.mul_(_shrink(norms, step).view(1, -1, *([1] * (w.dim() - 2))))
+                zero += int((norms <= step).sum())
+        return zero
+
+
+def _shrink(norms: torch.Tensor, step: float) -> torch.Tensor:
+    return (1.0 - step / norms.clamp_min(1e-30)).clamp_min(0.0)
+
+
+def proximal_step_size(lr: float, lam: float, momentum: float) -> float:
+    """lr·λ/(1−momentum): the distance the subgradient penalty moves a group per step once momentum settles."""
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    return lr * lam / (1.0 - momentum)
 
 
 def lambda_from_ratio(ratio: float, ce0: float, g0: float) -> float:

@@ -1,9 +1,17 @@
 """Deciding which channels live: pure logic over channel spaces and per-channel strengths.
 
 A channel of a space is *dead* in a layer when max|w| over that layer's slice
-is below the threshold (the absolute value; the original code's signed
-comparison is a bug).  It is removed only when it is dead in **every** layer
-that writes or reads it (channel union).  A space whose channels all die is
+is below the threshold (the absolute value: a signed comparison would count
+every negative weight as small).  Which layers vote is the *liveness rule*:
+
+* ``union``: the channel goes only when it is dead in **every** layer that
+  writes or reads it (PruneTrain's channel union);
+* ``readers``: it goes when every layer that *reads* it ignores it.  The
+  writer's filter may still be live: nobody reads its output, so removing it
+  changes nothing.  At a residual node all readers of the shared stream vote,
+  so the union over the node is kept.
+
+A space whose channels all die is
 emptied only where that removes a residual branch and leaves a constant that a
 residual addition absorbs; elsewhere its strongest channel stays, so the
 network never loses a path it still needs.
@@ -23,8 +31,10 @@ from torch import nn
 
 from .graph import ChannelGraph, NodeInfo
 
-#: member roles whose weights vote on a channel's liveness (BN and constants do not)
+#: member roles whose weights vote on a channel's liveness, per rule (BN and constants never do)
 VOTING_ROLES = ("conv_out", "conv_in", "linear_out", "linear_in")
+READER_ROLES = ("conv_in", "linear_in")
+LIVENESS_RULES = {"union": VOTING_ROLES, "readers": READER_ROLES}
 
 
 @dataclass
@@ -64,14 +74,17 @@ class Plan:
 
 # --------------------------------------------------------------------------- measurement
 @torch.no_grad()
-def channel_strength(graph: ChannelGraph, model: nn.Module) -> dict[int, list[float]]:
-    """For every prunable space: per channel, max |w| over all voting layers' slices."""
+def channel_strength(graph: ChannelGraph, model: nn.Module, liveness: str = "union") -> dict[int, list[float]]:
+    """For every prunable space: per channel, max |w| over the slices of the layers that vote under ``liveness``."""
+    if liveness not in LIVENESS_RULES:
+        raise ValueError(f"liveness rule must be one of {', '.join(LIVENESS_RULES)}, got {liveness!r}")
+    roles = LIVENESS_RULES[liveness]
     gm = graph.graph_module
     out: dict[int, list[float]] = {}
     for space in graph.prunable_spaces():
         best = torch.zeros(space.size, dtype=torch.float64)
         for m in space.members:
-            if m.role not in VOTING_ROLES:
+            if m.role not in roles:
                 continue
             w = gm.get_submodule(m.module).weight.detach().abs()
             if m.role in ("conv_out", "linear_out"):

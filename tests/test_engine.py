@@ -194,7 +194,7 @@ def test_group_lasso_groups_of_resnet32():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     expected = sum(c.out_channels for c in convs) + sum(c.in_channels for c in convs[1:]) + 64
     assert lasso.group_count == expected
-    # G0 of the original init ≈ 3.25e3 (prunetrain-method.md §2)
+    # G0 at this init: in expectation every conv input group has norm ≈ √2, every output group √(2·C_in/C_out)
     assert lasso.penalty().item() == pytest.approx(3.25e3, rel=0.03)
 
 
@@ -472,7 +472,7 @@ def test_flops_of_resnet32_and_after_pruning():
     model = pc.build_model("resnet32", 100)
     x = torch.randn(1, 3, 32, 32)
     flops = pc.count_flops(model, x)
-    assert flops.inference_per_image == pytest.approx(138.3e6, rel=0.005)  # prunetrain-method.md §6
+    assert flops.inference_per_image == pytest.approx(138.3e6, rel=0.005)  # C·R·S·K·P² MACs × 2 over the convs, + the FC
     # forward + weight gradient + input gradient (none for the first conv): just under 3× forward
     assert 2.9 < flops.train_per_image / flops.inference_per_image < 3.0
     graph = pc.analyse(model, x)

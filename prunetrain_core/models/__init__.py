@@ -1,4 +1,4 @@
-"""Model registry: the original work's CIFAR networks and torchvision's ImageNet ones."""
+"""Model registry: the CIFAR networks PruneTrain was published with, and torchvision's ImageNet ones."""
 from __future__ import annotations
 
 from typing import Callable
@@ -37,7 +37,7 @@ def available_models() -> list[str]:
 
 
 def build_model(name: str, num_classes: int = 10) -> nn.Module:
-    """Build a registered model by name with the original work's initialisation."""
+    """Build a registered model by name, initialised as in PruneTrain (see models.cifar)."""
     try:
         factory = MODELS[name]
     except KeyError:

@@ -1,6 +1,6 @@
-"""The CIFAR networks of the original PruneTrain work, as ordinary nn.Modules.
+"""The CIFAR networks PruneTrain was published with, as ordinary nn.Modules.
 
-Topologies follow the authors' flat model files: ResNet-20/32/56/110 with basic
+Topologies: ResNet-20/32/56/110 with basic
 blocks and 1×1 projection shortcuts at stage transitions; the CIFAR "ResNet-50"
 with 3 stages × 8 bottleneck blocks (widths 16/64, 32/128, 64/256); VGG-8/11/13/16
 with BatchNorm, max-pooled to 1×1, then one FC layer.  Nothing here tells the
@@ -15,9 +15,9 @@ from torch import nn
 
 
 def init_like_prunetrain(model: nn.Module) -> nn.Module:
-    """The original initialisation: conv N(0, sqrt(2/(k²·C_out))), BN γ=1 β=0, FC PyTorch default.
+    """PruneTrain's initialisation: conv N(0, sqrt(2/(k²·C_out))), BN γ=1 β=0, FC PyTorch default.
 
-    It sets G₀ (and so λ) the way the reference implementation does.
+    It sets G₀, and so λ for a given penalty ratio.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

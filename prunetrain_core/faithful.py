@@ -1,0 +1,129 @@
+"""Does a reconfiguration preserve the network's function?  Measured, and used to choose the threshold.
+
+The measurement runs a fixed batch through the model before and after the
+surgery, in eval mode (running BN statistics) and in train mode (batch
+statistics; buffers restored afterwards, so measuring changes nothing), and
+reports the largest absolute logit change relative to the largest logit
+before, plus the change of accuracy on that batch.  A pruner that removes
+only dead channels changes nothing beyond float rounding (~1e-6).
+
+:func:`plan_within_budget` turns the measurement into a rule: the largest
+threshold (from a grid) whose plan keeps the change within a tolerance, so
+near-dead channels are removed only where they are measured to be dead.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .graph import analyse
+from .plan import Plan, channel_strength, make_plan
+from .reconfig import as_inputs
+from .surgery import apply_plan
+
+#: default grid: the base threshold times 10^(k/2), k = 0..8 (1e-4 → 1 for the default 1e-4)
+GRID_STEPS = 9
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Logits of one fixed batch in eval and in train mode."""
+
+    eval: torch.Tensor
+    train: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FunctionChange:
+    """max|Δlogit| / max|logit before|, and Δaccuracy (points, after − before), per mode."""
+
+    eval_rel: float
+    train_rel: float
+    eval_acc_delta: float
+    train_acc_delta: float
+
+    @property
+    def max_rel(self) -> float:
+        return max(self.eval_rel, self.train_rel)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, x: torch.Tensor) -> Outputs:
+    """Logits in eval and train mode; the model's mode, BN buffers and the RNG are left as they were."""
+    was_training = model.training
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    try:
+        model.eval()
+        ev = model(x).float()
+        model.train()
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            tr = model(x).float()
+    finally:
+        for b, saved in buffers:
+            b.copy_(saved)
+        model.train(was_training)
+    return Outputs(ev, tr)
+
+
+def compare(before: Outputs, after: Outputs, targets: torch.Tensor) -> FunctionChange:
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+    def acc(out: torch.Tensor) -> float:
+        return 100.0 * float((out.argmax(1) == targets).float().mean())
+
+    return FunctionChange(
+        eval_rel=rel(after.eval, before.eval), train_rel=rel(after.train, before.train),
+        eval_acc_delta=acc(after.eval) - acc(before.eval), train_acc_delta=acc(after.train) - acc(before.train))
+
+
+def threshold_grid(base: float, steps: int = GRID_STEPS) -> list[float]:
+    return [base * 10 ** (k / 2) for k in range(steps)]
+
+
+@dataclass
+class BudgetChoice:
+    plan: Plan
+    threshold: float | None      # None: even the smallest threshold changed the function too much
+    change: FunctionChange | None  # measured change of the chosen plan (None: nothing removed)
+    tried: list[tuple[float, float]]  # (threshold, max_rel) in the order measured
+
+
+def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: torch.Tensor, *,
+                       tolerance: float, thresholds: Sequence[float], liveness: str = "readers",
+                       round_to: int = 1, reference: Outputs | None = None) -> BudgetChoice:
+    """The plan of the largest threshold whose measured function change stays within ``tolerance``.
+
+    Thresholds are tried from the smallest up and the scan stops at the first
+    one over the budget (a larger threshold removes a superset of channels).
+    """
+    if tolerance <= 0:
+        raise ValueError(f"the function-change tolerance must be > 0, got {tolerance}")
+    inputs = as_inputs(example_inputs)
+    graph = analyse(model, inputs)
+    strength = channel_strength(graph, model, liveness)
+    reference = reference or outputs(model, x)
+    keep_all = Plan(keep={s.id: list(range(s.size)) for s in graph.prunable_spaces()},
+                    sizes={s.id: s.size for s in graph.prunable_spaces()})
+    choice = BudgetChoice(keep_all, None, None, [])
+    last_keep = None
+    for t in sorted(thresholds):
+        plan = make_plan(graph, strength, threshold=t, round_to=round_to)
+        if not plan.changed:
+            choice.plan, choice.threshold = plan, t
+            continue
+        if plan.keep == last_keep:  # same channels as the previous threshold: same change
+            choice.threshold = t
+            continue
+        change = compare(reference, outputs(apply_plan(graph, plan, inputs), x), y)
+        choice.tried.append((t, change.max_rel))
+        if change.max_rel > tolerance:
+            break
+        choice.plan, choice.threshold, choice.change, last_keep = plan, t, change, plan.keep
+    return choice

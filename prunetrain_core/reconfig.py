@@ -1,0 +1,45 @@
+"""Reconfiguration as two steps: a pure plan (which channels live), then the surgery that applies it."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .graph import analyse
+from .plan import Plan, channel_strength, make_plan
+from .surgery import apply_plan
+
+
+def as_inputs(example_inputs: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+
+
+def plan_reconfiguration(model: nn.Module, example_inputs, *, threshold: float = 1e-4, round_to: int = 1,
+                         liveness: str = "union") -> Plan:
+    """Decide, without changing anything, which channels each channel space keeps.
+
+    ``liveness``: ``union`` (a channel goes when it is dead in every layer that
+    writes or reads it) or ``readers`` (when every layer that reads it ignores it).
+    """
+    graph = analyse(model, as_inputs(example_inputs))
+    return make_plan(graph, channel_strength(graph, model, liveness), threshold=threshold, round_to=round_to)
+
+
+def apply_plan_to(model: nn.Module, plan: Plan, example_inputs, *,
+                  optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+    """Apply a plan made (possibly on another rank) for this model's current architecture.
+
+    ``optimizer`` (if given) afterwards holds the new parameters, with momentum
+    and Adam moments sliced by the same indices, so training continues as is.
+    """
+    inputs = as_inputs(example_inputs)
+    return apply_plan(analyse(model, inputs), plan, inputs, optimizer)
+
+
+def reconfigure(model: nn.Module, example_inputs, *, threshold: float = 1e-4,
+                optimizer: torch.optim.Optimizer | None = None, round_to: int = 1,
+                liveness: str = "union") -> nn.Module:
+    """A physically smaller dense model without the dead channels: plan, then apply."""
+    plan = plan_reconfiguration(model, example_inputs, threshold=threshold, round_to=round_to, liveness=liveness)
+    return apply_plan_to(model, plan, example_inputs, optimizer=optimizer)
