@@ -27,22 +27,30 @@ Rule (:func:`choose_batch`), with ``B0`` the base batch of the profile/CLI:
 
 The learning rate follows the linear scaling rule: ``lr = lr0 * b / B0``
 (``BatchDecision.lr_scale``).
+
+Out of memory (:func:`run_with_oom_retry`): a step that runs out of memory is
+redone in smaller slices at the batch :func:`lower_after_oom` gives, until it
+fits or nothing smaller is left.  Everything here but that routine is pure.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from bench.errors import OutOfMemoryBudget
 
 __all__ = [
     "BatchDecision",
+    "BatchPolicy",
     "choose_batch",
     "lower_after_oom",
     "predicted_need",
     "scaled_lr",
     "fit_linear_need",
+    "EmulatedOutOfMemory",
+    "is_out_of_memory",
+    "run_with_oom_retry",
 ]
 
 
@@ -179,3 +187,83 @@ def fit_linear_need(b1: int, bytes1: float, b2: int, bytes2: float) -> tuple[flo
     if fixed < 0:
         return 0.0, max(bytes1 / b1, bytes2 / b2)
     return fixed, per
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """One mode's batch decisions in global batches (all processes together), as a run applies the rule.
+
+    ``after_reshape`` at the start and after each reconfiguration, ``after_oom``
+    after an out-of-memory error; each returns the new batch and the reason to
+    record, or raises :class:`OutOfMemoryBudget` with one line naming the budget.
+    """
+
+    mode: str
+    base_batch: int
+    max_batch: int
+    world_size: int
+    usable_bytes: int
+    headroom: float
+    budget_name: str
+
+    def after_reshape(self, need_fixed: float, need_per_sample: float, *, at_start: bool) -> tuple[int, str]:
+        world = self.world_size
+        base = self.base_batch // world  # per process
+        decision = choose_batch(base, need_fixed, need_per_sample, self.usable_bytes or 1, self.headroom,
+                                max_batch=max(self.max_batch // world, base))
+        if not decision.fits:
+            raise OutOfMemoryBudget(
+                f"{self.mode}: even batch {decision.batch} needs {decision.predicted_bytes / 2**20:.0f} MiB, "
+                f"more than the budget of {self.usable_bytes / 2**20:.0f} MiB usable "
+                f"({self.budget_name}); choose a smaller model or a larger profile")
+        batch = decision.batch * world
+        if at_start:
+            batch = min(batch, self.base_batch)  # dense and PruneTrain start alike; only lowered
+        return batch, decision.reason
+
+    def after_oom(self, batch: int, need_bytes: int, why: str, *, distributed: bool) -> int:
+        lower = lower_after_oom(batch, self.base_batch)
+        if distributed:
+            raise OutOfMemoryBudget(f"{self.mode}: out of memory at batch {batch} under "
+                                    f"torchrun; restart with --batch-size {lower or 1} ({why})")
+        if lower is None:
+            raise OutOfMemoryBudget(
+                f"{self.mode}: out of memory even at batch {batch}: budget "
+                f"{self.usable_bytes / 2**20:.0f} MiB, measured need {need_bytes / 2**20:.0f} MiB")
+        return lower
+
+
+class EmulatedOutOfMemory(RuntimeError):
+    """A step whose measured memory exceeds the emulated budget (the CPU stand-in for a CUDA OOM)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure that a smaller batch can avoid."""
+    import torch
+
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, EmulatedOutOfMemory))
+
+
+def run_with_oom_retry(step: Callable, x, y, *, chunk: Callable[[], int], lower: Callable[[str], None]) -> None:
+    """Run ``step`` over ``(x, y)`` in slices of ``chunk()`` samples, redoing a slice that ran out of memory.
+
+    After an out-of-memory error ``lower(why)`` lowers the batch (or raises when
+    nothing smaller is left) and the failed slice is redone at the new size.  The
+    retry runs after the ``except`` block has been left and without keeping the
+    exception: its traceback would hold the failed step's activations and
+    autograd graph alive while the smaller batch is tried.
+    """
+    start = 0
+    while start < len(x):
+        n = max(1, chunk())
+        why = None
+        try:
+            step(x[start:start + n], y[start:start + n])
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if why is None:
+            start += n
+        else:
+            lower(why)

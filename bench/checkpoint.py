@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,24 @@ from .errors import CheckpointError
 from .records import atomic_write_bytes
 
 FORMAT = 1
+
+
+@dataclass
+class ModeState:
+    """What a checkpoint must hold to continue a mode exactly where it stopped."""
+
+    epoch: int = 0                 # last completed epoch
+    batch: int = 0                 # global batch
+    lam: float | None = None
+    oom_retries: int = 0
+    architectures: list[dict] = field(default_factory=list)
+    batch_reasons: list[str] = field(default_factory=list)
+
+    def to_blob(self) -> dict:
+        """The checkpoint's 'epoch' and 'state' keys (read back by :func:`check_state`)."""
+        return {"epoch": self.epoch, "state": {
+            "batch": self.batch, "lam": self.lam, "oom_retries": self.oom_retries,
+            "architectures": self.architectures, "batch_reasons": self.batch_reasons}}
 
 
 def optimizer_to_named(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -137,11 +156,8 @@ def restore_model(blob: dict, path: Path, reference: nn.Module | None = None) ->
     return model
 
 
-def check_state(blob: dict, path: Path, *, epochs: int, max_batch: int) -> dict:
-    """The schedule position of a checkpoint ('epoch' and 'state'), type- and range-checked.
-
-    Returns the keyword arguments of :class:`bench.train.ModeState`.
-    """
+def check_state(blob: dict, path: Path, *, epochs: int, max_batch: int) -> ModeState:
+    """The schedule position of a checkpoint ('epoch' and 'state'), type- and range-checked."""
     def fail(key: str, what: str, got: Any) -> CheckpointError:
         return CheckpointError(f"{path}: key '{key}' {what} (got {got!r:.80})")
 
@@ -167,5 +183,19 @@ def check_state(blob: dict, path: Path, *, epochs: int, max_batch: int) -> dict:
         raise fail("state.architectures", "must be a list of architecture records with an 'epoch'", archs)
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
         raise fail("state.batch_reasons", "must be a list of strings", reasons)
-    return {"epoch": epoch, "batch": batch, "lam": None if lam is None else float(lam), "oom_retries": retries,
-            "architectures": list(archs), "batch_reasons": list(reasons)}
+    return ModeState(epoch=epoch, batch=batch, lam=None if lam is None else float(lam), oom_retries=retries,
+                     architectures=list(archs), batch_reasons=list(reasons))
+
+
+def export(path: Path, model: nn.Module, data) -> None:
+    """The final model for inference without the run's history: architecture data + weights + normalisation."""
+    buf = io.BytesIO()
+    torch.save({"format": 1, "arch": pc.describe(model), "model": model.state_dict(),
+                "num_classes": data.num_classes, "mean": list(data.train.mean), "std": list(data.train.std)}, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_exported(path: Path) -> nn.Module:
+    """Load a model saved by ``bench run`` for inference (no run history needed)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return pc.rebuild(blob["arch"], blob["model"]).eval()

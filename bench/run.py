@@ -23,7 +23,8 @@ import torch
 
 import prunetrain_core as pc
 
-from . import __version__
+from . import __version__, checkpoint
+from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
 from .config import MODES, RunConfig
 from .data import load_data
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
@@ -347,15 +348,9 @@ def _run_mode(ctx: RunContext, meta: RunMeta, mode: str, resuming: bool, echo: E
         raise
     if writer:
         final = ctx.run_dir / f"{mode}_final.pt"
-        trainer.export(final)
+        checkpoint.export(final, trainer.module, ctx.data)
         state.update(status="finished", final_model=final.name, lasso_lambda=trainer.state.lam,
                      batch_reasons=trainer.state.batch_reasons)
         meta.save()
     echo(f"{mode}: finished")
     return None
-
-
-def load_exported(path: Path) -> torch.nn.Module:
-    """Load a model saved by ``bench run`` for inference (no run history needed)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return pc.rebuild(blob["arch"], blob["model"]).eval()

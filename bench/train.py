@@ -5,14 +5,16 @@ group-lasso term from the first step and, every ``interval`` epochs, asks the
 engine to reconfigure the model into a smaller dense one, then re-decides the
 mini-batch for the memory that freed up.  Everything a row of epochs.csv
 holds is measured here; the row is appended when its epoch ends and the
-checkpoint written right after it.
+checkpoint written right after it.  The step itself is :mod:`bench.step`,
+the batch rule and the out-of-memory retry :mod:`bench.batching`, the
+checkpoint and the exported model :mod:`bench.checkpoint`.
 """
 from __future__ import annotations
 
 import math
 import warnings
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,19 +25,17 @@ from torch import nn
 import prunetrain_core as pc
 
 from . import checkpoint, faults
-from .batching import BatchDecision, choose_batch, lower_after_oom
+from .batching import BatchPolicy, EmulatedOutOfMemory, run_with_oom_retry
+from .checkpoint import ModeState
 from .config import RunConfig
 from .data import DataSplit, Loader
 from .distributed import debug_dump
-from .errors import CheckpointError, DivergenceError, OutOfMemoryBudget
-from .memory import MemoryEstimate, measure_training_memory
+from .errors import CheckpointError, DivergenceError
+from .memory import measure_training_memory
 from .records import SCHEMA_VERSION, EpochLog
+from .step import EpochMeter, TrainStep, make_scaler
 
 MEMORY_PROBE_BATCH = 16
-
-
-class EmulatedOutOfMemory(RuntimeError):
-    """A step whose measured memory exceeds the emulated budget (the CPU stand-in for a CUDA OOM)."""
 
 
 @dataclass
@@ -80,18 +80,6 @@ class EpochStats:
     comm_wait_s: float | None = 0.0   # None where not separable (DDP on CUDA)
 
 
-@dataclass
-class ModeState:
-    """What a checkpoint must hold to continue a mode exactly where it stopped."""
-
-    epoch: int = 0                 # last completed epoch
-    batch: int = 0                 # global batch
-    lam: float | None = None
-    oom_retries: int = 0
-    architectures: list[dict] = field(default_factory=list)
-    batch_reasons: list[str] = field(default_factory=list)
-
-
 class ModeTrainer:
     def __init__(self, ctx: RunContext, mode: str):
         self.ctx, self.mode, self.cfg = ctx, mode, ctx.cfg
@@ -99,9 +87,12 @@ class ModeTrainer:
         self.example = self._example_batch()
         self.state = ModeState()
         self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
-        self._fault_nan = False
+        self.scaler = make_scaler(self.cfg.amp, ctx.device)  # one for the whole mode: its scale carries over
+        self.policy = BatchPolicy(mode, self.cfg.batch_size, self.cfg.max_batch, self.cfg.world_size,
+                                  ctx.usable_budget, ctx.headroom, ctx.profile_name)
         self.module: nn.Module
         self.optimizer: torch.optim.Optimizer
+        self.step: TrainStep
 
     # ------------------------------------------------------------------ setup
     def _example_batch(self) -> torch.Tensor:
@@ -136,8 +127,8 @@ class ModeTrainer:
         reference = pc.build_model(self.cfg.model, self.ctx.data.num_classes)
         model = checkpoint.restore_model(blob, self.ckpt_path, reference=reference).to(self.ctx.device)
         optimizer = checkpoint.optimizer_from_named(model, blob["optimizer"], self._make_optimizer, self.ckpt_path)
+        self.state = state
         self._install(model, optimizer)
-        self.state = ModeState(**state)
         checkpoint.set_rng_state(blob["rng"], self.ckpt_path)
         return True
 
@@ -171,6 +162,13 @@ class ModeTrainer:
                                               optimizer=optimizer)
         self.forward_model = self._wrap(model)
         self.needs_compile = self.cfg.compile
+        self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
+                              scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
+                              reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
+                              channels_last=self.channels_last)
+
+    def _mean_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        return self.ctx.dist.all_reduce_sum(t.reshape(1))[0] / self.ctx.dist.world_size
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.ctx.dist is not None:
@@ -181,28 +179,16 @@ class ModeTrainer:
         return model
 
     # ------------------------------------------------------------------ batch decisions
-    def _decide_batch(self, at_start: bool) -> BatchDecision | None:
+    def _decide_batch(self, at_start: bool) -> None:
         """PruneTrain's dynamic mini-batch: largest multiple of the base batch that fits (bench.batching)."""
         if not self.cfg.adjust_batch:
-            return None
-        world = self.cfg.world_size
-        base = self.cfg.batch_size // world  # per process
-        decision = choose_batch(base, self.memory.fixed, self.memory.per_sample_activations,
-                                self.ctx.usable_budget or 1, self.ctx.headroom,
-                                max_batch=max(self.cfg.max_batch // world, base))
-        if not decision.fits:
-            raise OutOfMemoryBudget(
-                f"{self.mode}: even batch {decision.batch} needs {decision.predicted_bytes / 2**20:.0f} MiB, "
-                f"more than the budget of {self.ctx.usable_budget / 2**20:.0f} MiB usable "
-                f"({self.ctx.profile_name}); choose a smaller model or a larger profile")
-        batch = decision.batch * world
-        if at_start:
-            batch = min(batch, self.cfg.batch_size)  # dense and PruneTrain start alike; only lowered
+            return
+        batch, reason = self.policy.after_reshape(self.memory.fixed, self.memory.per_sample_activations,
+                                                  at_start=at_start)
         if self.ctx.dist is not None:
             batch = self.ctx.dist.broadcast_object(batch)  # deterministic anyway; rank 0's decision is shared
         self.state.batch = batch
-        self.state.batch_reasons.append(f"epoch {self.state.epoch}: {batch} ({decision.reason})")
-        return decision
+        self.state.batch_reasons.append(f"epoch {self.state.epoch}: {batch} ({reason})")
 
     # ------------------------------------------------------------------ one epoch
     def lr_for(self, epoch: int) -> float:
@@ -223,47 +209,40 @@ class ModeTrainer:
                         generator_seed=cfg.seed, rank=rank, world_size=world)
         loader.set_epoch(epoch)
         self.forward_model.train()
-        self.loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
-        self.correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
-        self.ratio_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
-        self.samples = self.steps = 0
+        meter = EpochMeter(ctx.device)
         if ctx.dist is not None:
             ctx.dist.take_comm_wait()  # reset the comm hook's timer
         if ctx.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(ctx.device)
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
         half = len(loader) // 2
-        self._fault_nan = faults.nan_at(self.mode, epoch)  # test hook: False unless BENCH_FAULT_NAN_AT
+        self.step.nan_loss = faults.nan_at(self.mode, epoch)  # test hook: False unless BENCH_FAULT_NAN_AT
         compile_time = 0.0
         self._sync()
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             if i == 0 and self.needs_compile:
                 t0 = time.perf_counter()
-                self._step_with_retry(x, y)
+                self._step_with_retry(x, y, meter)
                 self._sync()
-                first = time.perf_counter() - t0
                 self.needs_compile = False
-                compile_time = first  # corrected below by the typical step time
+                compile_time = time.perf_counter() - t0  # corrected below by the typical step time
             else:
-                self._step_with_retry(x, y)
+                self._step_with_retry(x, y, meter)
             if i == half:
                 faults.maybe_kill("mid-epoch")
             bar.update(1)
         self._sync()
         elapsed = time.perf_counter() - start
         bar.close()
-        if compile_time and self.steps > 1:
-            typical = (elapsed - compile_time) / (self.steps - 1)
+        self.state.lam = self.step.lam
+        if compile_time and meter.steps > 1:
+            typical = (elapsed - compile_time) / (meter.steps - 1)
             compile_time = max(0.0, compile_time - typical)
         comm_wait = ctx.dist.take_comm_wait() if ctx.dist is not None else 0.0
-        totals = torch.stack([self.loss_sum, self.correct.double(), self.ratio_sum,
-                              torch.tensor(comm_wait or 0.0, dtype=torch.float64, device=ctx.device)])
-        if ctx.dist is not None:
-            totals = ctx.dist.all_reduce_sum(totals)
-        loss_sum, correct, ratio_sum, comm_sum = totals.tolist()
+        loss_sum, correct, ratio_sum, comm_sum = meter.totals(comm_wait or 0.0, ctx.dist)
         comm_wait = None if comm_wait is None else comm_sum / world  # mean over ranks; None: not separable
-        samples = self.samples * world
+        samples = meter.samples * world
         if not math.isfinite(loss_sum):
             raise DivergenceError(f"{self.mode}: the training loss became {loss_sum / max(samples, 1)} in epoch {epoch} "
                                   f"(lr {lr:g}); lower --lr or --lpr")
@@ -271,39 +250,31 @@ class ModeTrainer:
                 else self.memory.total_for_batch(max(1, self.state.batch // world)))
         return EpochStats(
             train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
-            lasso_ratio=ratio_sum / max(self.steps * world, 1) if self.prune else 0.0,
-            samples=samples, steps=self.steps, epoch_time_s=elapsed - compile_time,
+            lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.prune else 0.0,
+            samples=samples, steps=meter.steps, epoch_time_s=elapsed - compile_time,
             compile_time_s=compile_time, peak_memory_bytes=int(peak), comm_wait_s=comm_wait)
 
-    def _step_with_retry(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One optimizer step; after an out-of-memory error, lower the batch and redo it in smaller steps."""
+    def _step_with_retry(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter) -> None:
+        """One loader batch in optimizer steps of the current batch; lowered and redone after out-of-memory."""
         world = self.ctx.dist.world_size if self.ctx.dist else 1
-        per_rank = max(1, self.state.batch // world)
-        if len(x) > per_rank:
-            for i in range(0, len(x), per_rank):
-                self._step_with_retry(x[i:i + per_rank], y[i:i + per_rank])
-            return
-        try:
-            self._check_emulated_budget(len(x))
-            self._step(x, y)
-        except (torch.cuda.OutOfMemoryError, EmulatedOutOfMemory) as exc:
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ctx.device.type == "cuda":
-                torch.cuda.empty_cache()
-            lower = lower_after_oom(self.state.batch, self.cfg.batch_size)
-            if self.ctx.dist is not None:
-                raise OutOfMemoryBudget(f"{self.mode}: out of memory at batch {self.state.batch} under "
-                                        f"torchrun; restart with --batch-size {lower or 1}") from exc
-            if lower is None:
-                raise OutOfMemoryBudget(
-                    f"{self.mode}: out of memory even at batch {self.state.batch}: budget "
-                    f"{self.ctx.usable_budget / 2**20:.0f} MiB, measured need "
-                    f"{self.memory.total_for_batch(self.state.batch) / 2**20:.0f} MiB") from exc
-            self.state.oom_retries += 1
-            self.state.batch_reasons.append(f"epoch {self.state.epoch + 1}: out of memory at "
-                                            f"{self.state.batch}, retried at {lower}")
-            self.state.batch = lower
-            self._step_with_retry(x, y)
+
+        def step(xs: torch.Tensor, ys: torch.Tensor) -> None:
+            self._check_emulated_budget(len(xs))
+            self.step(xs, ys, meter)
+
+        run_with_oom_retry(step, x, y, chunk=lambda: max(1, self.state.batch // world), lower=self._lower_after_oom)
+
+    def _lower_after_oom(self, why: str) -> None:
+        """Free what the failed step left, then lower the batch; raise where nothing smaller is possible."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+        lower = self.policy.after_oom(self.state.batch, self.memory.total_for_batch(self.state.batch), why,
+                                      distributed=self.ctx.dist is not None)
+        self.state.oom_retries += 1
+        self.state.batch_reasons.append(f"epoch {self.state.epoch + 1}: out of memory at "
+                                        f"{self.state.batch}, retried at {lower}")
+        self.state.batch = lower
 
     def _check_emulated_budget(self, batch: int) -> None:
         if self.ctx.device.type == "cuda" or not self.ctx.budget_bytes:
@@ -311,53 +282,6 @@ class ModeTrainer:
         need = self.memory.total_for_batch(batch)
         if need > self.ctx.usable_budget:
             raise EmulatedOutOfMemory(f"batch {batch} needs {need} bytes > budget {self.ctx.usable_budget}")
-
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        amp = self.cfg.amp != "off" and self.ctx.device.type == "cuda"
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=amp):
-            out = self.forward_model(x)
-            ce = F.cross_entropy(out.float(), y)
-        if self._fault_nan:
-            ce = ce * float("nan")
-        loss = ce
-        if self.lasso is not None:
-            # the penalty in fp32, added before any loss scaling, so scaling treats it like the CE
-            penalty = self.lasso.penalty()
-            if self.state.lam is None:
-                self.state.lam = self._first_lambda(ce, penalty)
-            loss = ce + self.state.lam * penalty
-            with torch.no_grad():
-                reg = self.state.lam * penalty
-                self.ratio_sum += (reg / (ce + reg)).double()
-        self.optimizer.zero_grad(set_to_none=True)
-        if amp and self.cfg.amp == "fp16":
-            scaler = self._scaler()
-            scaler.scale(loss).backward()
-            scaler.step(self.optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        with torch.no_grad():
-            self.loss_sum += ce.detach().double() * len(y)
-            self.correct += (out.argmax(1) == y).sum()
-        self.samples += len(y)
-        self.steps += 1
-
-    def _scaler(self) -> torch.amp.GradScaler:
-        if not hasattr(self, "_grad_scaler"):
-            self._grad_scaler = torch.amp.GradScaler("cuda")
-        return self._grad_scaler
-
-    def _first_lambda(self, ce: torch.Tensor, penalty: torch.Tensor) -> float:
-        """λ from the first mini-batch at the initial weights (the whole global batch under DDP)."""
-        ce0 = ce.detach().double()
-        if self.ctx.dist is not None:
-            ce0 = self.ctx.dist.all_reduce_sum(ce0.reshape(1))[0] / self.ctx.dist.world_size
-        return pc.lambda_from_ratio(self.cfg.lpr, float(ce0), float(penalty.detach()))
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -382,13 +306,10 @@ class ModeTrainer:
         """Shrink the model (plan on rank 0, same surgery everywhere), then re-decide the batch."""
         self._sync()
         start = time.perf_counter()
-        if self.ctx.dist is not None:
-            plan = self.ctx.dist.broadcast_plan(
-                lambda: pc.plan_reconfiguration(self.module, self.example, threshold=self.cfg.threshold,
-                                                round_to=self.cfg.round_channels))
-        else:
-            plan = pc.plan_reconfiguration(self.module, self.example, threshold=self.cfg.threshold,
+        def plan_here():
+            return pc.plan_reconfiguration(self.module, self.example, threshold=self.cfg.threshold,
                                            round_to=self.cfg.round_channels)
+        plan = self.ctx.dist.broadcast_plan(plan_here) if self.ctx.dist is not None else plan_here()
         model = pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer)
         self._install(model, self.optimizer)
         faults.maybe_kill("reconfigure")
@@ -456,36 +377,11 @@ class ModeTrainer:
         return sum(p.numel() * p.element_size() for p in self.module.parameters() if p.requires_grad)
 
     def save_checkpoint(self) -> None:
-        s = self.state
-        checkpoint.save(self.ckpt_path, model=self.module, optimizer=self.optimizer, extra={
-            "mode": self.mode, "epoch": s.epoch,
-            "state": {"batch": s.batch, "lam": s.lam, "oom_retries": s.oom_retries,
-                      "architectures": s.architectures, "batch_reasons": s.batch_reasons},
-        })
-
-    def export(self, path: Path) -> None:
-        """The final model for inference without the run's history: architecture data + weights."""
-        import io
-
-        from .records import atomic_write_bytes
-        buf = io.BytesIO()
-        torch.save({"format": 1, "arch": pc.describe(self.module), "model": self.module.state_dict(),
-                    "num_classes": self.ctx.data.num_classes, "mean": list(self.ctx.data.train.mean),
-                    "std": list(self.ctx.data.train.std)}, buf)
-        atomic_write_bytes(path, buf.getvalue())
-
-
-class _NullBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+        checkpoint.save(self.ckpt_path, model=self.module, optimizer=self.optimizer,
+                        extra={"mode": self.mode, **self.state.to_blob()})
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NullBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, unit="step", mininterval=0.5)
+    return tqdm(total=total, desc=desc, leave=False, unit="step", mininterval=0.5, disable=not enabled)
