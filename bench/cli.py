@@ -181,6 +181,35 @@ def report(paths, out, title) -> None:
     click.echo(f"{len(result.table)} configuration(s) compared; wrote {result.out_dir / 'report.html'}")
 
 
+# ---------------------------------------------------------------------------------------------- replay
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--profile", default="auto", show_default=True,
+              help="Target profile whose memory rule decides each shape's batch (name, .toml path, or auto).")
+@click.option("--emulate/--no-emulate", default=False, show_default=True,
+              help="On a GPU larger than the profile's budget, cap this process at the budget.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--synthetic", is_flag=True, help="Random images of the recorded shape even where the data set loads.")
+@click.option("--budget", "budget_s", type=float, default=20.0, show_default=True,
+              help="Timing budget in seconds per shape (the rounds stop earlier once the spread is small).")
+@click.option("--spread", type=float, default=0.05, show_default=True,
+              help="Stop when every shape's step-time IQR / median is at most this.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@friendly_errors
+def replay(run_dir, profile, emulate, device, results_dir, synthetic, budget_s, spread, quiet) -> None:
+    """Time a recorded run's pruning trajectory here, without training: one replayed run folder."""
+    from .replay import ReplaySettings, replay as run_replay
+
+    if budget_s <= 0 or not 0 < spread < 1:
+        raise BenchError("--budget must be > 0 and --spread between 0 and 1")
+    settings = ReplaySettings(profile=profile, device=device, emulate=emulate, synthetic=synthetic,
+                              budget_s=budget_s, spread=spread)
+    out = run_replay(Path(run_dir), Path(results_dir), settings,
+                     echo=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)))
+    click.echo(str(out))
+
+
 # ---------------------------------------------------------------------------------------------- env / profiles
 @main.command()
 def env() -> None:

@@ -57,6 +57,8 @@ EPOCH_COLUMNS: list[tuple[str, type]] = [
     ("comm_wait_s", float),     # time waiting on communication, where separable
     ("oom_retries", int),       # steps retried at a lower batch after an OOM
     ("steps", int),
+    ("source", str),            # measured (bench run) | replay (bench replay: timed here, trajectory of replay_of)
+    ("replay_of", str),         # the run id whose trajectory a replay timed (empty when measured)
 ]
 EPOCH_FIELDNAMES = [name for name, _ in EPOCH_COLUMNS]
 

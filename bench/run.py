@@ -80,6 +80,22 @@ def select_device(cfg: RunConfig, info: DeviceInfo) -> torch.device:
     return torch.device(cfg.device)
 
 
+def apply_emulation(profile: Profile, info: DeviceInfo, device: torch.device, emulate: bool) -> bool:
+    """Cap CUDA memory at the profile's budget (--emulate); True when the records must say emulated."""
+    if device.type != "cuda":
+        return profile.device_kind == "cuda"  # a GPU profile's budget decisions, made on the CPU
+    torch.backends.cudnn.benchmark = True
+    fraction = profile.emulation_fraction(info) if emulate else None
+    if fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction is not None
+
+
+def select_device_name(info: DeviceInfo, device: torch.device) -> str:
+    """The device name written into every row."""
+    return info.device_name if device.type == "cuda" else f"cpu: {info.cpu_model}"
+
+
 class RunMeta:
     """run.json: rewritten atomically whenever something in it changes."""
 
@@ -97,15 +113,15 @@ class RunMeta:
         self.save()
 
 
-def read_run_json(run_dir: Path) -> dict:
-    """run.json of a run folder to resume, every key it needs checked (one RecordError line otherwise)."""
+def read_run_json(run_dir: Path, needed_by: str = "--resume") -> dict:
+    """run.json of a run folder to resume (or replay), every key it needs checked (one RecordError line otherwise)."""
     import json
 
     path = run_dir / "run.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise RecordError(f"{path}: not found; --resume needs a run folder made by `bench run`") from None
+        raise RecordError(f"{path}: not found; {needed_by} needs a run folder made by `bench run`") from None
     except (OSError, ValueError) as exc:
         raise RecordError(f"{path}: unreadable ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("modes"), dict):
@@ -237,16 +253,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     if dist is not None and device.type == "cuda":
         device = dist.device  # under torchrun every process uses the GPU of its LOCAL_RANK
     budget = profile.resolve_budget(info)
-    emulated = False
-    if device.type == "cuda":
-        if cfg.emulate:
-            fraction = profile.emulation_fraction(info)
-            if fraction is not None:
-                torch.cuda.set_per_process_memory_fraction(fraction, device)
-                emulated = True
-        torch.backends.cudnn.benchmark = True
-    else:
-        emulated = profile.device_kind == "cuda"  # a GPU profile's budget decisions, made on the CPU
+    emulated = apply_emulation(profile, info, device, cfg.emulate)
     data = load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed)
     writer = dist is None or dist.rank == 0
     if resume is not None:
@@ -279,7 +286,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     log = EpochLog(run_dir / "epochs.csv") if writer else None
     ctx = RunContext(
         cfg=cfg, run_id=run_id, run_dir=run_dir, device=device, data=data, profile_name=profile.name,
-        device_name=info.device_name if device.type == "cuda" else f"cpu: {info.cpu_model}",
+        device_name=select_device_name(info, device),
         emulated=emulated, budget_bytes=budget, reserve_bytes=profile.reserve_bytes, headroom=profile.headroom,
         log=log, progress=progress, dist=dist,
         on_architecture=(lambda mode, arch: meta.add_architecture(mode, arch)) if writer else (lambda m, a: None),

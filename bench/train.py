@@ -329,6 +329,7 @@ class ModeTrainer:
             "train_flops_per_image": self.flops.train_per_image,
             "batch_size": self.state.batch,
             "memory": self.memory.to_dict(),
+            "arch": pc.describe(self.module),  # the exact graph (removed branches too): `bench replay` rebuilds it
         }
         self.state.architectures.append(arch)
         self.ctx.on_architecture(self.mode, arch)
@@ -362,7 +363,7 @@ class ModeTrainer:
                 "peak_memory_bytes": stats.peak_memory_bytes, "memory_budget_bytes": ctx.budget_bytes,
                 "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
                 "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
-                "oom_retries": self.state.oom_retries, "steps": stats.steps,
+                "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured",
             }
             if ctx.is_writer:
                 ctx.log.append(row)

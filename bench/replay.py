@@ -1,0 +1,367 @@
+"""``bench replay``: time a recorded pruning trajectory on this machine instead of training it again.
+
+Which architectures PruneTrain passes through, after which epoch, on how many
+images, does not depend on the card; only the time per step of each shape
+does.  So the replay rebuilds every shape a run's modes trained with (from
+run.json), decides its batch with the *target* profile's memory rule, times
+training steps of all shapes in interleaved rounds (so a busy phase of a
+shared machine hits them alike) until each median is stable or the time
+budget runs out, times each reconfiguration as real surgery between the two
+recorded shapes, and writes a run folder of the ``bench run`` schema with
+``source = replay``: ``epoch_time_s`` = the epoch's images / batch × the
+median step time.  What it cannot know: how a different batch would have
+changed the pruning itself (the trajectory is not re-trained), and accuracy
+(left empty; the original run's is in its own records).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+import prunetrain_core as pc
+
+from .batching import choose_batch
+from .data import ImageData, Loader, load_data
+from .errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
+from .hardware import detect
+from .memory import MemoryEstimate, measure_training_memory
+from .profiles import resolve_profile
+from .records import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, format_row, header_line
+from .speed import Case, Stat, time_case, zero_channels
+from .trajectory import Shape, Trajectory, load_trajectory
+
+MEMORY_PROBE_BATCH = 16          # as bench.train
+SYNTHETIC_POOL_BATCHES = 2       # synthetic images kept: this many batches of the largest shape's batch
+LIMITS = ("the trajectory (shapes, reconfiguration epochs) is the original run's and is replayed with the target "
+          "profile's batch rule, but the pruning dynamics under a different batch are not re-trained; accuracy is "
+          "the original run's (left empty here); emulating a GPU profile on another device models its memory "
+          "capacity only, not its speed")
+
+
+@dataclass
+class ReplaySettings:
+    profile: str = "auto"
+    device: str = "auto"
+    emulate: bool = False
+    synthetic: bool = False          # synthetic images of the recorded shape even where the data set loads
+    budget_s: float = 20.0           # timing budget per shape (all shapes share the rounds)
+    spread: float = 0.05             # stop when every shape's IQR / median is at most this
+    min_rounds: int = 5
+    max_rounds: int = 200
+    reconfig_repeats: int = 3
+
+
+@dataclass
+class TimedShape:
+    shape: Shape
+    batch: int
+    batch_reason: str
+    memory: MemoryEstimate
+    step: Stat = field(default_factory=lambda: Stat.of([]))
+    reconfig_s: float | None = None      # surgery into the next shape (PruneTrain), median
+    reconfig_exact: bool = True          # the surgery produced exactly the next recorded shape
+
+
+class StepRunner:
+    """One training step of a rebuilt shape on the real loader's batches, as ``ModeTrainer._step`` does it."""
+
+    def __init__(self, shape: Shape, data: ImageData, batch: int, device: torch.device, cfg, lam: float):
+        torch.manual_seed(cfg.seed)
+        self.model = pc.rebuild(shape.arch).to(device).train()
+        self.channels_last = cfg.channels_last and not _channels_last_hazard(self.model, device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        self.device, self.amp = device, cfg.amp if device.type == "cuda" else "off"
+        self.data, self.batch, self.seed = data, batch, cfg.seed
+        example = _example(data, device)
+        self.lasso = pc.GroupLasso(self.model, example) if shape.mode == "prunetrain" else None
+        self.lam = lam
+        self.batches = self._cycle()
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+
+    def _cycle(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = 0
+        while True:
+            epoch += 1
+            loader = Loader(self.data, self.batch, train=True, device=self.device, generator_seed=self.seed,
+                            drop_last=len(self.data) >= self.batch)
+            loader.set_epoch(epoch)
+            yield from loader
+
+    def __call__(self) -> None:
+        x, y = next(self.batches)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp != "off"):
+            out = self.model(x)
+            ce = F.cross_entropy(out.float(), y)
+        loss = ce if self.lasso is None else ce + self.lam * self.lasso.penalty()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()  # fp16 loss scaling costs a multiply and a check: left out
+        self.opt.step()
+        with torch.no_grad():
+            self.loss_sum += ce.detach().double() * len(y)
+
+
+def _channels_last_hazard(model, device) -> bool:
+    from .speed import channels_last_hazard
+
+    return bool(channels_last_hazard(model, device))
+
+
+def _example(data: ImageData, device: torch.device) -> torch.Tensor:
+    x = data.images[:2].to(device).float() / 255
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+# ------------------------------------------------------------------------------------------ data
+def replay_data(traj: Trajectory, synthetic: bool, pool: int) -> tuple[ImageData, str]:
+    """The original data pipeline where the data set loads here, else random images of its recorded shape."""
+    cfg, recorded = traj.cfg, traj.meta.get("data") or {}
+    if not synthetic:
+        try:
+            data = load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed)
+            return data.train, f"real: {data.name} ({len(data.train)} images, the run's own pipeline)"
+        except DataError as exc:
+            why = f"{cfg.data} not available here ({str(exc).split(':')[0]})"
+    else:
+        why = "--synthetic"
+    size = int(recorded.get("image_size") or (224 if "imagenet" in cfg.model else 32))
+    classes = int(recorded.get("num_classes") or 10)
+    g = torch.Generator().manual_seed(cfg.seed)
+    images = torch.randint(0, 256, (pool, 3, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, classes, (pool,), generator=g)
+    mean, std = tuple(recorded.get("mean") or (0.5,) * 3), tuple(recorded.get("std") or (0.25,) * 3)
+    data = ImageData(images=images, labels=labels, num_classes=classes, mean=mean, std=std, name="synthetic")
+    return data, f"synthetic: {pool} random {size}x{size} images, same loader and augmentation ({why})"
+
+
+# ------------------------------------------------------------------------------------------ batch
+def decide_batch(traj: Trajectory, shape: Shape, memory: MemoryEstimate, usable: int, headroom: float) -> tuple[int, str]:
+    """The target profile's rule for this shape, exactly as ``bench run`` applies it (bench.train)."""
+    cfg = traj.cfg
+    if not cfg.adjust_batch:
+        return cfg.batch_size, "--no-adjust-batch: the base batch"
+    d = choose_batch(cfg.batch_size, memory.fixed, memory.per_sample_activations, usable or 1, headroom,
+                     max_batch=max(cfg.max_batch, cfg.batch_size))
+    if not d.fits:
+        raise OutOfMemoryBudget(f"{shape.mode} shape after epoch {shape.epoch}: even batch {d.batch} needs "
+                                f"{d.predicted_bytes / 2**20:.0f} MiB, more than the {usable / 2**20:.0f} MiB usable "
+                                "under this profile; choose a larger profile")
+    batch = min(d.batch, cfg.batch_size) if shape.index == 0 else d.batch  # both modes start alike
+    return batch, d.reason
+
+
+# ------------------------------------------------------------------------------------------ timing
+def time_rounds(cases: dict, s: ReplaySettings, device, echo: Callable[[str], None]) -> tuple[dict, int, str]:
+    """Interleaved rounds (rotated order) until every case's IQR/median ≤ spread, or the budget is spent."""
+    for case in cases.values():            # warm-up: allocator, oneDNN/cuDNN kernel choice
+        for _ in range(2):
+            time_case(case, device)
+    names, samples = list(cases), {n: [] for n in cases}
+    budget, start, why, r = s.budget_s * len(cases), time.perf_counter(), "max rounds", 0
+    for r in range(1, s.max_rounds + 1):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            samples[n].append(time_case(cases[n], device))
+        if r < s.min_rounds:
+            continue
+        worst = max(_rel_iqr(v) for v in samples.values())
+        if worst <= s.spread:
+            why = f"spread {worst:.1%} ≤ {s.spread:.0%}"
+            break
+        if time.perf_counter() - start > budget:
+            why = f"budget {budget:.0f} s spent (largest spread {worst:.1%})"
+            break
+    echo(f"timed {len(cases)} shape(s) in {r} interleaved rounds: {why}")
+    return {n: Stat.of(v) for n, v in samples.items()}, r, why
+
+
+def _rel_iqr(xs: list[float]) -> float:
+    st = Stat.of(xs)
+    return st.iqr / st.median if st.median > 0 else math.inf
+
+
+def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageData, device, repeats: int,
+                         usable: int, headroom: float) -> tuple[float, bool]:
+    """Median seconds of the harness's reconfiguration from ``src`` into ``dst``, on real surgery.
+
+    The channels that died are not recorded, only how many survived, so a model
+    of shape ``src`` gets that many channels of every space zeroed (in every
+    layer that uses them, as the group lasso leaves them) and then goes through
+    what ``ModeTrainer.reconfigure`` does: plan, surgery with the optimizer
+    state, new lasso groups, FLOP count, memory model, batch decision.
+    """
+    cfg, example = traj.cfg, _example(data, device)
+    times, exact = [], True
+    for _ in range(repeats):
+        model = pc.rebuild(src.arch).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        F.cross_entropy(model(example), torch.zeros(len(example), dtype=torch.long, device=device)).backward()
+        opt.step()                                   # momentum buffers exist, as mid-training
+        graph = pc.analyse(model, example)
+        keep = {}
+        for space in graph.prunable_spaces():
+            writers = [m.module for m in space.members if m.role in ("conv_out", "linear_out")]
+            keep[space.id] = max((dst.channels.get(w, 0) for w in writers), default=space.size)
+        with torch.no_grad():  # every channel alive (a fresh init can sit below a coarse threshold) ...
+            for m in model.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                    m.weight.uniform_(2 * cfg.threshold, 4 * cfg.threshold)
+        zero_channels(model, graph, keep)  # ... but those that died between the two recorded shapes
+        _sync(device)
+        t0 = time.perf_counter()
+        plan = pc.plan_reconfiguration(model, example, threshold=cfg.threshold, round_to=cfg.round_channels)
+        new = pc.apply_plan_to(model, plan, example, optimizer=opt)
+        pc.GroupLasso(new, example)
+        pc.count_flops(new, example)
+        memory = measure_training_memory(new, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
+        choose_batch(cfg.batch_size, memory.fixed, memory.per_sample_activations, usable or 1, headroom,
+                     max_batch=max(cfg.max_batch, cfg.batch_size))
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        exact = exact and pc.channels(new) == dst.channels
+    return statistics.median(times), exact
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------ the replay
+def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = None,
+           echo: Callable[[str], None] = lambda s: None) -> Path:
+    """Replay ``run_dir``'s trajectory here under ``settings.profile``; returns the new run folder.
+
+    Everything that can fail on user input (records, profile, device, memory
+    budget) is checked before the run folder is created.
+    """
+    from .run import _now, apply_emulation, git_commit, new_run_dir, select_device_name, versions
+
+    s = settings or ReplaySettings()
+    traj = load_trajectory(run_dir)
+    info = detect()
+    profile = resolve_profile(s.profile, info)
+    device = _device(s.device)
+    budget = profile.resolve_budget(info)
+    emulated = apply_emulation(profile, info, device, s.emulate)
+    usable = max(0, budget - profile.reserve_bytes)
+    cfg = traj.cfg
+    largest = max(sh.batch_size for shapes in traj.shapes.values() for sh in shapes)
+    data, data_note = replay_data(traj, s.synthetic, pool=SYNTHETIC_POOL_BATCHES * max(cfg.max_batch, largest))
+    echo(f"replaying {traj.run_id} ({cfg.model}, {sum(len(v) for v in traj.shapes.values())} shapes) under "
+         f"profile {profile.name}{' (emulated)' if emulated else ''} on {device}; data {data_note}")
+    lam = next((r["lasso_lambda"] for r in traj.rows if r["mode"] == "prunetrain" and r.get("lasso_lambda")), 1e-4)
+    timed: dict[tuple[str, int], TimedShape] = {}
+    cases: dict[tuple[str, int], Case] = {}
+    example = _example(data, device)
+    for mode, shapes in traj.shapes.items():
+        for sh in shapes:
+            model = pc.rebuild(sh.arch)
+            if pc.channels(model) != sh.channels:
+                raise BenchError(f"{traj.path / 'run.json'}: {mode} shape after epoch {sh.epoch} does not rebuild "
+                                 "to its recorded channels; the record is damaged")
+            model = model.to(device)
+            opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+            memory = measure_training_memory(model, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
+            del model, opt
+            batch, reason = decide_batch(traj, sh, memory, usable, profile.headroom)
+            timed[(mode, sh.index)] = TimedShape(sh, batch, reason, memory)
+    for key, ts in timed.items():       # every batch fits: only now build the timed steps
+        if len(traj.shapes[key[0]]) > ts.shape.index + 1 and key[0] == "prunetrain":
+            nxt = traj.shapes[key[0]][ts.shape.index + 1]
+            ts.reconfig_s, ts.reconfig_exact = time_reconfiguration(traj, ts.shape, nxt, data, device,
+                                                                    s.reconfig_repeats, usable, profile.headroom)
+        cases[key] = Case(StepRunner(ts.shape, data, ts.batch, device, cfg, lam))
+    stats, rounds, stop = time_rounds(cases, s, device, echo)
+    for key, st in stats.items():
+        timed[key].step = st
+
+    run_id, out = new_run_dir(Path(results_dir), f"{profile.name}-replay", cfg.model)
+    device_name = select_device_name(info, device)
+    rows = [replay_row(traj, r, timed, run_id, profile.name, device_name, emulated, budget) for r in traj.rows]
+    atomic_write_bytes(out / "epochs.csv", (header_line() + "".join(format_row(r) for r in rows)).encode())
+    meta = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "finished",
+        "created": _now(), "finished": _now(), "source": "replay", "replay_of": traj.run_id,
+        "config": {**traj.meta["config"], "profile": profile.name, "device": s.device, "emulate": s.emulate},
+        "hardware": info.to_dict(), "device": str(device), "profile": profile.to_dict(), "emulated": emulated,
+        "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(),
+        "git_commit": git_commit(), "seed": cfg.seed, "torch_threads": torch.get_num_threads(),
+        "command": " ".join(sys.argv),
+        "modes": {mode: {"status": "finished", "architectures": [_arch_record(timed[(mode, sh.index)])
+                                                                 for sh in shapes]}
+                  for mode, shapes in traj.shapes.items()},
+        "replay": {
+            "of": {"run_id": traj.run_id, "path": str(traj.path), "profile": traj.meta.get("profile", {}).get("name")
+                   if isinstance(traj.meta.get("profile"), dict) else None,
+                   "device": traj.meta.get("hardware", {}).get("device_name")
+                   if isinstance(traj.meta.get("hardware"), dict) else None,
+                   "status": traj.meta.get("status"),
+                   "trajectory": traj.meta.get("trajectory_source", "measured by bench run")},
+            "data": data_note, "rounds": rounds, "stopped": stop, "spread_target": s.spread,
+            "budget_s_per_shape": s.budget_s, "epoch_time": "images of the epoch / batch x median step time",
+            "limits": LIMITS,
+        },
+    }
+    atomic_write_json(out / "run.json", meta)
+    return out
+
+
+def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: str, device: str,
+               emulated: bool, budget: int) -> dict:
+    """One original epoch, timed here: the trajectory's FLOPs and shape, this machine's step time."""
+    mode, epoch = row["mode"], row["epoch"]
+    ts = timed[(mode, traj.shape_for(mode, epoch).index)]
+    samples = traj.samples(row)
+    cfg = traj.cfg
+    reconfigured = bool(row.get("reconfig_time_s")) and ts.reconfig_s is not None
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "mode": mode, "model": row.get("model") or cfg.model,
+        "dataset": row.get("dataset"), "profile": profile, "device": device, "emulated": int(emulated),
+        "world_size": 1, "epoch": epoch, "batch_size": ts.batch,
+        "lr": cfg.lr * cfg.schedule_factor(epoch) * ts.batch / cfg.batch_size,
+        "epoch_time_s": samples / ts.batch * ts.step.median,
+        "reconfig_time_s": ts.reconfig_s if reconfigured else 0.0, "compile_time_s": 0.0,
+        "train_flops": ts.shape.train_flops_per_image * samples, "inference_flops": ts.shape.inference_flops,
+        "params": ts.shape.params, "peak_memory_bytes": ts.memory.total_for_batch(ts.batch),
+        "memory_budget_bytes": budget, "lasso_lambda": row.get("lasso_lambda"), "grad_bytes_per_step": 0,
+        "oom_retries": 0, "steps": math.ceil(samples / ts.batch),
+        "source": "replay", "replay_of": traj.run_id,
+    }
+
+
+def _arch_record(ts: TimedShape) -> dict:
+    sh = ts.shape
+    return {"epoch": sh.epoch, "channels": list(sh.channels.items()), "params": sh.params,
+            "inference_flops": sh.inference_flops, "train_flops_per_image": sh.train_flops_per_image,
+            "batch_size": ts.batch, "original_batch_size": sh.batch_size, "batch_reason": ts.batch_reason,
+            "memory": ts.memory.to_dict(),
+            "step_time_s": {"median": ts.step.median, "q1": ts.step.q1, "q3": ts.step.q3, "rounds": ts.step.n},
+            "reconfig_time_s": ts.reconfig_s, "reconfig_exact": ts.reconfig_exact, "arch": sh.arch}
+
+
+def _device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no usable CUDA device (see `bench env`)")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
+

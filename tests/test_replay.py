@@ -1,0 +1,161 @@
+"""`bench replay`: rebuilding a run's shapes from run.json, the replayed run folder, the target's batch rule,
+bad input, and replayed against measured time on a small real run."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import prunetrain_core as pc
+from bench.cli import main
+from bench.report import load_runs
+
+TINY_GPU = """
+name = "tinygpu"
+description = "a made-up 40 MiB GPU: the smoke run's batch does not fit, the rule must lower it"
+[device]
+kind = "cuda"
+name_patterns = ["Tiny GPU"]
+memory_gib = 0.04
+[budget]
+memory_gib = 0.04
+reserve_gib = 0
+headroom = 0.9
+"""
+RUN_ARGS = ["--profile", "smoke", "--subset", "256", "--epochs", "3", "--interval", "1", "--batch-size", "32",
+            "--threshold", "0.2", "--quiet"]
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "epochs.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _only_dir(parent: Path) -> Path:
+    (d,) = [p for p in parent.iterdir() if p.is_dir()]
+    return d
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    result = _invoke(["run", *RUN_ARGS, "--results-dir", str(results)])
+    assert result.exit_code == 0, result.output
+    return _only_dir(results)
+
+
+@pytest.fixture(scope="module")
+def replayed(small_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("replays")
+    result = _invoke(["replay", str(small_run), "--profile", "smoke", "--results-dir", str(out), "--budget", "1",
+                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    return _only_dir(out)
+
+
+@pytest.mark.slow
+def test_run_json_rebuilds_every_shape_exactly(small_run):
+    meta = json.loads((small_run / "run.json").read_text())
+    rows = _rows(small_run)
+    pt = meta["modes"]["prunetrain"]["architectures"]
+    assert len(pt) == 3 and pt[-1]["params"] < pt[0]["params"]  # it pruned
+    example = torch.zeros(2, 3, 32, 32)
+    for mode, state in meta["modes"].items():
+        for a in state["architectures"]:
+            model = pc.rebuild(a["arch"])
+            assert pc.channels(model) == dict(a["channels"])
+            assert sum(p.numel() for p in model.parameters()) == a["params"]
+            flops = pc.count_flops(model, example)
+            assert flops.train_per_image == a["train_flops_per_image"]
+            assert flops.inference_per_image == a["inference_flops"]
+            trained = [r for r in rows if r["mode"] == mode and int(r["epoch"]) == a["epoch"] + 1]
+            for r in trained:  # the shape that trained the next epoch is the one recorded
+                assert float(r["inference_flops"]) == a["inference_flops"] and int(r["params"]) == a["params"]
+    assert {r["source"] for r in rows} == {"measured"} and {r["replay_of"] for r in rows} == {""}
+
+
+@pytest.mark.slow
+def test_replay_writes_a_run_folder_of_the_same_schema(small_run, replayed):
+    orig, rows = _rows(small_run), _rows(replayed)
+    meta = json.loads((replayed / "run.json").read_text())
+    assert list(rows[0]) == list(orig[0])  # same columns, same order
+    assert [(r["mode"], r["epoch"]) for r in rows] == [(r["mode"], r["epoch"]) for r in orig]
+    orig_meta = json.loads((small_run / "run.json").read_text())
+    assert meta["source"] == "replay" and meta["replay_of"] == orig_meta["run_id"] and meta["status"] == "finished"
+    for o, r in zip(orig, rows):
+        assert r["source"] == "replay" and r["replay_of"] == orig_meta["run_id"]
+        assert r["test_acc"] == r["train_acc"] == r["train_loss"] == ""  # accuracy is the original run's
+        assert float(r["train_flops"]) == pytest.approx(float(o["train_flops"]), rel=1e-9)
+        assert r["params"] == o["params"] and r["batch_size"] == o["batch_size"]  # same profile: same batches
+        assert float(r["epoch_time_s"]) > 0
+        assert (float(r["reconfig_time_s"]) > 0) == (float(o["reconfig_time_s"]) > 0)
+    for mode, state in meta["modes"].items():
+        for a in state["architectures"]:
+            step = a["step_time_s"]
+            assert step["q1"] <= step["median"] <= step["q3"] and step["rounds"] >= 5
+            assert a["original_batch_size"] == a["batch_size"]
+    # epoch time = images / batch x the shape's median step
+    a0 = meta["modes"]["dense"]["architectures"][0]
+    assert float(rows[0]["epoch_time_s"]) == pytest.approx(256 / int(rows[0]["batch_size"]) * a0["step_time_s"]["median"])
+    assert all(a["reconfig_exact"] for a in meta["modes"]["prunetrain"]["architectures"][:-1])
+    loaded = load_runs([replayed.parent, small_run.parent])
+    assert len(loaded.runs) == 2 and not [w for w in loaded.warnings if "header" in w]
+
+
+@pytest.mark.slow
+def test_replay_decides_the_batch_with_the_target_profile(small_run, tmp_path):
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY_GPU)
+    out = tmp_path / "replays"
+    result = _invoke(["replay", str(small_run), "--profile", str(profile), "--results-dir", str(out), "--budget", "0.5",
+                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(_only_dir(out))
+    orig = _rows(small_run)
+    assert all(r["emulated"] == "1" and r["profile"] == "tinygpu" for r in rows)
+    assert any(int(r["batch_size"]) < int(o["batch_size"]) for r, o in zip(rows, orig))
+    meta = json.loads((_only_dir(out) / "run.json").read_text())
+    budget = int(0.9 * 0.04 * 2**30)
+    for state in meta["modes"].values():
+        for a in state["architectures"]:
+            assert a["memory"]["fixed"] + a["memory"]["per_sample_activations"] * a["batch_size"] <= budget
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["missing", "no-arch", "too-small"])
+def test_bad_input_is_one_line_and_writes_nothing(small_run, tmp_path, damage):
+    src = small_run
+    args = ["--profile", "smoke"]
+    if damage == "missing":
+        src = tmp_path / "nothing-here"
+        src.mkdir()
+    elif damage == "no-arch":
+        src = tmp_path / "old"
+        src.mkdir()
+        meta = json.loads((small_run / "run.json").read_text())
+        for state in meta["modes"].values():
+            for a in state["architectures"]:
+                del a["arch"]
+        (src / "run.json").write_text(json.dumps(meta))
+        (src / "epochs.csv").write_text((small_run / "epochs.csv").read_text())
+    else:
+        profile = tmp_path / "tiny.toml"
+        profile.write_text(TINY_GPU.replace("0.04", "0.001"))
+        args = ["--profile", str(profile)]
+    out = tmp_path / "replays"
+    result = CliRunner().invoke(main, ["replay", str(src), *args, "--results-dir", str(out), "--quiet"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    assert {"missing": "run.json: not found", "no-arch": ".arch' is missing",
+            "too-small": "more than the"}[damage] in lines[0]
+    assert not out.exists() or not any(out.iterdir())
