@@ -224,7 +224,8 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
         zero_channels(model, graph, keep)  # ... but those that died between the two recorded shapes
         _sync(device)
         t0 = time.perf_counter()
-        plan = pc.plan_reconfiguration(model, example, threshold=cfg.threshold, round_to=cfg.round_channels)
+        plan = pc.plan_reconfiguration(model, example, threshold=cfg.threshold, round_to=cfg.round_channels,
+                                       **({"liveness": cfg.liveness} if hasattr(cfg, "liveness") else {}))
         new = pc.apply_plan_to(model, plan, example, optimizer=opt)
         pc.GroupLasso(new, example)
         pc.count_flops(new, example)
