@@ -28,13 +28,14 @@ import torch.nn.functional as F
 
 import prunetrain_core as pc
 
-from .batching import choose_batch
+from .batching import BatchPolicy
 from .data import ImageData, Loader, load_data
-from .errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
+from .errors import BenchError, ConfigError, DataError
 from .hardware import detect
 from .memory import MemoryEstimate, measure_training_memory
 from .profiles import resolve_profile
 from .records import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, format_row, header_line
+from .step import EpochMeter, TrainStep, make_scaler
 from .speed import Case, Stat, time_case, zero_channels
 from .trajectory import Shape, Trajectory, load_trajectory
 
@@ -71,23 +72,21 @@ class TimedShape:
 
 
 class StepRunner:
-    """One training step of a rebuilt shape on the real loader's batches, as ``ModeTrainer._step`` does it."""
+    """One ``bench.step.TrainStep`` of a rebuilt shape on the real loader's batches: what ``bench run`` times."""
 
     def __init__(self, shape: Shape, data: ImageData, batch: int, device: torch.device, cfg, lam: float):
         torch.manual_seed(cfg.seed)
-        self.model = pc.rebuild(shape.arch).to(device).train()
-        self.channels_last = cfg.channels_last and not _channels_last_hazard(self.model, device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
-        self.device, self.amp = device, cfg.amp if device.type == "cuda" else "off"
-        self.data, self.batch, self.seed = data, batch, cfg.seed
-        example = _example(data, device)
-        self.lasso = pc.GroupLasso(self.model, example) if shape.mode == "prunetrain" else None
-        self.lam = lam
+        model = pc.rebuild(shape.arch).to(device).train()
+        channels_last = cfg.channels_last and not _channels_last_hazard(model, device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        lasso = pc.GroupLasso(model, _example(data, device)) if shape.mode == "prunetrain" else None
+        self.step = TrainStep(model, opt, device=device, amp=cfg.amp, scaler=make_scaler(cfg.amp, device),
+                              lasso=lasso, lpr=cfg.lpr, lam=lam, channels_last=channels_last)
+        self.meter = EpochMeter(device)
+        self.device, self.data, self.batch, self.seed = device, data, batch, cfg.seed
         self.batches = self._cycle()
-        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
 
     def _cycle(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = 0
@@ -99,19 +98,7 @@ class StepRunner:
             yield from loader
 
     def __call__(self) -> None:
-        x, y = next(self.batches)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp != "off"):
-            out = self.model(x)
-            ce = F.cross_entropy(out.float(), y)
-        loss = ce if self.lasso is None else ce + self.lam * self.lasso.penalty()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()  # fp16 loss scaling costs a multiply and a check: left out
-        self.opt.step()
-        with torch.no_grad():
-            self.loss_sum += ce.detach().double() * len(y)
+        self.step(*next(self.batches), self.meter)
 
 
 def _channels_last_hazard(model, device) -> bool:
@@ -150,19 +137,15 @@ def replay_data(traj: Trajectory, synthetic: bool, pool: int) -> tuple[ImageData
 
 
 # ------------------------------------------------------------------------------------------ batch
-def decide_batch(traj: Trajectory, shape: Shape, memory: MemoryEstimate, usable: int, headroom: float) -> tuple[int, str]:
-    """The target profile's rule for this shape, exactly as ``bench run`` applies it (bench.train)."""
+def decide_batch(traj: Trajectory, shape: Shape, memory: MemoryEstimate, usable: int, headroom: float,
+                 profile: str) -> tuple[int, str]:
+    """The target profile's rule for this shape, exactly as ``bench run`` applies it (bench.batching)."""
     cfg = traj.cfg
     if not cfg.adjust_batch:
         return cfg.batch_size, "--no-adjust-batch: the base batch"
-    d = choose_batch(cfg.batch_size, memory.fixed, memory.per_sample_activations, usable or 1, headroom,
-                     max_batch=max(cfg.max_batch, cfg.batch_size))
-    if not d.fits:
-        raise OutOfMemoryBudget(f"{shape.mode} shape after epoch {shape.epoch}: even batch {d.batch} needs "
-                                f"{d.predicted_bytes / 2**20:.0f} MiB, more than the {usable / 2**20:.0f} MiB usable "
-                                "under this profile; choose a larger profile")
-    batch = min(d.batch, cfg.batch_size) if shape.index == 0 else d.batch  # both modes start alike
-    return batch, d.reason
+    policy = BatchPolicy(f"{shape.mode} shape after epoch {shape.epoch}", cfg.batch_size, cfg.max_batch, 1,
+                         usable, headroom, profile)
+    return policy.after_reshape(memory.fixed, memory.per_sample_activations, at_start=shape.index == 0)
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -230,8 +213,8 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
         pc.GroupLasso(new, example)
         pc.count_flops(new, example)
         memory = measure_training_memory(new, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
-        choose_batch(cfg.batch_size, memory.fixed, memory.per_sample_activations, usable or 1, headroom,
-                     max_batch=max(cfg.max_batch, cfg.batch_size))
+        BatchPolicy("prunetrain", cfg.batch_size, cfg.max_batch, 1, usable, headroom, "").after_reshape(
+            memory.fixed, memory.per_sample_activations, at_start=False)
         _sync(device)
         times.append(time.perf_counter() - t0)
         exact = exact and pc.channels(new) == dst.channels
@@ -280,7 +263,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
             opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
             memory = measure_training_memory(model, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
             del model, opt
-            batch, reason = decide_batch(traj, sh, memory, usable, profile.headroom)
+            batch, reason = decide_batch(traj, sh, memory, usable, profile.headroom, profile.name)
             timed[(mode, sh.index)] = TimedShape(sh, batch, reason, memory)
     for key, ts in timed.items():       # every batch fits: only now build the timed steps
         if len(traj.shapes[key[0]]) > ts.shape.index + 1 and key[0] == "prunetrain":
