@@ -20,7 +20,7 @@ from torch import nn
 import prunetrain_core as pc
 
 from .errors import CheckpointError
-from .records import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 FORMAT = 1
 

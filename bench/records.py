@@ -1,133 +1,195 @@
-"""The record schema, in one place: writer, reader and report all use it.
+"""The record files of a run folder: their schema and the one writer and one reader of each.
 
 A run folder ``<results-dir>/<run-id>/`` holds
 
 * ``run.json``   configuration, hardware, versions, git commit, seed, emulation,
                  the channel shape after each reconfiguration, and ``status``
-                 (``running`` / ``finished`` / ``failed``); rewritten atomically.
-* ``epochs.csv`` one row per (mode, epoch), appended, flushed and fsync'ed when
-                 the epoch ends, so a killed run never leaves a torn row.
+                 (``running`` / ``finished`` / ``failed``); rewritten atomically
+                 by :class:`RunJson`, read by :func:`read_run_json`.
+* ``epochs.csv`` one :class:`EpochRow` per (mode, epoch), appended by
+                 :class:`EpochLog`, flushed and fsync'ed when the epoch ends, so a
+                 killed run never leaves a torn row; read by :func:`read_epochs`.
+
+Both readers have two manners, chosen by ``strict``: ``bench run --resume``
+reads strictly (the first problem is a :class:`~bench.errors.RecordError`
+naming file, line and column: a run is never continued from a damaged
+record), ``bench report`` leniently (each problem is a warning, the damaged
+part is skipped, the rest used: records are copied around by hand).
+
+Adding a column is one line in :class:`EpochRow` (``name: type = column(...)``)
+plus its value where the row is built.  Files written before the column
+existed read it as the column's ``absent`` value (default ``None``: unknown,
+shown empty); the lenient reader names the missing columns once per file,
+the strict reader accepts them and the resumed run rewrites the file with the
+new header.
+
+(Over 400 lines on purpose: schema, writers and readers of the two files sit
+together so that a column change is seen by every one of them in one place.)
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
+import numbers
 import os
-import tempfile
+import typing
+from collections import Counter
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import faults
+from .atomic import atomic_write_bytes, atomic_write_json
+from .config import MODES
+from .errors import RecordError
+
+__all__ = ["SCHEMA_VERSION", "MODES", "EpochRow", "EPOCH_FIELDNAMES", "COLUMN_TYPES", "EpochLog", "write_epochs", "RunJson",
+           "read_epochs", "read_run_json", "parse_value", "atomic_write_bytes", "atomic_write_json"]
 
 SCHEMA_VERSION = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-# (column, type) in file order.  Types are used by readers to validate rows.
-EPOCH_COLUMNS: list[tuple[str, type]] = [
-    ("schema_version", int),
-    ("run_id", str),
-    ("mode", str),              # dense | prunetrain
-    ("model", str),
-    ("dataset", str),
-    ("profile", str),
-    ("device", str),            # e.g. "NVIDIA GeForce GTX 1070" or "cpu: AMD EPYC ..."
-    ("emulated", int),          # 1 when a larger device emulates the profile's budget
-    ("world_size", int),
-    ("epoch", int),             # 1-based
-    ("batch_size", int),        # global batch
-    ("lr", float),
-    ("train_loss", float),
-    ("train_acc", float),       # percent
-    ("test_loss", float),
-    ("test_acc", float),        # percent
-    ("epoch_time_s", float),    # synchronised wall clock of the training epoch
-    ("eval_time_s", float),
-    ("reconfig_time_s", float), # reconfiguration after this epoch (0 if none)
-    ("compile_time_s", float),  # torch.compile (re)compilation, kept out of epoch_time_s
-    ("train_flops", float),     # whole epoch: fwd + loss + bwd, FlopCounterMode
-    ("inference_flops", float), # per image
-    ("params", int),
-    ("peak_memory_bytes", int),
-    ("memory_budget_bytes", int),
-    ("lasso_lambda", float),
-    ("lasso_ratio", float),     # λG / (CE + λG), epoch mean
-    ("grad_bytes_per_step", int),  # bytes of gradients all-reduced per step (0 on 1 process)
-    ("comm_wait_s", float),     # time waiting on communication, where separable
-    ("oom_retries", int),       # steps retried at a lower batch after an OOM
-    ("steps", int),
-    ("source", str),            # measured (bench run) | replay (bench replay: timed here, trajectory of replay_of)
-    ("replay_of", str),         # the run id whose trajectory a replay timed (empty when measured)
-]
-EPOCH_FIELDNAMES = [name for name, _ in EPOCH_COLUMNS]
+RUN_STATUSES = ("running", "finished", "failed")
+MODE_STATUSES = ("pending", "running", "finished", "failed")
+# Columns without which a row means nothing; a file lacking one is not an epochs.csv.
+REQUIRED_COLUMNS: tuple[str, ...] = ("mode", "epoch", "epoch_time_s")
+# Per-file cap on line-level warnings, so one mangled file does not flood stderr.
+MAX_LINE_WARNINGS = 5
 
 
-def atomic_write_bytes(path: Path, data: bytes, fault_point: str | None = None) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or new file, never half.
+def column(doc: str, *, absent: Any = None, low: float | None = 0) -> Any:
+    """A column of epochs.csv: ``doc`` says what it holds, ``absent`` what files from before it read as,
+    ``low`` the smallest valid number (None: no bound; strings ignore it)."""
+    return field(metadata={"doc": doc, "absent": absent, "low": low})
 
-    ``fault_point`` names this write for the test hook :func:`bench.faults.maybe_kill`.
+
+@dataclass(kw_only=True)
+class EpochRow:
+    """One row of epochs.csv; its fields, in order, are the file's columns.
+
+    Every field must be given (a missing or misspelt key is a TypeError) with
+    a value of its type; ``None`` is allowed only where the type says so.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records must be readable like any file
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if fault_point is not None:
-            faults.maybe_kill(fault_point)
-        os.replace(tmp, path)
-    except BaseException:
+
+    schema_version: int = column("record format version")
+    run_id: str = column("the run folder's name")
+    mode: str = column("dense | prunetrain")
+    model: str = column("model name, e.g. resnet32")
+    dataset: str = column("data set name")
+    profile: str = column("hardware profile name")
+    device: str = column('e.g. "NVIDIA GeForce GTX 1070" or "cpu: AMD EPYC ..."')
+    emulated: int = column("1 when a larger device emulates the profile's budget")
+    world_size: int = column("processes", low=1)
+    epoch: int = column("1-based", low=1)
+    batch_size: int = column("global mini-batch", low=1)
+    lr: float = column("learning rate the epoch ran with")
+    train_loss: float | None = column("epoch mean; empty in a replay (nothing is trained)")
+    train_acc: float | None = column("percent; empty in a replay")
+    test_loss: float | None = column("after the epoch; empty in a replay")
+    test_acc: float | None = column("percent; empty in a replay")
+    epoch_time_s: float = column("synchronised wall clock of the training epoch (a replay: images / batch × step)")
+    eval_time_s: float | None = column("evaluation after the epoch; empty in a replay")
+    reconfig_time_s: float = column("reconfiguration after this epoch (0 if none)")
+    compile_time_s: float = column("torch.compile (re)compilation, kept out of epoch_time_s")
+    train_flops: float = column("whole epoch: fwd + loss + bwd, FlopCounterMode")
+    inference_flops: float = column("per image")
+    params: int = column("parameters of the shape the epoch trained")
+    peak_memory_bytes: int = column("peak training memory of the epoch")
+    memory_budget_bytes: int = column("the profile's budget")
+    lasso_lambda: float | None = column("group-lasso λ (0 for dense); a replay copies the original's")
+    lasso_ratio: float | None = column("λG / (CE + λG), epoch mean; empty in a replay")
+    grad_bytes_per_step: int = column("bytes of gradients all-reduced per step (0 on 1 process)")
+    comm_wait_s: float | None = column("time waiting on communication; empty where not separable")
+    oom_retries: int = column("steps retried at a lower batch after an OOM")
+    steps: int = column("optimizer steps in the epoch")
+    source: str = column("measured (bench run) | replay (bench replay: timed here, trajectory of replay_of)",
+                         absent="measured")
+    replay_of: str | None = column("the run id whose trajectory a replay timed; empty when measured")
+
+    def __post_init__(self) -> None:
+        for name, (typ, nullable) in _TYPES.items():
+            value = getattr(self, name)
+            if value is None:
+                if not nullable:
+                    raise TypeError(f"EpochRow.{name} is None; only {', '.join(_NULLABLE)} may be")
+                continue
+            setattr(self, name, _coerce(name, typ, value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _types() -> dict[str, tuple[type, bool]]:
+    hints = typing.get_type_hints(EpochRow)
+    out = {}
+    for f in fields(EpochRow):
+        args = typing.get_args(hints[f.name])
+        out[f.name] = (args[0], True) if args else (hints[f.name], False)
+    return out
+
+
+_TYPES = _types()
+_NULLABLE = [n for n, (_, nullable) in _TYPES.items() if nullable]
+EPOCH_FIELDNAMES: list[str] = [f.name for f in fields(EpochRow)]
+COLUMN_TYPES: dict[str, type] = {n: t for n, (t, _) in _TYPES.items()}
+_META = {f.name: f.metadata for f in fields(EpochRow)}
+assert all(f.default is MISSING for f in fields(EpochRow))  # every column is given by the writer
+
+
+def _coerce(name: str, typ: type, value: Any) -> Any:
+    """``value`` as a plain ``typ`` (numpy and torch scalars included); TypeError when it is not one."""
+    if typ is str and isinstance(value, str):
+        return value
+    if typ is int and isinstance(value, numbers.Integral):
+        return int(value)
+    if typ is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"EpochRow.{name} must be {typ.__name__}, got {value!r:.60} ({type(value).__name__})")
+
+
+def parse_value(name: str, typ: type, text: str) -> Any:
+    """The value of one CSV cell; ``""`` is None; ValueError when the text is not a ``typ``."""
+    if text == "":
+        return None
+    if typ is int:
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+            return int(text)
+        except ValueError:
+            number = float(text)
+            if not number.is_integer():
+                raise
+            return int(number)
+    if typ is float:
+        return float(text)
+    return text
 
 
-def atomic_write_json(path: Path, obj: Any, fault_point: str | None = None) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(),
-                       fault_point=fault_point)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def format_row(row: Mapping[str, Any]) -> str:
-    """One CSV line (with newline) in schema order; missing values are empty."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=EPOCH_FIELDNAMES, extrasaction="raise", lineterminator="\n")
-    writer.writerow({k: _fmt(row.get(k)) for k in EPOCH_FIELDNAMES})
-    return buf.getvalue()
-
-
-def _fmt(value: Any) -> Any:
+def _cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, float):
-        return repr(value)
+        return repr(value)  # exact: a resumed run's rows equal an uninterrupted one's
     return value
+
+
+def format_row(row: EpochRow | Mapping[str, Any]) -> str:
+    """One CSV line (with newline) in column order; a mapping must hold exactly the columns (TypeError otherwise)."""
+    row = as_row(row)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_cell(getattr(row, n)) for n in EPOCH_FIELDNAMES])
+    return buf.getvalue()
 
 
 def header_line() -> str:
     return ",".join(EPOCH_FIELDNAMES) + "\n"
 
 
+def as_row(row: EpochRow | Mapping[str, Any]) -> EpochRow:
+    return row if isinstance(row, EpochRow) else EpochRow(**row)
+
+
 class EpochLog:
-    """Append-only epochs.csv: each row written with one write(), flushed and fsync'ed.
+    """The writer of epochs.csv: each row written with one write(), flushed and fsync'ed.
 
     A row is either wholly on disk or absent (a reader ignores a last line
     without its newline), so ``kill -9`` never leaves a torn row behind.
@@ -145,7 +207,8 @@ class EpochLog:
         if data and not data.endswith(b"\n"):
             atomic_write_bytes(self.path, data[: data.rfind(b"\n") + 1])
 
-    def append(self, row: Mapping[str, Any]) -> None:
+    def append(self, row: EpochRow | Mapping[str, Any]) -> None:
+        """Append one row; a mapping must hold exactly the columns (TypeError otherwise)."""
         line = format_row(row).encode()
         with open(self.path, "ab") as fh:
             faults.maybe_kill("record-append", before=lambda: _write_synced(fh, line[: len(line) // 2]))
@@ -153,10 +216,14 @@ class EpochLog:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def truncate_to(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Rewrite the file with exactly ``rows`` (used on resume)."""
-        data = header_line() + "".join(format_row(r) for r in rows)
-        atomic_write_bytes(self.path, data.encode())
+    def truncate_to(self, rows: Iterable[EpochRow]) -> None:
+        """Rewrite the file with exactly ``rows`` under the current header (used on resume)."""
+        write_epochs(self.path, rows)
+
+
+def write_epochs(path: Path, rows: Iterable[EpochRow | Mapping[str, Any]]) -> None:
+    """A whole epochs.csv at once, atomically (a resume's rewrite, a replay's records)."""
+    atomic_write_bytes(Path(path), (header_line() + "".join(format_row(r) for r in rows)).encode())
 
 
 def _write_synced(fh, data: bytes) -> None:
@@ -165,14 +232,298 @@ def _write_synced(fh, data: bytes) -> None:
     os.fsync(fh.fileno())
 
 
-def parse_value(name: str, typ: type, text: str) -> Any:
-    if text == "":
+# --------------------------------------------------------------------------------- reading epochs.csv
+
+class _Reader:
+    """Strict: the first problem raises RecordError.  Lenient: problems become warnings, capped per file."""
+
+    def __init__(self, path: Path, strict: bool, warnings: list[str] | None):
+        self.path, self.strict = path, strict
+        self.warnings = warnings if warnings is not None else []
+        self.line_problems: list[str] = []
+
+    def fatal(self, where: str, problem: str, skipped: str = "file skipped") -> None:
+        if self.strict:
+            raise RecordError(f"{self.path}{where}: {problem}")
+        self.warnings.append(f"{self.path}{where}: {problem}; {skipped}")
+
+    def line(self, lineno: int, problem: str) -> None:
+        if self.strict:
+            raise RecordError(f"{self.path}:{lineno}: {problem}")
+        self.line_problems.append(f"{self.path}:{lineno}: {problem}; row skipped")
+
+    def note(self, message: str) -> None:
+        if not self.strict:
+            self.warnings.append(message)
+
+    def flush_line_problems(self) -> None:
+        self.warnings.extend(self.line_problems[:MAX_LINE_WARNINGS])
+        extra = len(self.line_problems) - MAX_LINE_WARNINGS
+        if extra > 0:
+            self.warnings.append(f"{self.path}: {extra} more damaged rows skipped")
+
+
+def read_epochs(path: Path, *, strict: bool, warnings: list[str] | None = None) -> list[tuple[int, EpochRow]] | None:
+    """The complete, valid rows of an epochs.csv as ``(line number, row)``.
+
+    A last line without newline is a row torn by a kill mid-write and is
+    ignored.  A header with the known columns in another order, or lacking some
+    (an older file: see the module docstring), is read by name.  Strict: a
+    missing file has no rows; any damage raises.  Lenient: damage is a warning
+    naming ``path:line``; None when nothing is usable.
+    """
+    path = Path(path)
+    r = _Reader(path, strict, warnings)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if strict:
+            return []
+        r.fatal("", "missing")
         return None
-    if typ is int:
-        return int(float(text))
-    if typ is float:
-        return float(text)
-    return text
+    except OSError as e:
+        r.fatal("", f"cannot read ({e.strerror or e})")
+        return None
+    text = data.decode("utf-8-sig", errors="replace")
+    if not text.strip():
+        if strict:
+            return []
+        r.fatal("", "file is empty")
+        return None
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines = lines[:-1]
+    else:
+        lines = lines[:-1]
+        if not lines:
+            r.fatal(":1", "incomplete header line (no newline)")
+            return None
+        r.note(f"{path}:{len(lines) + 1}: last line is incomplete (no newline: "
+               "the run was stopped mid-write or is still writing); ignored")
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    header = _read_header(r, lines[0])
+    if header is None:
+        return None
+    rows: list[tuple[int, EpochRow]] = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if line.strip():
+            row = _read_line(r, header, lineno, line)
+            if row is not None:
+                rows.append((lineno, row))
+    r.flush_line_problems()
+    if not rows and r.line_problems:
+        r.warnings.append(f"{path}: no usable rows; file skipped")
+        return None
+    _version_notes(r, Counter(row.schema_version for _, row in rows))
+    return _drop_repeated(r, rows)
 
 
-COLUMN_TYPES = dict(EPOCH_COLUMNS)
+def _read_header(r: _Reader, line: str) -> list[str] | None:
+    try:
+        header = [h.strip() for h in next(csv.reader([line]))]
+    except (csv.Error, StopIteration) as e:
+        r.fatal(":1", f"unreadable header ({e})")
+        return None
+    missing_required = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing_required or len(set(header)) != len(header):
+        what = (f"lacks column(s) {', '.join(missing_required)}" if missing_required else "repeats a column name")
+        r.fatal(":1", f"not an epochs.csv header ({what})")
+        return None
+    unknown = [h for h in header if h not in COLUMN_TYPES]
+    absent = [h for h in EPOCH_FIELDNAMES if h not in header]
+    if unknown and r.strict:
+        raise RecordError(f"{r.path}:1: header has column(s) {', '.join(unknown)} unknown to this bench version "
+                          f"(schema version {SCHEMA_VERSION}); continue it with the bench that wrote it")
+    parts = []
+    if absent:
+        parts.append(f"missing column(s) {', '.join(absent)} (read as {_absent_text(absent)})")
+    if unknown:
+        parts.append(f"unknown column(s) {', '.join(unknown)} ignored")
+    if parts:
+        r.note(f"{r.path}:1: header differs from schema version {SCHEMA_VERSION}: " + "; ".join(parts))
+    return header
+
+
+def _absent_text(names: list[str]) -> str:
+    values = {repr(_META[n]["absent"]) if _META[n]["absent"] is not None else "empty" for n in names}
+    return ", ".join(sorted(values))
+
+
+def _read_line(r: _Reader, header: list[str], lineno: int, line: str) -> EpochRow | None:
+    try:
+        cells = next(csv.reader([line]))
+    except csv.Error as e:
+        r.line(lineno, f"unreadable CSV ({e})")
+        return None
+    if len(cells) != len(header):
+        r.line(lineno, f"wrong number of fields: {len(cells)} fields, expected {len(header)}")
+        return None
+    values = {name: _META[name]["absent"] for name in EPOCH_FIELDNAMES}
+    for name, raw in zip(header, cells):
+        typ = COLUMN_TYPES.get(name)
+        if typ is None:
+            continue
+        try:
+            values[name] = parse_value(name, typ, raw.strip() if typ is not str else raw)
+        except (ValueError, OverflowError):
+            r.line(lineno, f"column {name}: {raw!r:.40} is not a valid {typ.__name__}")
+            return None
+    problem = row_problem(values)
+    if problem is not None:
+        r.line(lineno, problem)
+        return None
+    row = EpochRow.__new__(EpochRow)  # values are parsed and checked; None marks an unknown (older file)
+    row.__dict__.update(values)
+    return row
+
+
+def row_problem(values: Mapping[str, Any]) -> str | None:
+    """Why a row's values cannot be used (absurd numbers would flow into the report), or None."""
+    if values["mode"] not in MODES:
+        return f"mode {values['mode']!r} is not one of {', '.join(MODES)}"
+    if values["epoch"] is None:
+        return "epoch is empty"
+    t = values["epoch_time_s"]
+    if t is None or not math.isfinite(t) or t < 0:
+        return f"epoch_time_s {t!r} is not a finite time"
+    for name, typ in COLUMN_TYPES.items():
+        v, low = values.get(name), _META[name]["low"]
+        if typ is str or v is None or low is None:
+            continue
+        if not math.isfinite(v) or v < low:
+            return f"{name} {v!r} is not a finite number >= {low}"
+    return None
+
+
+def _version_notes(r: _Reader, versions: Counter) -> None:
+    for version, n in versions.items():
+        if version is not None and version > SCHEMA_VERSION and r.strict:
+            raise RecordError(f"{r.path}: rows of schema_version {version}, written by a newer bench "
+                              f"(this writes {SCHEMA_VERSION}); continue it with the bench that wrote it")
+        if version is None or version < SCHEMA_VERSION:
+            old = "none (older format)" if version is None else str(version)
+            r.note(f"{r.path}: {n} row(s) of an older record format (schema_version {old}); "
+                   "read the compatible columns")
+        elif version > SCHEMA_VERSION:
+            r.note(f"{r.path}: {n} row(s) written by a newer bench (schema_version {version}, "
+                   f"this reads {SCHEMA_VERSION}); read the known columns")
+
+
+def _drop_repeated(r: _Reader, rows: list[tuple[int, EpochRow]]) -> list[tuple[int, EpochRow]]:
+    """Each (run, mode, epoch) once: a repeated one keeps its later row (lenient) or is an error (strict)."""
+    last = {(row.run_id, row.mode, row.epoch): lineno for lineno, row in rows}
+    kept = []
+    for lineno, row in rows:
+        if last[(row.run_id, row.mode, row.epoch)] == lineno:
+            kept.append((lineno, row))
+        elif r.strict:
+            raise RecordError(f"{r.path}:{lineno}: {row.mode} epoch {row.epoch} appears again later")
+        else:
+            r.warnings.append(f"{r.path}:{lineno}: {row.mode} epoch {row.epoch} appears again later; "
+                              "the later row is used")
+    return kept
+
+
+# ------------------------------------------------------------------------------------------- run.json
+
+class RunJson:
+    """The writer of run.json: rewritten atomically whenever something in it changes."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path, self.data = Path(path), data
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data, fault_point="run-json-write")
+
+    def mode(self, mode: str) -> dict:
+        return self.data["modes"].setdefault(mode, {"status": "pending", "architectures": []})
+
+    def add_architecture(self, mode: str, arch: dict) -> None:
+        self.mode(mode)["architectures"].append(arch)
+        self.save()
+
+
+# Top-level keys and their JSON types; strict reading also requires those marked True.
+RUN_JSON_KEYS: dict[str, tuple[type, bool]] = {
+    "run_id": (str, True), "status": (str, False), "config": (dict, True), "hardware": (dict, False),
+    "modes": (dict, True), "versions": (dict, False), "emulated": (bool, False)}
+
+
+def read_run_json(path: Path, *, strict: bool, warnings: list[str] | None = None,
+                  needed_by: str = "--resume") -> dict[str, Any] | None:
+    """run.json as a dict.
+
+    Strict (resume, replay: ``needed_by`` names which): every key they need is checked; the first problem
+    raises RecordError naming the key.  Lenient (report): None with a warning
+    when missing or unparsable; a key of the wrong type is dropped with a
+    warning so the rest stays usable; older or newer files are read as far as
+    their keys are known.
+    """
+    path = Path(path)
+    r = _Reader(path, strict, warnings)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        if strict:
+            raise RecordError(f"{path}: not found; {needed_by} needs a run folder made by `bench run`") from None
+        r.warnings.append(f"{path}: missing; using epochs.csv alone (no hardware details, architectures or run status)")
+        return None
+    except OSError as e:
+        r.fatal("", f"cannot read ({e.strerror or e})", "using epochs.csv alone")
+        return None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        where = "" if strict else f":{e.lineno}"
+        r.fatal(where, f"unreadable: invalid JSON ({e.msg}, line {e.lineno} column {e.colno})", "using epochs.csv alone")
+        return None
+    if not isinstance(meta, dict):
+        r.fatal("", "unreadable: not a JSON object", "using epochs.csv alone")
+        return None
+    if not _run_json_version(r, meta.get("schema_version")):
+        return None
+    for key, (typ, required) in RUN_JSON_KEYS.items():
+        value = meta.get(key)
+        bad = value is not None and (not isinstance(value, typ) or (typ is int and isinstance(value, bool)))
+        if strict and (bad or (required and not value)):
+            raise RecordError(f"{path}: key '{key}' is missing or not a {typ.__name__} (got {value!r:.60})")
+        if bad:
+            r.warnings.append(f"{path}: field {key!r} should be a {typ.__name__}, got {type(value).__name__}; ignored")
+            del meta[key]
+    if "status" in meta and meta["status"] not in RUN_STATUSES:
+        r.fatal("", f"key 'status' is {meta['status']!r}, not one of {', '.join(RUN_STATUSES)}",
+                "treated as unknown")
+        del meta["status"]
+    if strict:
+        _check_modes(path, meta["modes"])
+    return meta
+
+
+def _run_json_version(r: _Reader, version: Any) -> bool:
+    if version is None:
+        r.note(f"{r.path}: older record format (no schema_version); read the compatible fields")
+    elif not isinstance(version, int) or isinstance(version, bool):
+        r.fatal("", f"unrecognised schema_version {version!r}", "using epochs.csv alone")
+        return False
+    elif version < SCHEMA_VERSION:
+        r.note(f"{r.path}: older record format (schema_version {version}, this reads {SCHEMA_VERSION}); "
+               "read the compatible fields")
+    elif version > SCHEMA_VERSION:
+        if r.strict:
+            raise RecordError(f"{r.path}: key 'schema_version' is {version}, written by a newer bench "
+                              f"(this writes {SCHEMA_VERSION}); continue it with the bench that wrote it")
+        r.note(f"{r.path}: written by a newer bench (schema_version {version}, this reads {SCHEMA_VERSION}); "
+               "read the known fields")
+    return True
+
+
+def _check_modes(path: Path, modes: dict) -> None:
+    for mode, state in modes.items():
+        if mode not in MODES or not isinstance(state, dict):
+            raise RecordError(f"{path}: key 'modes.{mode}' is not a mode ({', '.join(MODES)}) with a dict of its state")
+        if state.get("status") not in MODE_STATUSES:
+            raise RecordError(f"{path}: key 'modes.{mode}.status' is {state.get('status')!r}, "
+                              "not pending, running, finished or failed")
+        archs = state.get("architectures")
+        if not isinstance(archs, list) or not all(isinstance(a, dict) and type(a.get("epoch")) is int for a in archs):
+            raise RecordError(f"{path}: key 'modes.{mode}.architectures' must be a list of records with an 'epoch'")

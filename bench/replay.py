@@ -34,7 +34,8 @@ from .errors import BenchError, ConfigError, DataError
 from .hardware import detect
 from .memory import MemoryEstimate, measure_training_memory
 from .profiles import resolve_profile
-from .records import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, format_row, header_line
+from .atomic import atomic_write_json
+from .records import SCHEMA_VERSION, write_epochs
 from .step import EpochMeter, TrainStep, make_scaler
 from .speed import Case, Stat, time_case, zero_channels
 from .trajectory import Shape, Trajectory, load_trajectory
@@ -278,7 +279,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     run_id, out = new_run_dir(Path(results_dir), f"{profile.name}-replay", cfg.model)
     device_name = select_device_name(info, device)
     rows = [replay_row(traj, r, timed, run_id, profile.name, device_name, emulated, budget) for r in traj.rows]
-    atomic_write_bytes(out / "epochs.csv", (header_line() + "".join(format_row(r) for r in rows)).encode())
+    write_epochs(out / "epochs.csv", rows)
     meta = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "finished",
         "created": _now(), "finished": _now(), "source": "replay", "replay_of": traj.run_id,
@@ -326,6 +327,9 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
         "memory_budget_bytes": budget, "lasso_lambda": row.get("lasso_lambda"), "grad_bytes_per_step": 0,
         "oom_retries": 0, "steps": math.ceil(samples / ts.batch),
         "source": "replay", "replay_of": traj.run_id,
+        # not trained here: the original run's are in its own records
+        "train_loss": None, "train_acc": None, "test_loss": None, "test_acc": None, "eval_time_s": None,
+        "lasso_ratio": None, "comm_wait_s": None,
     }
 
 

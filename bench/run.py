@@ -7,7 +7,6 @@ one results directory never collide.
 """
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import math
 import os
@@ -30,7 +29,7 @@ from .data import load_data
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
 from .hardware import DeviceInfo, detect
 from .profiles import Profile, resolve_profile
-from .records import COLUMN_TYPES, EPOCH_FIELDNAMES, SCHEMA_VERSION, EpochLog, atomic_write_json, parse_value
+from .records import SCHEMA_VERSION, EpochLog, RunJson, read_epochs, read_run_json
 from .train import ModeTrainer, RunContext
 
 Echo = Callable[[str], None]
@@ -96,48 +95,9 @@ def select_device_name(info: DeviceInfo, device: torch.device) -> str:
     return info.device_name if device.type == "cuda" else f"cpu: {info.cpu_model}"
 
 
-class RunMeta:
-    """run.json: rewritten atomically whenever something in it changes."""
-
-    def __init__(self, path: Path, data: dict):
-        self.path, self.data = path, data
-
-    def save(self) -> None:
-        atomic_write_json(self.path, self.data, fault_point="run-json-write")
-
-    def mode(self, mode: str) -> dict:
-        return self.data["modes"].setdefault(mode, {"status": "pending", "architectures": []})
-
-    def add_architecture(self, mode: str, arch: dict) -> None:
-        self.mode(mode)["architectures"].append(arch)
-        self.save()
-
-
-def read_run_json(run_dir: Path, needed_by: str = "--resume") -> dict:
-    """run.json of a run folder to resume (or replay), every key it needs checked (one RecordError line otherwise)."""
-    import json
-
-    path = run_dir / "run.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{path}: not found; {needed_by} needs a run folder made by `bench run`") from None
-    except (OSError, ValueError) as exc:
-        raise RecordError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("modes"), dict):
-        raise RecordError(f"{path}: keys 'config' and 'modes' are required")
-    if not isinstance(data.get("run_id"), str) or not data["run_id"]:
-        raise RecordError(f"{path}: key 'run_id' is missing or not a string")
-    for mode, state in data["modes"].items():
-        if mode not in MODES or not isinstance(state, dict):
-            raise RecordError(f"{path}: key 'modes.{mode}' is not a mode ({', '.join(MODES)}) with a dict of its state")
-        if state.get("status") not in ("pending", "running", "finished", "failed"):
-            raise RecordError(f"{path}: key 'modes.{mode}.status' is {state.get('status')!r}, "
-                              "not pending, running, finished or failed")
-        archs = state.get("architectures")
-        if not isinstance(archs, list) or not all(isinstance(a, dict) and type(a.get("epoch")) is int for a in archs):
-            raise RecordError(f"{path}: key 'modes.{mode}.architectures' must be a list of records with an 'epoch'")
-    return data
+def _read_resumed(run_dir: Path) -> dict:
+    """run.json of a run folder to resume, read strictly (one RecordError line naming the key otherwise)."""
+    return read_run_json(run_dir / "run.json", strict=True)
 
 
 def config_from_record(path: Path, d: dict) -> RunConfig:
@@ -169,33 +129,6 @@ def config_from_record(path: Path, d: dict) -> RunConfig:
         return cfg.validate()
     except ConfigError as exc:
         raise RecordError(f"{path}: key 'config' is invalid: {exc}") from None
-
-
-def _rows(path: Path) -> list[dict]:
-    """The complete rows of epochs.csv (a torn last line is ignored), each checked against the schema."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        text = fh.read()
-    complete = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(complete.splitlines())
-    if reader.fieldnames is not None and list(reader.fieldnames) != EPOCH_FIELDNAMES:
-        raise RecordError(f"{path}:1: header is not this bench version's epochs.csv header")
-    rows = []
-    for lineno, row in enumerate(reader, start=2):
-        if None in row or None in row.values():
-            raise RecordError(f"{path}:{lineno}: wrong number of fields (expected {len(EPOCH_FIELDNAMES)})")
-        for name, typ in COLUMN_TYPES.items():
-            try:
-                parse_value(name, typ, row[name])
-            except (ValueError, OverflowError):
-                raise RecordError(f"{path}:{lineno}: column '{name}' is {row[name]!r:.40}, "
-                                  f"not a valid {typ.__name__}") from None
-        if row["mode"] not in MODES or not row["epoch"] or int(float(row["epoch"])) < 1:
-            raise RecordError(f"{path}:{lineno}: column 'mode'/'epoch' is {row['mode']!r}/{row['epoch']!r}, "
-                              "not a mode and an epoch >= 1")
-        rows.append(row)
-    return rows
 
 
 def _lock_run_dir(run_dir: Path):
@@ -235,7 +168,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     if resume is not None:
         resume = Path(resume)
         # under torchrun rank 0 reads run.json and broadcasts it: every rank resumes the same record
-        old = dist.from_rank0(lambda: read_run_json(resume)) if dist is not None else read_run_json(resume)
+        old = dist.from_rank0(lambda: _read_resumed(resume)) if dist is not None else _read_resumed(resume)
         cfg = config_from_record(resume / "run.json", old["config"])
         cfg.world_size = dist.world_size if dist is not None else 1  # batch is global: any process count resumes
         if old.get("status") == "finished":
@@ -258,13 +191,13 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     writer = dist is None or dist.rank == 0
     if resume is not None:
         run_dir, run_id = resume, old["run_id"]
-        meta = RunMeta(run_dir / "run.json", old)
+        meta = RunJson(run_dir / "run.json", old)
     else:
         if dist is not None:  # rank 0 creates the one run folder; every rank learns its name
             run_id, run_dir = dist.from_rank0(lambda: new_run_dir(Path(results_dir), profile.name, cfg.model))
         else:
             run_id, run_dir = new_run_dir(Path(results_dir), profile.name, cfg.model)
-        meta = RunMeta(run_dir / "run.json", {
+        meta = RunJson(run_dir / "run.json", {
             "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running",
             "created": _now(), "finished": None, "config": cfg.to_dict(),
             "hardware": info.to_dict(), "device": str(device), "profile": profile.to_dict(),
@@ -319,7 +252,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     return run_dir
 
 
-def _run_mode(ctx: RunContext, meta: RunMeta, mode: str, resuming: bool, echo: Echo, writer: bool) -> str | None:
+def _run_mode(ctx: RunContext, meta: RunJson, mode: str, resuming: bool, echo: Echo, writer: bool) -> str | None:
     """Train one mode to its end; returns why it failed (divergence, now or in an earlier try) or None."""
     state = meta.mode(mode)
     if state["status"] in ("finished", "failed"):
@@ -330,7 +263,7 @@ def _run_mode(ctx: RunContext, meta: RunMeta, mode: str, resuming: bool, echo: E
     if writer and resuming:
         # rows written after the last checkpoint are redone: drop them so no epoch appears twice
         done = trainer.state.epoch if resumed else 0
-        rows = [r for r in _rows(ctx.log.path) if not (r["mode"] == mode and int(float(r["epoch"])) > done)]
+        rows = [r for _, r in read_epochs(ctx.log.path, strict=True) if not (r.mode == mode and r.epoch > done)]
         ctx.log.truncate_to(rows)
         state["architectures"] = [a for a in state["architectures"] if a["epoch"] <= done] if resumed else []
     try:

@@ -363,7 +363,7 @@ class ModeTrainer:
                 "peak_memory_bytes": stats.peak_memory_bytes, "memory_budget_bytes": ctx.budget_bytes,
                 "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
                 "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
-                "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured",
+                "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured", "replay_of": None,
             }
             if ctx.is_writer:
                 ctx.log.append(row)

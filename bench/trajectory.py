@@ -9,16 +9,15 @@ data (the traced graph, removed branches included), so it is rebuilt exactly;
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import prunetrain_core as pc
 
-from .config import MODES, RunConfig
+from .config import RunConfig
 from .errors import RecordError
-from .records import COLUMN_TYPES, parse_value
+from .records import read_epochs, read_run_json
 
 
 @dataclass
@@ -72,9 +71,9 @@ class Trajectory:
 def load_trajectory(run_dir: Path) -> Trajectory:
     run_dir = Path(run_dir)
     path = run_dir / "run.json"
-    from .run import config_from_record, read_run_json  # bench.run imports the trainer: only when replaying
+    from .run import config_from_record  # bench.run imports the trainer: only when replaying
 
-    meta = read_run_json(run_dir, needed_by="`bench replay`")
+    meta = read_run_json(path, strict=True, needed_by="`bench replay`")
     cfg = config_from_record(path, meta["config"])
     if cfg.model not in pc.available_models():
         raise RecordError(f"{path}: key 'config.model' is {cfg.model!r}, not a model of this version")
@@ -116,20 +115,7 @@ def _shapes(path: Path, mode: str, archs: Any) -> list[Shape]:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RecordError(f"{path}: not found; `bench replay` needs the run's epoch records") from None
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]  # a torn last row (killed run) is not an epoch
-    rows = []
-    for n, raw in enumerate(csv.DictReader(lines), start=2):
-        try:
-            row = {k: parse_value(k, COLUMN_TYPES[k], v or "") for k, v in raw.items() if k in COLUMN_TYPES}
-            if row.get("mode") not in MODES or not row.get("epoch") or row.get("epoch_time_s") is None:
-                raise ValueError("mode, epoch and epoch_time_s are required")
-        except (ValueError, TypeError) as exc:
-            raise RecordError(f"{path}:{n}: malformed row ({exc})") from None
-        rows.append(row)
-    return rows
+    """The complete rows of the run's epochs.csv, read strictly (a torn last row is not an epoch)."""
+    if not path.exists():
+        raise RecordError(f"{path}: not found; `bench replay` needs the run's epoch records")
+    return [row.to_dict() for _, row in read_epochs(path, strict=True)]

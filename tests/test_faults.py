@@ -429,7 +429,7 @@ DAMAGED_RUN_FOLDERS = [
      "key 'modes.prunetrain.architectures'"),
     ("json-status", _mj("modes.prunetrain.status", 3, "status a number"), "run.json",
      "key 'modes.prunetrain.status'"),
-    ("csv-bad-value", _csv_bad_value, "epochs.csv:2", "column 'train_loss'"),
+    ("csv-bad-value", _csv_bad_value, "epochs.csv:2", "column train_loss"),
     ("csv-extra-field", _csv_extra_field, "epochs.csv:2", "wrong number of fields"),
 ]
 _ = [setattr(d[1], "__doc__", d[1].__doc__ or d[0]) for d in DAMAGED_RUN_FOLDERS]

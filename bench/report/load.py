@@ -1,4 +1,4 @@
-"""Find and read run folders for the report, tolerating damaged records.
+"""Find and read run folders for the report, tolerating damaged records (bench.records' lenient readers).
 
 Records come from many machines, copied around by hand, sometimes while a run
 is still writing them.  So nothing here raises on bad input: every problem
@@ -8,27 +8,20 @@ skipped and the rest is used.  Only when nothing usable is left does
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from .. import records
 from ..errors import RecordError
-from ..records import COLUMN_TYPES, EPOCH_FIELDNAMES, SCHEMA_VERSION, parse_value
+from ..records import COLUMN_TYPES, EPOCH_FIELDNAMES, MODES, read_epochs
 
-MODES: tuple[str, str] = ("dense", "prunetrain")
-RUN_STATUSES = ("running", "finished", "failed")
-# Columns the report cannot do without; all others may be missing (older files).
-REQUIRED_COLUMNS: tuple[str, ...] = ("mode", "epoch", "epoch_time_s")
-# Per-file cap on line-level warnings, so one mangled file does not flood stderr.
-MAX_LINE_WARNINGS = 5
 
 
 @dataclass
@@ -242,207 +235,30 @@ def find_run_dirs(paths: Sequence[Path], warnings: list[str]) -> list[Path]:
 
 
 # --------------------------------------------------------------------------
-# epochs.csv
+# The record files, read leniently by bench.records' readers
 
 def _isnan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-def _version_text(v: Any) -> str:
-    return "none (older format)" if v is None else str(v)
-
-
 def read_epochs_csv(path: Path, warnings: list[str]) -> pd.DataFrame | None:
-    """The complete, valid rows of one epochs.csv; None when nothing is usable.
-
-    A last line without newline is a row torn by a kill mid-write and is
-    ignored; rows with the wrong field count or unparsable values are skipped
-    with a warning naming ``path:line``.  A header with known columns in another
-    order, or some missing (older format), is read by name.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        warnings.append(f"{path}: cannot read ({e.strerror or e}); file skipped")
+    """The complete, valid rows of one epochs.csv as a frame (numbers as float, plus ``line``); None when
+    nothing is usable.  Reading and its warnings: :func:`bench.records.read_epochs`."""
+    rows = read_epochs(path, strict=False, warnings=warnings)
+    if rows is None:
         return None
-    text = data.decode("utf-8-sig", errors="replace")
-    lines = text.split("\n")
-    if not text.strip():
-        warnings.append(f"{path}: file is empty; skipped")
-        return None
-    if text.endswith("\n"):
-        lines = lines[:-1]
-    else:
-        torn_line = len(lines)
-        lines = lines[:-1]
-        if torn_line > 1:
-            warnings.append(f"{path}:{torn_line}: last line is incomplete (no newline: "
-                            "the run was stopped mid-write or is still writing); ignored")
-        else:
-            warnings.append(f"{path}:1: incomplete header line (no newline); file skipped")
-            return None
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-
-    try:
-        header = [h.strip() for h in next(csv.reader([lines[0]]))]
-    except (csv.Error, StopIteration) as e:
-        warnings.append(f"{path}:1: unreadable header ({e}); file skipped")
-        return None
-    missing_required = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing_required or len(set(header)) != len(header):
-        what = (f"lacks column(s) {', '.join(missing_required)}" if missing_required
-                else "repeats a column name")
-        warnings.append(f"{path}:1: not an epochs.csv header ({what}); file skipped")
-        return None
-    if header != EPOCH_FIELDNAMES:
-        unknown = [h for h in header if h not in COLUMN_TYPES]
-        absent = [h for h in EPOCH_FIELDNAMES if h not in header]
-        parts = []
-        if absent:
-            parts.append(f"missing column(s) {', '.join(absent)} (left empty)")
-        if unknown:
-            parts.append(f"unknown column(s) {', '.join(unknown)} ignored")
-        if parts:
-            warnings.append(f"{path}:1: header differs from schema version {SCHEMA_VERSION}: "
-                            + "; ".join(parts))
-
-    rows: list[dict[str, Any]] = []
-    line_problems: list[str] = []
-    versions: Counter[Any] = Counter()
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        try:
-            fields = next(csv.reader([line]))
-        except csv.Error as e:
-            line_problems.append(f"{path}:{lineno}: unreadable CSV ({e}); row skipped")
-            continue
-        if len(fields) != len(header):
-            line_problems.append(f"{path}:{lineno}: {len(fields)} fields, expected {len(header)}; "
-                                 "row skipped")
-            continue
-        row: dict[str, Any] = {name: None for name in EPOCH_FIELDNAMES}
-        problem = None
-        for name, raw in zip(header, fields):
-            typ = COLUMN_TYPES.get(name)
-            if typ is None:
-                continue
-            try:
-                row[name] = parse_value(name, typ, raw.strip() if typ is not str else raw)
-            except (ValueError, OverflowError):
-                problem = f"column {name}: {raw!r} is not a valid {typ.__name__}"
-                break
-        if problem is None:
-            problem = _row_problem(row)
-        if problem is not None:
-            line_problems.append(f"{path}:{lineno}: {problem}; row skipped")
-            continue
-        row["line"] = lineno
-        versions[row["schema_version"]] += 1
-        rows.append(row)
-
-    warnings.extend(line_problems[:MAX_LINE_WARNINGS])
-    if len(line_problems) > MAX_LINE_WARNINGS:
-        warnings.append(f"{path}: {len(line_problems) - MAX_LINE_WARNINGS} more damaged rows skipped")
-    for version in versions:
-        if version is None or version < SCHEMA_VERSION:
-            warnings.append(f"{path}: {versions[version]} row(s) of an older record format "
-                            f"(schema_version {_version_text(version)}); read the compatible columns")
-        elif version > SCHEMA_VERSION:
-            warnings.append(f"{path}: {versions[version]} row(s) written by a newer bench "
-                            f"(schema_version {version}, this reads {SCHEMA_VERSION}); "
-                            "read the known columns")
-    if not rows and line_problems:
-        warnings.append(f"{path}: no usable rows; file skipped")
-        return None
-
-    df = pd.DataFrame(rows, columns=[*EPOCH_FIELDNAMES, "line"])
+    df = pd.DataFrame([{**row.to_dict(), "line": lineno} for lineno, row in rows],
+                      columns=[*EPOCH_FIELDNAMES, "line"])
     for name, typ in COLUMN_TYPES.items():
         if typ is not str:
             df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
-    dup = df.duplicated(subset=["run_id", "mode", "epoch"], keep="last")
-    if dup.any():
-        for _, r in df[dup].iterrows():
-            warnings.append(f"{path}:{int(r['line'])}: {r['mode']} epoch {int(r['epoch'])} "
-                            "appears again later; the later row is used")
-        df = df[~dup]
     df["epoch"] = df["epoch"].astype(int)
     return df.reset_index(drop=True)
 
 
-def _row_problem(row: Mapping[str, Any]) -> str | None:
-    """Why a parsed row cannot be used, or None."""
-    if row["mode"] not in MODES:
-        return f"mode {row['mode']!r} is not one of {', '.join(MODES)}"
-    epoch = row["epoch"]
-    if epoch is None or epoch < 1:
-        return f"epoch {epoch!r} is not a positive number"
-    t = row["epoch_time_s"]
-    if t is None or not math.isfinite(t) or t < 0:
-        return f"epoch_time_s {t!r} is not a finite time"
-    # absurd values (negative memory, batch 0, ...) would flow into the report's numbers
-    for name, typ in COLUMN_TYPES.items():
-        v = row.get(name)
-        if typ is str or v is None:
-            continue
-        low = 1 if name in ("batch_size", "world_size") else 0
-        if not math.isfinite(v) or v < low:
-            return f"{name} {v!r} is not a finite number >= {low}"
-    return None
-
-
-# --------------------------------------------------------------------------
-# run.json
-
 def read_run_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """run.json as a dict, or None (with a warning) when missing, unreadable or invalid.
-
-    Fields of the wrong type are dropped (with a warning) so that the rest is
-    still usable; records of an older or newer schema are read as far as the
-    fields are known.
-    """
-    if not path.exists():
-        warnings.append(f"{path}: missing; using epochs.csv alone "
-                        "(no hardware details, architectures or run status)")
-        return None
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        warnings.append(f"{path}: cannot read ({e.strerror or e}); using epochs.csv alone")
-        return None
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        warnings.append(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno}); "
-                        "using epochs.csv alone")
-        return None
-    if not isinstance(meta, dict):
-        warnings.append(f"{path}: not a JSON object; using epochs.csv alone")
-        return None
-    version = meta.get("schema_version")
-    if version is None:
-        warnings.append(f"{path}: older record format (no schema_version); "
-                        "read the compatible fields")
-    elif not isinstance(version, int) or isinstance(version, bool):
-        warnings.append(f"{path}: unrecognised schema_version {version!r}; using epochs.csv alone")
-        return None
-    elif version < SCHEMA_VERSION:
-        warnings.append(f"{path}: older record format (schema_version {version}, this reads "
-                        f"{SCHEMA_VERSION}); read the compatible fields")
-    elif version > SCHEMA_VERSION:
-        warnings.append(f"{path}: written by a newer bench (schema_version {version}, this "
-                        f"reads {SCHEMA_VERSION}); read the known fields")
-    expected = {"run_id": str, "status": str, "config": dict, "hardware": dict,
-                "modes": dict, "versions": dict, "emulated": bool}
-    for key, typ in expected.items():
-        if key in meta and meta[key] is not None and not isinstance(meta[key], typ):
-            warnings.append(f"{path}: field {key!r} should be a {typ.__name__}, got "
-                            f"{type(meta[key]).__name__}; ignored")
-            del meta[key]
-    if "status" in meta and meta["status"] not in RUN_STATUSES:
-        warnings.append(f"{path}: unknown status {meta['status']!r}; treated as unknown")
-        del meta["status"]
-    return meta
+    """run.json read leniently (see :func:`bench.records.read_run_json`)."""
+    return records.read_run_json(path, strict=False, warnings=warnings)
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Sequence, Union
 
 import pandas as pd
 
-from ..records import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from . import fmt
 from .aggregate import TRAINING_TIME_DEFINITION, Aggregation
 from .load import Run
