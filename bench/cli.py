@@ -164,6 +164,42 @@ def build_config(opts: dict, dist=None):
     return cfg.validate()
 
 
+# ---------------------------------------------------------------------------------------------- sweep
+_NOT_FOR_SWEEP = {"mode", "resume", "nproc_per_node"}
+
+
+@friendly_errors
+def _sweep(vary, repeat, resume, **opts) -> None:
+    """Run a study: one dense baseline and one PruneTrain run per --vary setting, on one seed and schedule."""
+    from .sweep import resume_study, sweep
+
+    quiet = opts["quiet"]
+    echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    progress = not quiet and sys.stderr.isatty()
+    if resume:
+        folder = resume_study(Path(resume), progress=progress, echo=echo)
+    else:
+        cfg = build_config({**opts, "mode": "both"})
+        folder = sweep(cfg, vary, repeat=repeat, results_dir=Path(opts["results_dir"]), progress=progress, echo=echo)
+    click.echo(str(folder))
+
+
+main.add_command(click.Command(
+    "sweep", callback=_sweep, help=_sweep.__doc__ + (
+        "\n\nExample: bench sweep --profile cpu --vary interval=2,5,10,20 --vary lpr=0.1,0.2 --repeat 2. "
+        "Every `bench run` option sets the base configuration."),
+    params=[
+        click.Option(["--vary"], multiple=True, metavar="SETTING=V1,V2,...",
+                     help="A setting and its values (interval, lpr, threshold, adjust_batch=on,off, ...); "
+                          "repeat the option to vary several (their grid is run)."),
+        click.Option(["--repeat"], type=int, default=1, show_default=True,
+                     help="Repeats with seeds seed, seed+1, ... (spread in the report)."),
+        click.Option(["--resume"], type=click.Path(file_okay=False), default=None,
+                     help="Continue an interrupted study folder where it stopped."),
+        *[p for p in run.params if p.name not in _NOT_FOR_SWEEP],
+    ]))
+
+
 # ---------------------------------------------------------------------------------------------- report
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())

@@ -18,6 +18,7 @@ from .aggregate import TRAINING_TIME_DEFINITION, Aggregation, aggregate
 from .load import LoadResult, Run, record_error, load_runs
 from .plots import make_plots
 from .render import DEFAULT_TITLE, write_report
+from .study import find_studies, study_section, study_views
 
 __all__ = ["ReportResult", "build_report", "load_runs", "aggregate", "Aggregation",
            "LoadResult", "Run", "TRAINING_TIME_DEFINITION"]
@@ -44,8 +45,12 @@ def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = No
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)
     loaded = load_runs(paths)
-    agg = aggregate(loaded.runs)
-    warnings = loaded.warnings + agg.warnings
+    study_warnings: list[str] = []
+    views, members = study_views(find_studies(paths, study_warnings), loaded.runs, study_warnings)
+    # a study's single-mode runs are compared as the dense+PruneTrain pairs the study defines
+    runs = [r for r in loaded.runs if r.path.resolve() not in members] + [p for v in views for _, p in v.pairs]
+    agg = aggregate(runs)
+    warnings = loaded.warnings + study_warnings + agg.warnings
     if agg.table.empty:
         counts = agg.runs["status"].value_counts()
         summary = ", ".join(f"{n} {'in progress' if s == 'running' else s}"
@@ -61,6 +66,7 @@ def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = No
         raise ConfigError(f"--out {out_dir}: cannot create folder ({e.strerror}); "
                           "choose another path") from None
     plots = make_plots(agg)
-    files = write_report(out_dir, title or DEFAULT_TITLE, agg, plots, warnings, paths)
+    studies = [study_section(v, i) for i, v in enumerate(views)]
+    files = write_report(out_dir, title or DEFAULT_TITLE, agg, plots, warnings, paths, studies)
     return ReportResult(out_dir=out_dir, table=agg.table, warnings=warnings, files=files,
                         epochs=agg.epochs, runs=agg.runs)

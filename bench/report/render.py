@@ -250,7 +250,7 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
 
 
 def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[str],
-                   sources: Sequence[Path]) -> list[Block]:
+                   sources: Sequence[Path], studies: Sequence[Section] = ()) -> list[Block]:
     time_table, mem_table = core_tables(agg.table)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head: list[Block] = [Para(f"Generated {now} from {len(agg.runs)} run(s) in "
@@ -276,6 +276,7 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
             time_table]),
         Section("Memory, batch size and accuracy", [mem_table]),
         Section("Plots", [Image(p) for p in plots]),
+        *studies,
         method_section(agg, warnings),
     ]
 
@@ -414,11 +415,12 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
 # Writing
 
 def write_report(out_dir: Path, title: str, agg: Aggregation, plots: Sequence[Plot],
-                 warnings: Sequence[str], sources: Sequence[Path]) -> list[Path]:
+                 warnings: Sequence[str], sources: Sequence[Path],
+                 studies: Sequence[tuple[Section, Plot | None]] = ()) -> list[Path]:
     """Write PNGs, report.md and report.html (each atomically); the paths written."""
-    blocks = build_document(agg, plots, warnings, sources)
+    blocks = build_document(agg, plots, warnings, sources, [section for section, _ in studies])
     written: list[Path] = []
-    for p in plots:
+    for p in [*plots, *(plot for _, plot in studies if plot is not None)]:
         atomic_write_bytes(out_dir / p.name, p.png)
         written.append(out_dir / p.name)
     for stale in set(PLOT_NAMES) - {p.name for p in plots}:

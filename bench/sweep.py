@@ -1,0 +1,310 @@
+"""``bench sweep``: one study = one dense baseline and one PruneTrain run per varied setting.
+
+A study answers one of the questions PruneTrain leaves open (how robust is the
+result to the reconfiguration interval, how the penalty ratio trades FLOPs
+against accuracy, what the dynamic mini-batch brings) with runs that differ in
+nothing but the varied setting: same seed, same schedule, same data.  Dense
+training does not depend on PruneTrain-only settings (interval, penalty ratio,
+threshold, ...), so it is run once per repeat, not once per setting; a varied
+setting that dense does depend on gets a dense run per value.
+
+Every run is an ordinary ``bench run`` folder inside the study folder; the
+study record ``study.json`` names what was varied and which folder holds which
+run, so ``bench report`` can pair them and ``--resume`` continues an
+interrupted study where it stopped (a half-trained run resumes from its
+checkpoint, a finished one is not run again).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+import secrets
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .config import RunConfig
+from .errors import BenchError, ConfigError, DivergenceError, RecordError
+from .records import atomic_write_json
+
+STUDY_FILE = "study.json"
+STUDY_SCHEMA = 1
+#: RunConfig fields that only PruneTrain reads: dense is the same whatever their value
+PRUNETRAIN_ONLY = frozenset({"interval", "lpr", "threshold", "round_channels", "lasso", "liveness",
+                             "change_tolerance", "structure"})
+#: fields a study may not vary: they name the run rather than a setting of it
+NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate"})
+_TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+
+Echo = Callable[[str], None]
+
+
+def _field_defaults() -> dict[str, Any]:
+    cfg = RunConfig()
+    return {f.name: getattr(cfg, f.name) for f in fields(RunConfig)}
+
+
+def parse_vary(spec: str) -> tuple[str, list[Any]]:
+    """``"interval=2,5,10"`` → ``("interval", [2, 5, 10])``, each value typed like the setting."""
+    key, sep, text = spec.partition("=")
+    key = key.strip().replace("-", "_")
+    defaults = _field_defaults()
+    if not sep or not text.strip():
+        raise ConfigError(f"--vary {spec!r}: write SETTING=V1,V2,... (e.g. --vary interval=2,5,10)")
+    if key not in defaults or key in NOT_VARIABLE or isinstance(defaults[key], list):
+        allowed = sorted(k for k, v in defaults.items() if k not in NOT_VARIABLE and not isinstance(v, list))
+        raise ConfigError(f"--vary {spec!r}: '{key}' is not a setting a study can vary; "
+                          f"choose one of {', '.join(allowed)}")
+    kind = defaults[key]
+    values: list[Any] = []
+    for raw in (v.strip() for v in text.split(",")):
+        try:
+            if isinstance(kind, bool):
+                if raw.lower() not in _TRUE + _FALSE:
+                    raise ValueError
+                value: Any = raw.lower() in _TRUE
+            elif isinstance(kind, int):
+                value = int(raw)
+            elif isinstance(kind, float):
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            what = "on or off" if isinstance(kind, bool) else type(kind).__name__
+            raise ConfigError(f"--vary {spec!r}: value {raw!r} is not {what}") from None
+        if value in values:
+            raise ConfigError(f"--vary {spec!r}: value {raw!r} is given twice")
+        values.append(value)
+    return key, values
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One planned run of a study."""
+
+    id: str
+    mode: str                  # dense | prunetrain
+    setting: dict[str, Any]    # the varied values this run uses (dense: only those dense depends on)
+    seed: int
+    repeat: int
+
+    def config(self, base: RunConfig) -> RunConfig:
+        d = base.to_dict()
+        d.update(self.setting, modes=[self.mode], seed=self.seed)
+        return RunConfig.from_dict(d).validate()
+
+
+def _label(setting: dict[str, Any]) -> str:
+    return ",".join(f"{k}={_text(v)}" for k, v in setting.items()) or "base"
+
+
+def _text(v: Any) -> str:
+    return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+
+def plan_study(base: RunConfig, varied: dict[str, list[Any]], repeat: int) -> list[Entry]:
+    """Dense runs (one per repeat and per value of settings dense depends on), then the PruneTrain grid."""
+    if not varied:
+        raise ConfigError("bench sweep needs at least one --vary SETTING=V1,V2,...")
+    if repeat < 1:
+        raise ConfigError("--repeat must be >= 1")
+    keys = list(varied)
+    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(varied[k] for k in keys))]
+    entries: list[Entry] = []
+    for r in range(repeat):
+        seed = base.seed + r
+        dense_settings: list[dict[str, Any]] = []
+        for setting in grid:
+            d = {k: v for k, v in setting.items() if k not in PRUNETRAIN_ONLY}
+            if d not in dense_settings:
+                dense_settings.append(d)
+        for d in dense_settings:
+            entries.append(Entry(f"dense[{_label(d)}]#{r}", "dense", d, seed, r))
+        for setting in grid:
+            entries.append(Entry(f"prunetrain[{_label(setting)}]#{r}", "prunetrain", setting, seed, r))
+    for e in entries:  # every combination must be a valid configuration before anything runs
+        try:
+            e.config(base)
+        except ConfigError as exc:
+            raise ConfigError(f"study run {e.id}: {exc}") from None
+    return entries
+
+
+def dense_partner(entries: Sequence[dict], entry: dict) -> dict | None:
+    """The dense entry a PruneTrain entry is compared with (same repeat, same dense-relevant values)."""
+    want = {k: v for k, v in entry["setting"].items() if k not in PRUNETRAIN_ONLY}
+    for e in entries:
+        if e["mode"] == "dense" and e["repeat"] == entry["repeat"] and e["setting"] == want:
+            return e
+    return None
+
+
+class Study:
+    """study.json of one study folder, rewritten atomically after every change."""
+
+    def __init__(self, folder: Path, data: dict):
+        self.folder, self.data = folder, data
+
+    @property
+    def path(self) -> Path:
+        return self.folder / STUDY_FILE
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+    @classmethod
+    def create(cls, results_dir: Path, base: RunConfig, varied: dict[str, list[Any]], repeat: int) -> "Study":
+        entries = plan_study(base, varied, repeat)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        name = "-".join(varied)
+        for _ in range(100):
+            study_id = f"study-{stamp}-{name}-{secrets.token_hex(3)}"
+            try:
+                (results_dir / study_id).mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise ConfigError(f"could not create a unique study folder in {results_dir}")
+        study = cls(results_dir / study_id, {
+            "kind": "study", "schema_version": STUDY_SCHEMA, "study_id": study_id, "status": "running",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "varied": {k: list(v) for k, v in varied.items()}, "repeat": repeat,
+            "base_config": base.to_dict(),
+            "command": " ".join(["bench", *sys.argv[1:]]) if sys.argv else "",
+            "entries": [{"id": e.id, "mode": e.mode, "setting": e.setting, "seed": e.seed, "repeat": e.repeat,
+                         "run": None, "status": "pending"} for e in entries],
+        })
+        study.save()
+        return study
+
+    @classmethod
+    def open(cls, folder: Path) -> "Study":
+        data = read_study(folder / STUDY_FILE)
+        return cls(folder, data)
+
+    def base_config(self) -> RunConfig:
+        return RunConfig.from_dict(self.data["base_config"]).validate()
+
+    def entry_config(self, entry: dict) -> RunConfig:
+        return Entry(entry["id"], entry["mode"], entry["setting"], entry["seed"], entry["repeat"]).config(
+            self.base_config())
+
+
+def read_study(path: Path) -> dict:
+    """A study record with every key ``--resume`` and the report need checked (one RecordError line)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: not found; --resume of a study needs a folder made by `bench sweep`") from None
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != "study":
+        raise RecordError(f"{path}: key 'kind' must be 'study'")
+    for key, typ in (("study_id", str), ("varied", dict), ("base_config", dict), ("entries", list),
+                     ("repeat", int)):
+        if not isinstance(data.get(key), typ):
+            raise RecordError(f"{path}: key '{key}' is missing or not a {typ.__name__}")
+    for i, e in enumerate(data["entries"]):
+        ok = (isinstance(e, dict) and e.get("mode") in ("dense", "prunetrain") and isinstance(e.get("id"), str)
+              and isinstance(e.get("setting"), dict) and type(e.get("seed")) is int
+              and type(e.get("repeat")) is int and (e.get("run") is None or isinstance(e.get("run"), str))
+              and e.get("status") in ("pending", "running", "finished", "failed"))
+        if not ok:
+            raise RecordError(f"{path}: key 'entries[{i}]' is not a study entry (id, mode, setting, seed, "
+                              "repeat, run, status)")
+        if e["run"] is not None and (Path(e["run"]).name != e["run"] or e["run"].startswith(".")):
+            raise RecordError(f"{path}: key 'entries[{i}].run' must be a folder name inside the study")
+    return data
+
+
+def _started_folder(study: Study, entry: dict) -> Path | None:
+    """A run folder that a killed sweep started for ``entry`` before it could record the name."""
+    claimed = {e["run"] for e in study.data["entries"] if e["run"]}
+    want = study.entry_config(entry).to_dict()
+    for d in sorted(p for p in study.folder.iterdir() if p.is_dir() and p.name not in claimed):
+        try:
+            cfg = json.loads((d / "run.json").read_text()).get("config")
+        except (OSError, ValueError):
+            continue
+        if not isinstance(cfg, dict) or not {"modes", "seed", *entry["setting"]} <= cfg.keys():
+            continue
+        if all(cfg[k] == v for k, v in want.items() if k in cfg):
+            return d
+    return None
+
+
+def run_study(study: Study, *, progress: bool = False, echo: Echo = lambda s: None) -> Path:
+    """Run every entry that has not finished; returns the study folder.
+
+    A diverged run is recorded as failed and the others still run; the
+    caller learns of it by a DivergenceError at the end.
+    """
+    from .run import _lock_run_dir, run_benchmark
+
+    lock = _lock_run_dir(study.folder)  # a second sweep on the same folder fails at once
+    failures: list[str] = []
+    try:
+        study.data["status"] = "running"
+        study.save()
+        entries = study.data["entries"]
+        for n, entry in enumerate(entries, start=1):
+            if entry["status"] == "finished":
+                continue
+            existing = study.folder / entry["run"] if entry["run"] else _started_folder(study, entry)
+            echo(f"study {study.data['study_id']}: run {n}/{len(entries)} {entry['id']}"
+                 f"{' (resuming ' + existing.name + ')' if existing else ''}")
+            entry["status"] = "running"
+            study.save()
+            try:
+                if existing is not None:
+                    entry["run"] = existing.name
+                    study.save()
+                    run_dir = run_benchmark(None, resume=existing, progress=progress, echo=echo)
+                else:
+                    run_dir = run_benchmark(study.entry_config(entry), results_dir=study.folder,
+                                            progress=progress, echo=echo)
+                entry.update(run=run_dir.name, status="finished")
+            except DivergenceError as exc:
+                entry.update(status="failed", error=str(exc))
+                if entry["run"] is None:
+                    found = _started_folder(study, entry)
+                    entry["run"] = found.name if found else None
+                failures.append(f"{entry['id']}: {exc}")
+            study.save()
+        study.data["status"] = "failed" if failures else "finished"
+        study.save()
+    finally:
+        if lock is not None:
+            lock.close()
+    if failures:
+        raise DivergenceError(f"{len(failures)} run(s) of the study failed ({'; '.join(failures)}); "
+                              f"the others finished in {study.folder}")
+    return study.folder
+
+
+def sweep(base: RunConfig, vary: Sequence[str], *, repeat: int = 1, results_dir: Path = Path("results"),
+          progress: bool = False, echo: Echo = lambda s: None) -> Path:
+    """Plan a study from ``--vary`` specs, create its folder, run it."""
+    varied: dict[str, list[Any]] = {}
+    for spec in vary:
+        key, values = parse_vary(spec)
+        if key in varied:
+            raise ConfigError(f"--vary {key} is given twice; list all values in one --vary")
+        varied[key] = values
+    if "prunetrain" not in base.modes or "dense" not in base.modes:
+        raise ConfigError("bench sweep compares dense with PruneTrain: leave --mode at both")
+    study = Study.create(Path(results_dir), base, varied, repeat)
+    echo(f"study {study.data['study_id']}: {len(study.data['entries'])} runs, varying "
+         + "; ".join(f"{k} = {', '.join(_text(v) for v in vs)}" for k, vs in varied.items()))
+    return run_study(study, progress=progress, echo=echo)
+
+
+def resume_study(folder: Path, *, progress: bool = False, echo: Echo = lambda s: None) -> Path:
+    folder = Path(folder)
+    if not (folder / STUDY_FILE).exists():
+        raise BenchError(f"{folder}: no {STUDY_FILE}; --resume takes a study folder made by `bench sweep`")
+    return run_study(Study.open(folder), progress=progress, echo=echo)
