@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from .config import RunConfig
 from .errors import BenchError, ConfigError, DivergenceError, RecordError
-from .records import atomic_write_json
+from .atomic import atomic_write_json
 
 STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
