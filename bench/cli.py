@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .errors import BenchError
+from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
 EXIT_USAGE = 2
 
@@ -130,7 +131,7 @@ def build_config(opts: dict, dist=None):
 
     round_channels = opts["round_channels"]
     if round_channels == "auto":
-        from .speed import auto_round_channels
+        from .speed.decisions import auto_round_channels
 
         round_channels = auto_round_channels(pick("model", d.model))
     else:
@@ -267,7 +268,6 @@ def profiles() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- speed
-SPEED_SECTIONS = ("penalty", "reconfig", "harness", "sweep", "rounding", "data")  # = bench.speed.SECTIONS
 
 
 @main.command()
@@ -296,7 +296,7 @@ def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_
     """Measure what the FLOP savings are worth in time here: penalty, reconfiguration, harness, pruned shapes."""
     from prunetrain_core import available_models
 
-    from .speed import run_speed
+    from .speed.run import run_speed
 
     models = [m.strip() for m in reconfig_models.split(",") if m.strip()] if reconfig_models else None
     for name in [model, *(models or [])]:

@@ -37,7 +37,9 @@ from .profiles import resolve_profile
 from .atomic import atomic_write_json
 from .records import SCHEMA_VERSION, write_epochs
 from .step import EpochMeter, TrainStep, make_scaler
-from .speed import Case, Stat, time_case, zero_channels
+from .speed.decisions import channels_last_hazard
+from .speed.shapes import zero_channels
+from .speed.timing import Case, Stat, time_case
 from .trajectory import Shape, Trajectory, load_trajectory
 
 MEMORY_PROBE_BATCH = 16          # as bench.train
@@ -103,8 +105,6 @@ class StepRunner:
 
 
 def _channels_last_hazard(model, device) -> bool:
-    from .speed import channels_last_hazard
-
     return bool(channels_last_hazard(model, device))
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 from .config import RunConfig
 from .errors import BenchError, ConfigError, DivergenceError, RecordError
 from .atomic import atomic_write_json
+from .records import read_run_json
 
 STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
@@ -226,10 +227,8 @@ def _started_folder(study: Study, entry: dict) -> Path | None:
     claimed = {e["run"] for e in study.data["entries"] if e["run"]}
     want = study.entry_config(entry).to_dict()
     for d in sorted(p for p in study.folder.iterdir() if p.is_dir() and p.name not in claimed):
-        try:
-            cfg = json.loads((d / "run.json").read_text()).get("config")
-        except (OSError, ValueError):
-            continue
+        meta = read_run_json(d / "run.json", strict=False, warnings=[])  # half-made folders are skipped
+        cfg = (meta or {}).get("config")
         if not isinstance(cfg, dict) or not {"modes", "seed", *entry["setting"]} <= cfg.keys():
             continue
         if all(cfg[k] == v for k, v in want.items() if k in cfg):

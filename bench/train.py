@@ -33,6 +33,7 @@ from .distributed import debug_dump
 from .errors import CheckpointError, DivergenceError
 from .memory import measure_training_memory
 from .records import SCHEMA_VERSION, EpochLog
+from .speed.decisions import channels_last_hazard
 from .step import EpochMeter, TrainStep, make_scaler
 
 MEMORY_PROBE_BATCH = 16
@@ -145,8 +146,6 @@ class ModeTrainer:
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
         self.channels_last = self.cfg.channels_last
         if self.channels_last:
-            from .speed import channels_last_hazard
-
             hazard = channels_last_hazard(model, self.ctx.device)
             if hazard:  # torch 2.14's CPU oneDNN crashes in this backward: train contiguous instead
                 warnings.warn(f"{self.mode}: channels_last turned off for this shape ({hazard}); "

@@ -6,18 +6,18 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bench import speed as sp
+from bench.speed import table, timing
 
 THREADS = int(os.environ.get("BENCH_THREADS") or 0) or torch.get_num_threads()
 torch.set_num_threads(THREADS)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS") or 5)
 BATCH = int(os.environ.get("BENCH_BATCH") or 128)
 MODEL = os.environ.get("BENCH_MODEL") or "resnet32"
-DEVICE = sp.resolve_device(os.environ.get("BENCH_DEVICE") or None)
+DEVICE = timing.resolve_device(os.environ.get("BENCH_DEVICE") or None)
 ENFORCE = os.environ.get("BENCH_ENFORCE_TARGETS") == "1"
 
-ROWS: list[sp.Row] = []
-LOAD_BEFORE = sp._loadavg()
+ROWS: list[table.Row] = []
+LOAD_BEFORE = timing.loadavg()
 
 
 def paired(benchmark, target: Callable[..., Any], reference: Callable[[], Any], *, rounds: int = ROUNDS,
@@ -33,19 +33,19 @@ def paired(benchmark, target: Callable[..., Any], reference: Callable[[], Any], 
 
     def setup():
         if k["round"] % 2 == 0:
-            ref.append(sp.time_case(sp.Case(reference), DEVICE))
+            ref.append(timing.time_case(timing.Case(reference), DEVICE))
         args = target_setup() if target_setup is not None else ()
-        sp.sync(DEVICE)
+        timing.sync(DEVICE)
         return tuple(args), {}
 
     def teardown(*args, **kwargs):
         if k["round"] % 2 == 1:
-            ref.append(sp.time_case(sp.Case(reference), DEVICE))
+            ref.append(timing.time_case(timing.Case(reference), DEVICE))
         k["round"] += 1
 
     def timed(*args):
         out = target(*args)
-        sp.sync(DEVICE)
+        timing.sync(DEVICE)
         return out
 
     benchmark.pedantic(timed, setup=setup, teardown=teardown, rounds=rounds, warmup_rounds=warmup)
@@ -54,7 +54,7 @@ def paired(benchmark, target: Callable[..., Any], reference: Callable[[], Any], 
     return list(benchmark.stats.stats.data), ref[warmup:]
 
 
-def stat_row(section: str, label: str, seconds: Sequence[float], unit: str = "ms") -> sp.Row:
-    st = sp.Stat.of(seconds)
+def stat_row(section: str, label: str, seconds: Sequence[float], unit: str = "ms") -> table.Row:
+    st = timing.Stat.of(seconds)
     k = 1e3 if unit == "ms" else 1.0
-    return sp.Row(section, label, st.median * k, unit, st.iqr * k)
+    return table.Row(section, label, st.median * k, unit, st.iqr * k)

@@ -25,14 +25,14 @@ import pytest
 import torch
 
 import benchutil as bu
-from bench import speed as sp
+from bench.speed import table, timing
 
 
 @pytest.fixture
 def record(benchmark):
     """record(*rows): keep rows for the summary and in extra_info; with BENCH_ENFORCE_TARGETS=1, check targets."""
 
-    def add(*rows: sp.Row) -> None:
+    def add(*rows: table.Row) -> None:
         for r in rows:
             bu.ROWS.append(r)
             benchmark.extra_info[r.name] = {"value": r.value, "unit": r.unit, "iqr": r.iqr, "target": r.target,
@@ -48,8 +48,8 @@ def record(benchmark):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not bu.ROWS:
         return
-    rep = sp.SpeedReport(device=sp._device_name(bu.DEVICE), threads=bu.THREADS, torch_version=torch.__version__,
+    rep = table.SpeedReport(device=timing.device_name(bu.DEVICE), threads=bu.THREADS, torch_version=torch.__version__,
                          batch=bu.BATCH, model=bu.MODEL, rounds=bu.ROUNDS, rows=list(bu.ROWS),
-                         load_before=bu.LOAD_BEFORE, load_after=sp._loadavg())
+                         load_before=bu.LOAD_BEFORE, load_after=timing.loadavg())
     terminalreporter.write_sep("=", "issue #7 figures (ratios measured in this run)")
     terminalreporter.write_line(rep.format_table())

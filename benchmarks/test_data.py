@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import benchutil as bu
-from bench import speed as sp
+from bench.speed import datapath
 
 IMAGES = 2048
 
 
 def test_loader_vs_imagefolder(benchmark, record):
-    paths = sp.data_paths(IMAGES, bu.BATCH, bu.DEVICE)
+    paths = datapath.data_paths(IMAGES, bu.BATCH, bu.DEVICE)
     try:
         fast, folder = bu.paired(benchmark, paths.fast_epoch, paths.folder_epoch, rounds=3)
     finally:
         paths.close()
     if fast is None:
         return
-    record(*sp.data_rows(paths, fast, folder, bu.BATCH))
+    record(*datapath.data_rows(paths, fast, folder, bu.BATCH))

@@ -8,14 +8,14 @@ import torch
 
 import benchutil as bu
 import prunetrain_core as pc
-from bench import speed as sp
+from bench.speed import harness, shapes, table, timing
 from bench.train import ModeTrainer
 
 STEPS = 4
 
 
 def _trainer(model=None):
-    ctx = sp.harness_context(bu.MODEL, bu.BATCH, STEPS, device=bu.DEVICE, mode="dense", progress=True)
+    ctx = harness.harness_context(bu.MODEL, bu.BATCH, STEPS, device=bu.DEVICE, mode="dense", progress=True)
     trainer = ModeTrainer(ctx, "dense")
     trainer.start()
     if model is not None:
@@ -36,54 +36,54 @@ def _epoch_fn(trainer):
 
 def test_harness_epoch_vs_bare_loop(benchmark, record):
     ctx, trainer = _trainer()
-    bare = sp.BareLoop(ctx)
+    bare = harness.BareLoop(ctx)
     steps = len(bare.loader)
     h, b = bu.paired(benchmark, _epoch_fn(trainer), lambda: bare.epoch(0))
     if h is None:
         return
-    over = sp.Stat.of([x / y - 1 for x, y in zip(h, b)])
+    over = timing.Stat.of([x / y - 1 for x, y in zip(h, b)])
     record(
         bu.stat_row("harness", f"bare loop step ({bu.MODEL}, same Loader)", [t / steps for t in b]),
         bu.stat_row("harness", "ModeTrainer.train_epoch step (dense)", [t / steps for t in h]),
-        sp._pct_row("harness", f"harness overhead, end to end ({steps} steps/epoch)", over,
-                    target=f"≤ {100 * sp.TARGET_HARNESS:g}%", met=over.median <= sp.TARGET_HARNESS,
+        table.pct_row("harness", f"harness overhead, end to end ({steps} steps/epoch)", over,
+                    target=f"≤ {100 * table.TARGET_HARNESS:g}%", met=over.median <= table.TARGET_HARNESS,
                     note="noise of two full-model epochs"),
     )
 
 
 def test_harness_cost_per_step_tiny_model(benchmark, record):
     """The harness's own per-step work, measured around a model that costs almost nothing."""
-    ctx, trainer = _trainer(sp.tiny_model().to(bu.DEVICE))
-    bare = sp.BareLoop(ctx, model=sp.tiny_model().to(bu.DEVICE))
+    ctx, trainer = _trainer(harness.tiny_model().to(bu.DEVICE))
+    bare = harness.BareLoop(ctx, model=harness.tiny_model().to(bu.DEVICE))
     steps = len(bare.loader)
     torch.manual_seed(0)
-    x, y = sp.random_batch(bu.BATCH, sp.input_size(bu.MODEL), device=bu.DEVICE)
-    real = sp.TrainStep(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
-    real_s = sp.interleaved({"step": sp.Case(real)}, 3, device=bu.DEVICE)["step"]
+    x, y = shapes.random_batch(bu.BATCH, shapes.input_size(bu.MODEL), device=bu.DEVICE)
+    real = shapes.TrainStep(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
+    real_s = timing.interleaved({"step": timing.Case(real)}, 3, device=bu.DEVICE)["step"]
     h, b = bu.paired(benchmark, _epoch_fn(trainer), lambda: bare.epoch(0), rounds=3 * bu.ROUNDS)
     if h is None:
         return
-    per_step = sp.Stat.of([(x - y) / steps for x, y in zip(h, b)])
-    step = sp.Stat.of(real_s).median
+    per_step = timing.Stat.of([(x - y) / steps for x, y in zip(h, b)])
+    step = timing.Stat.of(real_s).median
     frac = per_step.median / step
     record(
-        sp.Row("harness", "harness cost per step, absolute (tiny model)", per_step.median * 1e3, "ms",
+        table.Row("harness", "harness cost per step, absolute (tiny model)", per_step.median * 1e3, "ms",
                per_step.iqr * 1e3),
-        sp.Row("harness", f"harness cost per step / {bu.MODEL} step", 100 * frac, "%", 100 * per_step.iqr / step,
-               target=f"≤ {100 * sp.TARGET_HARNESS:g}%", met=frac <= sp.TARGET_HARNESS),
+        table.Row("harness", f"harness cost per step / {bu.MODEL} step", 100 * frac, "%", 100 * per_step.iqr / step,
+               target=f"≤ {100 * table.TARGET_HARNESS:g}%", met=frac <= table.TARGET_HARNESS),
     )
 
 
 def test_checkpoint_per_epoch(benchmark, record):
     """The checkpoint written after every epoch, against the estimated full epoch (ceil(50000/batch) steps)."""
     ctx, trainer = _trainer()
-    x, y = sp.random_batch(bu.BATCH, sp.input_size(bu.MODEL), device=bu.DEVICE)
+    x, y = shapes.random_batch(bu.BATCH, shapes.input_size(bu.MODEL), device=bu.DEVICE)
     torch.manual_seed(0)
-    step = sp.TrainStep(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
+    step = shapes.TrainStep(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
     ck, ref = bu.paired(benchmark, trainer.save_checkpoint, step, rounds=3)
     if ck is None:
         return
-    frac = sp.ratio_stat(ck, [t * sp.steps_per_epoch(bu.BATCH) for t in ref])
-    sp_ck = sp.Stat.of(ck)
-    record(sp._pct_row("harness", "checkpoint per epoch / epoch estimate", frac,
+    frac = timing.ratio_stat(ck, [t * timing.steps_per_epoch(bu.BATCH) for t in ref])
+    sp_ck = timing.Stat.of(ck)
+    record(table.pct_row("harness", "checkpoint per epoch / epoch estimate", frac,
                        note=f"{sp_ck.median * 1e3:.0f} ms per checkpoint, once per epoch"))

@@ -5,16 +5,16 @@ import torch
 
 import benchutil as bu
 import prunetrain_core as pc
-from bench import speed as sp
+from bench.speed import shapes, table, timing
 
 
 def test_penalty_vs_dense_step(benchmark, record):
     torch.manual_seed(0)
-    size = sp.input_size(bu.MODEL)
+    size = shapes.input_size(bu.MODEL)
     model = pc.build_model(bu.MODEL, 10).to(bu.DEVICE)
-    x, y = sp.random_batch(bu.BATCH, size, device=bu.DEVICE)
+    x, y = shapes.random_batch(bu.BATCH, size, device=bu.DEVICE)
     lasso = pc.GroupLasso(model, x[:2])
-    dense = sp.TrainStep(model, x, y)
+    dense = shapes.TrainStep(model, x, y)
 
     def penalty():
         lasso.penalty().backward()
@@ -22,11 +22,11 @@ def test_penalty_vs_dense_step(benchmark, record):
     pen, ref = bu.paired(benchmark, penalty, dense, rounds=3 * bu.ROUNDS)
     if pen is None:
         return
-    frac = sp.ratio_stat(pen, ref)
+    frac = timing.ratio_stat(pen, ref)
     record(
         bu.stat_row("penalty", f"dense step ({bu.MODEL}, batch {bu.BATCH}, fwd+CE+bwd+SGD)", ref),
         bu.stat_row("penalty", f"penalty fwd+bwd ({len(lasso.layers)} layers, {lasso.group_count} groups)", pen),
-        sp._pct_row("penalty", "penalty / dense step", frac, target=f"≤ {100 * sp.TARGET_PENALTY:g}%",
-                    met=frac.median <= sp.TARGET_PENALTY),
+        table.pct_row("penalty", "penalty / dense step", frac, target=f"≤ {100 * table.TARGET_PENALTY:g}%",
+                    met=frac.median <= table.TARGET_PENALTY),
     )
     assert frac.median > 0

@@ -1,4 +1,4 @@
-"""`bench speed` and bench.speed: behaviour, not timings (the benchmarks under benchmarks/ measure)."""
+"""`bench speed` and the bench.speed package: behaviour, not timings (the benchmarks under benchmarks/ measure)."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,8 @@ import torch
 from click.testing import CliRunner
 
 import prunetrain_core as pc
-from bench import speed as sp
+from bench import speed
+from bench.speed import decisions, shapes, timing
 from bench.cli import SPEED_SECTIONS, main
 
 
@@ -27,9 +28,9 @@ def test_bench_speed_quick_emits_every_section(tmp_path, keep_threads):
         "speed", "--quick", "--model", "resnet20", "--batch-size", "2", "--threads", "1",
         "--reconfig-models", "resnet20", "--json", str(out_json), "--csv", str(out_csv)])
     assert result.exit_code == 0, result.output
-    assert SPEED_SECTIONS == sp.SECTIONS
+    assert SPEED_SECTIONS == speed.SECTIONS
     rows = json.loads(out_json.read_text())["rows"]
-    assert {r["section"] for r in rows} == set(sp.SECTIONS)
+    assert {r["section"] for r in rows} == set(speed.SECTIONS)
     with open(out_csv, newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     names = [r["name"] for r in rows]
@@ -51,7 +52,7 @@ def test_bench_speed_quick_emits_every_section(tmp_path, keep_threads):
         if r["target"] is not None:
             assert r["met"] in (True, False)
     choice = next(r for r in rows if r["name"].startswith("auto_round_channels"))["value"]
-    assert choice in sp.ROUND_CANDIDATES
+    assert choice in decisions.ROUND_CANDIDATES
 
 
 def test_bench_speed_rejects_unknown_model():
@@ -62,29 +63,29 @@ def test_bench_speed_rejects_unknown_model():
 
 def test_auto_round_channels_measures_once_and_caches(monkeypatch, keep_threads):
     torch.set_num_threads(1)
-    monkeypatch.setattr(sp, "_ROUND_CACHE", {})
-    monkeypatch.setattr(sp, "_PROBE_CACHE", {})
+    monkeypatch.setattr(decisions, "_ROUND_CACHE", {})
+    monkeypatch.setattr(decisions, "_PROBE_CACHE", {})
     calls = []
-    real = sp.probe_rounding
+    real = decisions.probe_rounding
 
     def small_probe(model_name, device=None, **kw):
         calls.append(model_name)
         return real(model_name, device, batch=2, budget_s=0.0, warmup=0, candidates=kw["candidates"])
 
-    monkeypatch.setattr(sp, "probe_rounding", small_probe)
-    first = sp.auto_round_channels("resnet20", "cpu")
-    assert first in sp.ROUND_CANDIDATES
-    assert sp.auto_round_channels("resnet20", torch.device("cpu")) == first
+    monkeypatch.setattr(decisions, "probe_rounding", small_probe)
+    first = decisions.auto_round_channels("resnet20", "cpu")
+    assert first in decisions.ROUND_CANDIDATES
+    assert decisions.auto_round_channels("resnet20", torch.device("cpu")) == first
     assert calls == ["resnet20"]                                   # measured once per (device, model)
-    assert sp.auto_round_channels("resnet20", "cuda:0") == 8        # CUDA: tensor-core multiple, not measured
+    assert decisions.auto_round_channels("resnet20", "cuda:0") == 8        # CUDA: tensor-core multiple, not measured
     assert calls == ["resnet20"]
 
 
 def test_pruned_shapes_have_the_planned_channel_counts():
-    half = sp.pruned_model("resnet20", 0.5)
+    half = shapes.pruned_model("resnet20", 0.5)
     convs = [m.out_channels for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
     assert set(convs) == {8, 16, 32}
-    rounded = sp.pruned_models("resnet20", "ragged", (1, 8))
+    rounded = shapes.pruned_models("resnet20", "ragged", (1, 8))
     raw = [m.out_channels for m in rounded[1].modules() if isinstance(m, torch.nn.Conv2d)]
     r8 = [m.out_channels for m in rounded[8].modules() if isinstance(m, torch.nn.Conv2d)]
     assert any(c % 8 for c in raw)                                 # ragged: arbitrary counts
@@ -95,18 +96,18 @@ def test_pruned_shapes_have_the_planned_channel_counts():
 
 def test_interleaving_rotates_the_order_and_stats_are_quartiles():
     order = []
-    cases = {k: sp.Case(lambda k=k: order.append(k)) for k in "abc"}
-    samples = sp.interleaved(cases, 3, warmup=0)
+    cases = {k: timing.Case(lambda k=k: order.append(k)) for k in "abc"}
+    samples = timing.interleaved(cases, 3, warmup=0)
     assert order == list("abc" "bca" "cab")
     assert all(len(v) == 3 and all(t >= 0 for t in v) for v in samples.values())
-    st = sp.Stat.of([1, 2, 3, 4, 5])
+    st = timing.Stat.of([1, 2, 3, 4, 5])
     assert (st.median, st.q1, st.q3, st.iqr) == (3, 2, 4, 2)
-    assert sp.ratio_stat([2, 4], [1, 2]).median == 2
+    assert timing.ratio_stat([2, 4], [1, 2]).median == 2
 
 
 def test_channels_last_hazard_names_the_crashing_shortcut():
     risky = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 1, stride=2))
     safe = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 16, 1, stride=2))
-    assert "1×1 stride-2 conv with 4 input channels" in sp.channels_last_hazard(risky, "cpu")
-    assert sp.channels_last_hazard(safe, "cpu") is None
-    assert sp.channels_last_hazard(risky, "cuda") is None
+    assert "1×1 stride-2 conv with 4 input channels" in decisions.channels_last_hazard(risky, "cpu")
+    assert decisions.channels_last_hazard(safe, "cpu") is None
+    assert decisions.channels_last_hazard(risky, "cuda") is None

@@ -1,8 +1,8 @@
-"""Number formatting shared by the tables and the plots (units chosen for humans)."""
+"""Number and table formatting shared by the report (tables, plots) and `bench speed` (units chosen for humans)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 DASH = "–"
 
@@ -90,3 +90,28 @@ def size(n: float) -> str:
         return DASH
     div, unit = bytes_unit(n)
     return f"{_sig(n / div)} {unit}"
+
+
+_MEASURE: dict[str, Callable[[float], str]] = {
+    "int": lambda v: f"{int(v)}", "%": lambda v: f"{v:.2f}%", "x": lambda v: f"{v:.3f}",
+    "img/s": lambda v: f"{v:,.0f} img/s", "ms": lambda v: f"{v:.2f} ms", "s": lambda v: f"{v:.3f} s",
+}
+
+
+def measure(v: float | None, unit: str) -> str:
+    """A measurement of ``bench speed`` in its unit: ms, s, %, x (a ratio), img/s or int."""
+    if missing(v):
+        return DASH
+    return _MEASURE[unit](v) if unit in _MEASURE else f"{v:g} {unit}"
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned with spaces under a dashed rule, for a terminal."""
+    cells = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
+    lines = []
+    for j, c in enumerate(cells):
+        lines.append("  ".join(v.ljust(widths[i]) for i, v in enumerate(c)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""The code's shape: no import cycles, every module importable first, modules of a readable size, README layout.
+
+These hold the structure of issue 13 in place: a cycle hidden behind a lazy
+import, a module that only imports after another one, a 1,000-line module or
+a README layout that lists files that moved would each fail here.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("bench", "prunetrain_core")
+MAX_LINES = 400
+# A module may be longer when its docstring says why, with this phrase.
+LONG_REASON = "Over 400 lines on purpose"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """Project modules that ``module`` imports anywhere in its body (lazy imports included)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+            found.update(subs if len(subs) == len(node.names) else [base])
+    return {m for m in found if m in MODULES and m != module}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_even_through_lazy_imports():
+    graph = {m: _imports(m, p) for m, p in MODULES.items()}
+    assert _cycles(graph) == []
+    assert "bench.train" not in graph["bench.speed.decisions"]  # training imports the decisions, not back
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Each module imported before any other project module (torch stays loaded: only the order is tested)."""
+    code = (
+        "import sys, importlib, torch\n"
+        f"names = {sorted(m for m in MODULES if not m.endswith('__main__'))!r}\n"
+        "bad = []\n"
+        "for name in names:\n"
+        "    for m in [m for m in sys.modules if m.split('.')[0] in ('bench', 'prunetrain_core')]:\n"
+        "        del sys.modules[m]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        bad.append(f'{name}: {exc!r}')\n"
+        "print('\\n'.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_readme_layout_lists_exactly_the_modules():
+    """Every module file in the README's layout block exists, and every module of bench/ is in it."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Layout\n+```\n(.*?)```", text, re.S).group(1)
+    named: set[str] = set()
+    top = folder = ""
+    for line in block.splitlines():
+        head = re.match(r"^(\S+/)", line)
+        sub = re.match(r"^ {1,4}(\S+/)", line)  # "  report/  load.py ...": a folder inside the one above
+        if head:
+            top = folder = head.group(1)
+        elif sub:
+            folder = top + sub.group(1)
+        named.update(folder + name for name in re.findall(r"\b\w+\.py\b", line))
+    listed = {p for p in named}
+    missing_files = sorted(p for p in listed if not (ROOT / p).is_file())
+    assert missing_files == [], "README layout names files that do not exist"
+    actual = {str(p.relative_to(ROOT)) for p in (ROOT / "bench").rglob("*.py") if p.name != "__init__.py"
+              and p.name != "__main__.py"}
+    assert sorted(actual - listed) == [], "modules missing from the README layout"
