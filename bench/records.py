@@ -105,6 +105,11 @@ class EpochRow:
     source: str = column("measured (bench run) | replay (bench replay: timed here, trajectory of replay_of)",
                          absent="measured")
     replay_of: str | None = column("the run id whose trajectory a replay timed; empty when measured")
+    cpu_time_s: float | None = column("this process's CPU time in the training epoch (1 thread: wall − CPU = "
+                                      "waiting for a core); a replay: images / batch × CPU per step")
+    load_avg: float | None = column("1-minute load average when the epoch ended; empty in a replay")
+    other_cpu_cores: float | None = column("cores other processes used during the epoch (/proc; empty elsewhere)")
+    busy_processes: str | None = column("the busiest other processes, and on CUDA the other processes on the GPU")
 
     def __post_init__(self) -> None:
         for name, (typ, nullable) in _TYPES.items():

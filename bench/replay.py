@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import prunetrain_core as pc
 
 from .batching import BatchPolicy
+from .contention import ContentionProbe
 from .data import ImageData, Loader, load_data
 from .errors import BenchError, ConfigError, DataError
 from .hardware import detect
@@ -69,7 +70,8 @@ class TimedShape:
     batch: int
     batch_reason: str
     memory: MemoryEstimate
-    step: Stat = field(default_factory=lambda: Stat.of([]))
+    step: Stat = field(default_factory=lambda: Stat.of([]))       # wall seconds per step
+    step_cpu: Stat = field(default_factory=lambda: Stat.of([]))   # this process's CPU seconds per step
     reconfig_s: float | None = None      # surgery into the next shape (PruneTrain), median
     reconfig_exact: bool = True          # the surgery produced exactly the next recorded shape
 
@@ -150,20 +152,28 @@ def decide_batch(traj: Trajectory, shape: Shape, memory: MemoryEstimate, usable:
 
 
 # ------------------------------------------------------------------------------------------ timing
-def time_rounds(cases: dict, s: ReplaySettings, device, echo: Callable[[str], None]) -> tuple[dict, int, str]:
-    """Interleaved rounds (rotated order) until every case's IQR/median ≤ spread, or the budget is spent."""
+def time_rounds(cases: dict, s: ReplaySettings, device,
+                echo: Callable[[str], None]) -> tuple[dict, dict, int, str]:
+    """Interleaved rounds (rotated order) until every case's IQR/median ≤ spread, or the budget is spent.
+
+    Returns wall and CPU seconds per step (Stat per case), the rounds run and why they stopped.
+    """
     for case in cases.values():            # warm-up: allocator, oneDNN/cuDNN kernel choice
         for _ in range(2):
             time_case(case, device)
-    names, samples = list(cases), {n: [] for n in cases}
+    names = list(cases)
+    wall: dict = {n: [] for n in names}
+    cpu: dict = {n: [] for n in names}
     budget, start, why, r = s.budget_s * len(cases), time.perf_counter(), "max rounds", 0
     for r in range(1, s.max_rounds + 1):
         k = r % len(names)
         for n in names[k:] + names[:k]:
-            samples[n].append(time_case(cases[n], device))
+            c0 = time.process_time()
+            wall[n].append(time_case(cases[n], device))
+            cpu[n].append(time.process_time() - c0)
         if r < s.min_rounds:
             continue
-        worst = max(_rel_iqr(v) for v in samples.values())
+        worst = max(_rel_iqr(v) for v in wall.values())
         if worst <= s.spread:
             why = f"spread {worst:.1%} ≤ {s.spread:.0%}"
             break
@@ -171,7 +181,7 @@ def time_rounds(cases: dict, s: ReplaySettings, device, echo: Callable[[str], No
             why = f"budget {budget:.0f} s spent (largest spread {worst:.1%})"
             break
     echo(f"timed {len(cases)} shape(s) in {r} interleaved rounds: {why}")
-    return {n: Stat.of(v) for n, v in samples.items()}, r, why
+    return {n: Stat.of(v) for n, v in wall.items()}, {n: Stat.of(v) for n, v in cpu.items()}, r, why
 
 
 def _rel_iqr(xs: list[float]) -> float:
@@ -272,9 +282,12 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
             ts.reconfig_s, ts.reconfig_exact = time_reconfiguration(traj, ts.shape, nxt, data, device,
                                                                     s.reconfig_repeats, usable, profile.headroom)
         cases[key] = Case(StepRunner(ts.shape, data, ts.batch, device, cfg, lam))
-    stats, rounds, stop = time_rounds(cases, s, device, echo)
-    for key, st in stats.items():
-        timed[key].step = st
+    probe = ContentionProbe((device.index or 0) if device.type == "cuda" else None)
+    probe.start()
+    walls, cpus, rounds, stop = time_rounds(cases, s, device, echo)
+    contention = probe.stop()
+    for key in walls:
+        timed[key].step, timed[key].step_cpu = walls[key], cpus[key]
 
     run_id, out = new_run_dir(Path(results_dir), f"{profile.name}-replay", cfg.model)
     device_name = select_device_name(info, device)
@@ -298,7 +311,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
                    if isinstance(traj.meta.get("hardware"), dict) else None,
                    "status": traj.meta.get("status"),
                    "trajectory": traj.meta.get("trajectory_source", "measured by bench run")},
-            "data": data_note, "rounds": rounds, "stopped": stop, "spread_target": s.spread,
+            "data": data_note, "rounds": rounds, "stopped": stop, "contention": contention.columns(), "spread_target": s.spread,
             "budget_s_per_shape": s.budget_s, "epoch_time": "images of the epoch / batch x median step time",
             "limits": LIMITS,
         },
@@ -326,10 +339,12 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
         "params": ts.shape.params, "peak_memory_bytes": ts.memory.total_for_batch(ts.batch),
         "memory_budget_bytes": budget, "lasso_lambda": row.get("lasso_lambda"), "grad_bytes_per_step": 0,
         "oom_retries": 0, "steps": math.ceil(samples / ts.batch),
-        "source": "replay", "replay_of": traj.run_id,
+        "source": "replay", "replay_of": traj.run_id, "cpu_time_s": samples / ts.batch * ts.step_cpu.median,
         # not trained here: the original run's are in its own records
         "train_loss": None, "train_acc": None, "test_loss": None, "test_acc": None, "eval_time_s": None,
         "lasso_ratio": None, "comm_wait_s": None,
+        # the machine's load while timing is one figure for the whole replay: run.json replay.contention
+        "load_avg": None, "other_cpu_cores": None, "busy_processes": None,
     }
 
 
@@ -340,6 +355,7 @@ def _arch_record(ts: TimedShape) -> dict:
             "batch_size": ts.batch, "original_batch_size": sh.batch_size, "batch_reason": ts.batch_reason,
             "memory": ts.memory.to_dict(),
             "step_time_s": {"median": ts.step.median, "q1": ts.step.q1, "q3": ts.step.q3, "rounds": ts.step.n},
+            "step_cpu_s": {"median": ts.step_cpu.median, "q1": ts.step_cpu.q1, "q3": ts.step_cpu.q3},
             "reconfig_time_s": ts.reconfig_s, "reconfig_exact": ts.reconfig_exact, "arch": sh.arch}
 
 

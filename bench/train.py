@@ -28,6 +28,7 @@ from . import checkpoint, faults
 from .batching import BatchPolicy, EmulatedOutOfMemory, run_with_oom_retry
 from .checkpoint import ModeState
 from .config import RunConfig
+from .contention import Contention, ContentionProbe
 from .data import DataSplit, Loader
 from .distributed import debug_dump
 from .errors import CheckpointError, DivergenceError
@@ -79,6 +80,7 @@ class EpochStats:
     compile_time_s: float
     peak_memory_bytes: int
     comm_wait_s: float | None = 0.0   # None where not separable (DDP on CUDA)
+    contention: Contention | None = None
 
 
 class ModeTrainer:
@@ -217,7 +219,9 @@ class ModeTrainer:
         half = len(loader) // 2
         self.step.nan_loss = faults.nan_at(self.mode, epoch)  # test hook: False unless BENCH_FAULT_NAN_AT
         compile_time = 0.0
+        probe = ContentionProbe((ctx.device.index or 0) if ctx.device.type == "cuda" else None)
         self._sync()
+        probe.start()
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             if i == 0 and self.needs_compile:
@@ -233,6 +237,7 @@ class ModeTrainer:
             bar.update(1)
         self._sync()
         elapsed = time.perf_counter() - start
+        contention = probe.stop()
         bar.close()
         self.state.lam = self.step.lam
         if compile_time and meter.steps > 1:
@@ -251,7 +256,7 @@ class ModeTrainer:
             train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
             lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.prune else 0.0,
             samples=samples, steps=meter.steps, epoch_time_s=elapsed - compile_time,
-            compile_time_s=compile_time, peak_memory_bytes=int(peak), comm_wait_s=comm_wait)
+            compile_time_s=compile_time, peak_memory_bytes=int(peak), comm_wait_s=comm_wait, contention=contention)
 
     def _step_with_retry(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter) -> None:
         """One loader batch in optimizer steps of the current batch; lowered and redone after out-of-memory."""
@@ -363,6 +368,7 @@ class ModeTrainer:
                 "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
                 "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
                 "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured", "replay_of": None,
+                **(stats.contention or Contention.unknown()).columns(),
             }
             if ctx.is_writer:
                 ctx.log.append(row)

@@ -153,7 +153,22 @@ def run_metrics(run: Run) -> dict[str, Any]:
     m["batch_sizes"] = batch_sequence(p["batch_size"].tolist())
     m["dense_batch_sizes"] = batch_sequence(d["batch_size"].tolist())
     m["memory_budget_bytes"] = _memory_budget(run)
+    m["contended_epochs"] = contended_epochs(run)
+    m["epochs_with_load"] = int(run.epochs["other_cpu_cores"].notna().sum()) if "other_cpu_cores" in run.epochs else 0
     return m
+
+
+def contended_epochs(run: Run) -> int:
+    """Epochs (both modes) timed while other processes oversubscribed the CPU or shared the GPU."""
+    from ..contention import is_contended
+
+    e = run.epochs
+    if "other_cpu_cores" not in e or "busy_processes" not in e:
+        return 0
+    cores, threads = run.hardware.get("cpu_cores"), run.meta.get("torch_threads")
+    return int(sum(is_contended(None if pd.isna(o) else float(o), b if isinstance(b, str) else None,
+                                cores if isinstance(cores, int) else None, threads if isinstance(threads, int) else None)
+                   for o, b in zip(e["other_cpu_cores"], e["busy_processes"])))
 
 
 def _memory_budget(run: Run) -> float:
@@ -226,7 +241,8 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
         per_run.append({"device": run.device_label, "model": run.model, "dataset": run.dataset,
                         "epochs": epochs, "settings": settings_text(run),
                         "run_id": run.run_id, "in_progress": run.in_progress,
-                        "emulated": run.emulated, "profile": run.profile,
+                        "emulated": run.emulated, "profile": run.profile, "source": run.source,
+                        "trajectory": run.replay_of or run.run_id,
                         **run_metrics(run)})
         e = run.epochs.copy()
         e["device_label"] = run.device_label
@@ -261,9 +277,13 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         row["in_progress"] = bool(g["in_progress"].any())
         row["emulated"] = bool(g["emulated"].iloc[0])
         row["profile"] = g["profile"].iloc[0]
+        row["source"] = g["source"].iloc[0]          # the device label separates replayed from measured
+        row["trajectory"] = g["trajectory"].iloc[0]  # the run whose pruning trajectory these times follow
         row["batch_sizes"] = "; ".join(dict.fromkeys(g["batch_sizes"]))
         row["dense_batch_sizes"] = "; ".join(dict.fromkeys(g["dense_batch_sizes"]))
         row["memory_budget_bytes"] = g["memory_budget_bytes"].median()
+        row["contended_epochs"] = int(g["contended_epochs"].sum())
+        row["epochs_with_load"] = int(g["epochs_with_load"].sum())
         for mname in METRICS:
             values = pd.to_numeric(g[mname], errors="coerce").dropna()
             row[mname] = float(values.median()) if not values.empty else math.nan

@@ -107,7 +107,20 @@ class Run:
             label += f" ×{self.world_size}"
         if self.emulated:
             label += f" (emulating {self.profile or '?'})"
+        if self.source == "replay":
+            label += " · replayed"
         return label
+
+    @property
+    def source(self) -> str:
+        """``replay`` for a `bench replay` folder (timed here, trajectory of another run), else ``measured``."""
+        value = self.meta.get("source") or self._row_value("source")
+        return "replay" if value == "replay" else "measured"
+
+    @property
+    def replay_of(self) -> str | None:
+        value = self.meta.get("replay_of") or self._row_value("replay_of")
+        return str(value) if self.source == "replay" and value else None
 
     @property
     def in_progress(self) -> bool:

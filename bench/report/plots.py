@@ -286,6 +286,32 @@ def plot_channels(agg: Aggregation) -> Figure | None:
     return fig
 
 
+def plot_trajectory(agg: Aggregation) -> Figure | None:
+    """Per device, from one pruning trajectory (measured or replayed): time saved and time ÷ FLOPs saved."""
+    t = agg.table
+    groups = [(traj, g) for traj, g in t.groupby("trajectory", sort=False) if len(g) > 1] if "trajectory" in t else []
+    if not groups:
+        return None
+    fig, panels = _grid(len(groups), width=6.4, height=max(3.8, 0.5 * max(len(g) for _, g in groups) + 2.2),
+                        rows_per=2)
+    for (traj, g), (ax_time, ax_eff) in zip(groups, panels):
+        labels = [_wrap(str(d), 34) for d in g["device"]]
+        ys = range(len(g))
+        hatch = ["//" if src == "replay" else "" for src in g["source"]]
+        for ax, col, xlabel in ((ax_time, "time_saved_pct", "Training time saved (%)"),
+                                (ax_eff, "time_per_flops_saved", "Time saved ÷ training FLOPs saved")):
+            ax.barh(list(ys), g[col].fillna(0).tolist(), color=[OKABE_ITO[i % len(OKABE_ITO)] for i in ys],
+                    hatch=hatch, edgecolor="white")
+            ax.set_yticks(list(ys), labels, fontsize=9)
+            ax.set_ylim(len(g) - 0.5, -0.5)
+            ax.set_xlabel(xlabel)
+            ax.grid(axis="y", visible=False)
+        ax_eff.axvline(1.0, color="#555555", linestyle=":", linewidth=1.5)
+        ax_time.set_title(_wrap(f"trajectory of run {traj}", 44) + "\n(hatched: replayed)")
+    fig.suptitle("One pruning trajectory on every device")
+    return fig
+
+
 FIGURES: list[tuple[str, str, str, Callable[[Aggregation], Figure | None]]] = [
     ("summary.png", "Time saved vs FLOPs saved",
      "Each marker is one device and model; on the dotted line every FLOP PruneTrain saves is "
@@ -305,6 +331,10 @@ FIGURES: list[tuple[str, str, str, Callable[[Aggregation], Figure | None]]] = [
      "PruneTrain raises the batch as the pruned model needs less memory.", plot_memory_batch),
     ("test_accuracy.png", "Test accuracy",
      "Test accuracy after each epoch, dense vs PruneTrain.", plot_test_accuracy),
+    ("trajectory.png", "One trajectory on every device",
+     "Devices that ran (or replayed, hatched) the same pruning trajectory: the time PruneTrain saves "
+     "and how much of the FLOP saving each device turns into time (1 = all of it). The FLOPs are "
+     "the trajectory's; only the time per step differs.", plot_trajectory),
     ("channels.png", "Channels per layer",
      "Output channels of each layer in network order: the dense model vs the final PruneTrain "
      "model (from run.json).", plot_channels),

@@ -243,10 +243,33 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
                 level=3),
         Section("Emulation", [Para(EMULATION_TEXT if t["emulated"].any() else
                                    "No compared run emulated another device.")], level=3),
+        Section("Replayed runs", replay_blocks(agg), level=3),
         Section("Runs read", [runs_table(agg)], level=3),
         Section("Warnings", [Items(list(warnings)) if warnings else Para("None.")], level=3),
     ]
     return Section("How it was measured", blocks)
+
+
+def replay_blocks(agg: Aggregation) -> list[Block]:
+    """Which rows were timed by `bench replay`, from which trajectory, and what that cannot show."""
+    replays = [r for r in agg.compared if r.source == "replay"]
+    if not replays:
+        return [Para("Every compared run was measured by `bench run` (none replayed).")]
+    items, limits = [], []
+    for run in replays:
+        info = run.meta.get("replay") if isinstance(run.meta.get("replay"), dict) else {}
+        of = info.get("of") if isinstance(info.get("of"), dict) else {}
+        items.append(f"{run.device_label}: step times measured here for the pruning trajectory of run "
+                     f"{run.replay_of} ({of.get('trajectory', 'trajectory source not recorded')}; recorded on "
+                     f"{of.get('device', '?')}, profile {of.get('profile', '?')}); data {info.get('data', '?')}; "
+                     f"{info.get('rounds', '?')} interleaved rounds ({info.get('stopped', '?')}).")
+        if info.get("limits") and info["limits"] not in limits:
+            limits.append(str(info["limits"]))
+    return [Para("Rows marked “replayed” were not trained on the device named: `bench replay` rebuilt every "
+                 "architecture of a recorded run, chose each batch with the device profile's memory rule, "
+                 "timed training steps in interleaved rounds and set epoch time = images ÷ batch × median "
+                 "step time (+ the measured reconfiguration). Accuracy is the recorded run's."),
+            Items(items), *[Para(f"Limits: {text}.", kind="note") for text in limits]]
 
 
 def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[str],
@@ -265,6 +288,12 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
             + ")" for _, r in running.iterrows())
         head.append(Para(f"{len(running)} run(s) still in progress (or stopped without "
                          f"finishing): {names}.", kind="note"))
+    busy = agg.table[agg.table["contended_epochs"] > 0] if "contended_epochs" in agg.table else agg.table.iloc[:0]
+    if not busy.empty:
+        head.append(Para("Measured under contention (other processes oversubscribed the CPU or shared the GPU; "
+                         "times are upper bounds, `bench replay` on a quiet machine or `--interleave` helps): "
+                         + "; ".join(f"{r['label']}: {int(r['contended_epochs'])} of {int(r['epochs_with_load'])} "
+                                     "epochs" for _, r in busy.iterrows()) + ".", kind="note"))
     if warnings:
         head.append(Para(f"{len(warnings)} warning(s) while reading the records: see "
                          "“Warnings” at the end.", kind="note"))

@@ -1,0 +1,131 @@
+"""What else ran while an epoch was timed, so a report can tell a slow card from a busy machine.
+
+A shared machine (a lab server, this CI box) slows an epoch by whatever else
+runs.  Per interval this records this process's CPU time (with one thread,
+wall time minus CPU time is time spent waiting for a core), the 1-minute load
+average, the cores other processes used (from ``/proc/<pid>/stat``, Linux;
+None elsewhere) with the busiest of them by name, and on CUDA the other
+processes NVML lists on the GPU.  :func:`is_contended` is the report's rule.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSY_CORE_FRACTION = 0.2   # a process using at least this much of a core during the epoch is named
+NAMED = 3                  # busiest other processes named per epoch
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class Contention:
+    cpu_time_s: float | None        # this process (all threads) during the interval
+    load_avg: float | None          # 1-minute load average at the end
+    other_cpu_cores: float | None   # cores all other processes used on average (None: no /proc)
+    busy_processes: str | None      # "name(pid) 0.93 cores; ..." and "gpu: name(pid)" on CUDA
+
+    @classmethod
+    def unknown(cls) -> "Contention":
+        return cls(None, None, None, None)
+
+    def columns(self) -> dict:
+        return {"cpu_time_s": self.cpu_time_s, "load_avg": self.load_avg, "other_cpu_cores": self.other_cpu_cores,
+                "busy_processes": self.busy_processes}
+
+
+class ContentionProbe:
+    """``start()`` before the timed interval, ``stop()`` after it."""
+
+    def __init__(self, gpu_index: int | None = None, proc: Path = Path("/proc"), named: int = NAMED):
+        self.gpu_index, self.proc, self.named = gpu_index, proc, named
+
+    def start(self) -> None:
+        self._wall, self._cpu, self._procs = time.perf_counter(), time.process_time(), self._cpu_ticks()
+        self._total = self._busy_ticks()
+
+    def _busy_ticks(self) -> int | None:
+        """Non-idle ticks of all CPUs together (/proc/stat: user nice system irq softirq steal)."""
+        try:
+            fields = (self.proc / "stat").read_text().split("\n", 1)[0].split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu" or len(fields) < 9:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+        return user + nice + system + irq + softirq + steal
+
+    def stop(self) -> Contention:
+        wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        after = self._cpu_ticks()
+        other, named = None, []
+        if after is not None and self._procs is not None:
+            used = {pid: (t - self._procs.get(pid, (0, ""))[0]) / _TICKS / max(wall, 1e-9)  # new: all of it
+                    for pid, (t, _) in after.items()}
+            other = sum(used.values())
+            total = self._busy_ticks()
+            if total is not None and self._total is not None:  # also counts processes that came and went
+                other = max(other, (total - self._total) / _TICKS / max(wall, 1e-9) - cpu / max(wall, 1e-9))
+            busiest = sorted(((c, pid) for pid, c in used.items() if c >= BUSY_CORE_FRACTION), reverse=True)
+            named = [f"{after[pid][1]}({pid}) {c:.2f} cores" for c, pid in busiest[:self.named]]
+        named += [f"gpu: {p}" for p in gpu_processes(self.gpu_index)] if self.gpu_index is not None else []
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            load = None
+        return Contention(cpu, load, other, "; ".join(named))
+
+    def _cpu_ticks(self) -> dict[int, tuple[int, str]] | None:
+        """utime + stime (clock ticks) and name of every process but this one; None without /proc."""
+        if not (self.proc / "self" / "stat").exists():
+            return None
+        me, out = os.getpid(), {}
+        for d in self.proc.iterdir():
+            if not d.name.isdigit() or int(d.name) == me:
+                continue
+            try:
+                raw = (d / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            name, rest = raw[raw.index("(") + 1: raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+            out[int(d.name)] = (int(rest[11]) + int(rest[12]), name)  # fields 14 and 15: utime, stime
+        return out
+
+
+def gpu_processes(index: int) -> list[str]:
+    """Other processes NVML lists on GPU ``index`` (compute and graphics), as ``name(pid) N MiB``."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no NVML: nothing can be said
+        return []
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        procs = list(pynvml.nvmlDeviceGetComputeRunningProcesses(h)) + list(pynvml.nvmlDeviceGetGraphicsRunningProcesses(h))
+    except Exception:
+        return []
+    finally:
+        pynvml.nvmlShutdown()
+    out = []
+    for p in procs:
+        if p.pid == os.getpid():
+            continue
+        try:
+            name = Path(f"/proc/{p.pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        mem = getattr(p, "usedGpuMemory", None)
+        out.append(f"{name}({p.pid})" + (f" {mem / 2**20:.0f} MiB" if isinstance(mem, int) else ""))
+    return out
+
+
+def is_contended(other_cpu_cores: float | None, busy_processes: str | None, cpu_cores: int | None,
+                 threads: int | None) -> bool:
+    """The report's rule: the CPU was oversubscribed (others + our threads > cores) or the GPU was shared."""
+    if busy_processes and "gpu: " in busy_processes:
+        return True
+    if other_cpu_cores is None or not cpu_cores:
+        return False
+    return other_cpu_cores + (threads or 1) > cpu_cores + 0.25  # a quarter core: daemons and our own helpers

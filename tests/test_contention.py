@@ -1,0 +1,73 @@
+"""Per-epoch contention records: a busy process is seen and named, GPU neighbours through NVML, the report's rule."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from bench.contention import ContentionProbe, gpu_processes, is_contended
+from tests.test_hardware import fake_nvml
+
+linux = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
+
+
+@linux
+def test_a_busy_process_is_counted_and_named():
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<30: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        probe = ContentionProbe(named=1000)  # all of them: on a shared machine it need not be in the top 3
+        probe.start()
+        time.sleep(1.5)  # this process idles: its CPU time stays near 0
+        c = probe.stop()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert c.cpu_time_s < 0.5
+    assert c.other_cpu_cores is not None and c.other_cpu_cores >= 0.2  # the spinner got at least a fifth of a core
+    assert f"({busy.pid})" in c.busy_processes
+    assert c.load_avg is not None and c.load_avg >= 0
+
+
+@linux
+def test_own_work_is_cpu_time_not_other_processes():
+    probe = ContentionProbe()
+    probe.start()
+    t = time.process_time()
+    while time.process_time() - t < 0.3:  # CPU time, not wall: on a busy machine 0.5 s of wall can be 0.1 s of CPU
+        pass
+    c = probe.stop()
+    assert c.cpu_time_s >= 0.3
+    assert f"({os.getpid()})" not in c.busy_processes
+
+
+def test_gpu_neighbours_come_from_nvml(monkeypatch):
+    nv = fake_nvml()
+    me = os.getpid()
+    nv.nvmlDeviceGetComputeRunningProcesses = lambda h: [SimpleNamespace(pid=me, usedGpuMemory=2**30),
+                                                         SimpleNamespace(pid=1, usedGpuMemory=512 * 2**20)]
+    nv.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [SimpleNamespace(pid=2, usedGpuMemory=None)]
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    found = gpu_processes(0)
+    assert len(found) == 2 and found[0].endswith("(1) 512 MiB") and "(2)" in found[1]  # itself left out
+    assert nv.calls[-1] == "nvmlShutdown"
+
+
+def test_gpu_neighbours_without_nvml(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert gpu_processes(0) == []
+
+
+@pytest.mark.parametrize("other, busy, cores, threads, expected", [
+    (0.1, "", 2, 1, False),        # a quiet 2-core machine
+    (0.9, "x(1) 0.9 cores", 2, 1, False),   # the other core was busy: still room for our one thread
+    (1.5, "x(1) 1.5 cores", 2, 1, True),    # oversubscribed
+    (0.0, "gpu: x(1) 300 MiB", 2, 1, True),  # the GPU was shared
+    (None, "", None, None, False),  # not measured: not flagged
+])
+def test_contention_rule(other, busy, cores, threads, expected):
+    assert is_contended(other, busy, cores, threads) is expected
