@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import prunetrain_core as pc
 from bench.cli import main
-from bench.report import load_runs
+from bench.report import build_report, load_runs
 
 TINY_GPU = """
 name = "tinygpu"
@@ -112,6 +112,16 @@ def test_replay_writes_a_run_folder_of_the_same_schema(small_run, replayed):
 
 
 @pytest.mark.slow
+def test_report_merges_measured_and_replayed(small_run, replayed, tmp_path):
+    res = build_report([small_run.parent, replayed.parent], tmp_path / "report")
+    assert len(res.table) == 2 and sorted(res.table["source"]) == ["measured", "replay"]
+    assert res.table["trajectory"].nunique() == 1  # one trajectory, two devices
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "· replayed" in md and "](trajectory.png)" in md and "Limits: the trajectory" in md
+    assert (tmp_path / "report" / "trajectory.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_replay_decides_the_batch_with_the_target_profile(small_run, tmp_path):
     profile = tmp_path / "tiny.toml"
     profile.write_text(TINY_GPU)
@@ -159,3 +169,27 @@ def test_bad_input_is_one_line_and_writes_nothing(small_run, tmp_path, damage):
     assert {"missing": "run.json: not found", "no-arch": ".arch' is missing",
             "too-small": "more than the"}[damage] in lines[0]
     assert not out.exists() or not any(out.iterdir())
+
+
+# Tolerances of the small validation below, on this CI machine: 2 cores shared by several jobs, where one dense
+# epoch's wall time varied 4x while others ran.  Wall time is not asserted at all (it measures the neighbours);
+# CPU time of the training process is, because time-sharing does not inflate it.  It is still inflated by what
+# sharing does to caches and memory bandwidth (up to ~20 % here), and epochs of 8 steps make per-epoch fixed
+# costs (loader start, the first step after evaluation) a visible share that a steady-state replay leaves out.
+# Reconfigurations are timed by wall clock only, so the CPU comparison covers the training epochs.
+# So: ±35 % per mode and ±15 points of time saved (seen: within 4 % and 3 points at a load average of 10).  The issue's ±10 % / ±5 points are checked on a bigger run
+# by benchmarks/replay_validation.py (figures in the README).
+CPU_TOLERANCE = 0.35
+SAVED_TOLERANCE_PTS = 15.0
+
+
+@pytest.mark.slow
+def test_replay_predicts_the_measured_cpu_time_of_a_small_run(small_run, replayed):
+    from bench.replay_check import compare
+
+    c = compare(small_run, replayed)
+    assert set(c["modes"]) == {"dense", "prunetrain"} and len(c["epochs"]) == 6
+    for mode, d in c["modes"].items():
+        assert d["replayed_cpu_s"] == pytest.approx(d["measured_cpu_s"], rel=CPU_TOLERANCE), (mode, d)
+    t = c["time_saved"]
+    assert abs(t["replayed_cpu_pct"] - t["measured_cpu_pct"]) <= SAVED_TOLERANCE_PTS, t
