@@ -38,8 +38,9 @@ class Contention:
 class ContentionProbe:
     """``start()`` before the timed interval, ``stop()`` after it."""
 
-    def __init__(self, gpu_index: int | None = None, proc: Path = Path("/proc"), named: int = NAMED):
-        self.gpu_index, self.proc, self.named = gpu_index, proc, named
+    def __init__(self, gpu_index: int | None = None, proc: Path = Path("/proc"), named: int = NAMED,
+                 busy: float = BUSY_CORE_FRACTION):
+        self.gpu_index, self.proc, self.named, self.busy = gpu_index, proc, named, busy
 
     def start(self) -> None:
         self._wall, self._cpu, self._procs = time.perf_counter(), time.process_time(), self._cpu_ticks()
@@ -67,7 +68,7 @@ class ContentionProbe:
             total = self._busy_ticks()
             if total is not None and self._total is not None:  # also counts processes that came and went
                 other = max(other, (total - self._total) / _TICKS / max(wall, 1e-9) - cpu / max(wall, 1e-9))
-            busiest = sorted(((c, pid) for pid, c in used.items() if c >= BUSY_CORE_FRACTION), reverse=True)
+            busiest = sorted(((c, pid) for pid, c in used.items() if c >= self.busy), reverse=True)
             named = [f"{after[pid][1]}({pid}) {c:.2f} cores" for c, pid in busiest[:self.named]]
         named += [f"gpu: {p}" for p in gpu_processes(self.gpu_index)] if self.gpu_index is not None else []
         try:

@@ -92,6 +92,7 @@ def _row(fr: FakeRun, mode: str, epoch: int) -> dict[str, Any]:
         "lasso_lambda": 1e-4 if pt else 0.0, "lasso_ratio": 0.2 if pt else 0.0,
         "grad_bytes_per_step": 0, "comm_wait_s": 0.0, "oom_retries": 0, "steps": 391,
         "source": "measured", "replay_of": "",
+        "cpu_time_s": None, "load_avg": None, "other_cpu_cores": None, "busy_processes": None,
     }
 
 

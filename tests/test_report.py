@@ -312,7 +312,7 @@ def _damaged_tree(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
     out = [",".join(keep) + "\n"]
     for r in old.rows:
         out.append(",".join("0" if c == "schema_version" else repr(r[c]) if isinstance(r[c], float)
-                            else str(r[c]) for c in keep) + "\n")
+                            else "" if r[c] is None else str(r[c]) for c in keep) + "\n")
     (d["old"] / "epochs.csv").write_text("".join(out))
 
     # still running: PruneTrain at epoch 3 of 6
