@@ -122,10 +122,16 @@ def gpu_processes(index: int) -> list[str]:
     return out
 
 
+WAITING_SHARE = 0.8   # a one-thread CPU epoch that got less than this share of a core waited for it
+
+
 def is_contended(other_cpu_cores: float | None, busy_processes: str | None, cpu_cores: int | None,
-                 threads: int | None) -> bool:
-    """The report's rule: the CPU was oversubscribed (others + our threads > cores) or the GPU was shared."""
+                 threads: int | None, cpu_time_s: float | None = None, wall_s: float | None = None) -> bool:
+    """The report's rule: the GPU was shared, or the CPU was oversubscribed (others + our threads > cores), or
+    (a one-thread CPU run: pass ``cpu_time_s`` and ``wall_s``) the epoch spent over a fifth of its time waiting."""
     if busy_processes and "gpu: " in busy_processes:
+        return True
+    if threads == 1 and cpu_time_s is not None and wall_s and cpu_time_s < WAITING_SHARE * wall_s:
         return True
     if other_cpu_cores is None or not cpu_cores:
         return False

@@ -48,7 +48,9 @@ def compare(measured_dir: Path, replay_dir: Path) -> dict:
         r = by_key.get((m["mode"], m["epoch"]))
         if r is None:
             continue
-        busy = is_contended(m.get("other_cpu_cores"), m.get("busy_processes"), cores, threads)
+        on_cpu = str(m.get("device") or "").startswith("cpu")
+        busy = is_contended(m.get("other_cpu_cores"), m.get("busy_processes"), cores, threads,
+                            m.get("cpu_time_s") if on_cpu else None, m["epoch_time_s"])
         out["epochs"].append({"mode": m["mode"], "epoch": m["epoch"], "contended": busy,
                               "measured_s": m["epoch_time_s"], "replayed_s": r["epoch_time_s"],
                               "measured_cpu_s": m.get("cpu_time_s"), "replayed_cpu_s": r.get("cpu_time_s")})

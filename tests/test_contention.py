@@ -72,3 +72,9 @@ def test_gpu_neighbours_without_nvml(monkeypatch):
 ])
 def test_contention_rule(other, busy, cores, threads, expected):
     assert is_contended(other, busy, cores, threads) is expected
+
+
+def test_a_one_thread_epoch_that_waited_for_a_core_is_contended():
+    assert is_contended(0.1, "", 2, 1, cpu_time_s=8.0, wall_s=30.0)      # 27 % of a core: it waited
+    assert not is_contended(0.1, "", 2, 1, cpu_time_s=9.5, wall_s=10.0)  # 95 %: it ran
+    assert not is_contended(0.1, "", 8, 4, cpu_time_s=8.0, wall_s=30.0)  # several threads: not this rule

@@ -166,9 +166,14 @@ def contended_epochs(run: Run) -> int:
     if "other_cpu_cores" not in e or "busy_processes" not in e:
         return 0
     cores, threads = run.hardware.get("cpu_cores"), run.meta.get("torch_threads")
-    return int(sum(is_contended(None if pd.isna(o) else float(o), b if isinstance(b, str) else None,
-                                cores if isinstance(cores, int) else None, threads if isinstance(threads, int) else None)
-                   for o, b in zip(e["other_cpu_cores"], e["busy_processes"])))
+    def num(v: Any) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
+
+    return int(sum(is_contended(num(o), b if isinstance(b, str) else None, cores if isinstance(cores, int) else None,
+                                threads if isinstance(threads, int) else None,
+                                num(c) if str(d).startswith("cpu") else None, num(w))
+                   for o, b, c, w, d in zip(e["other_cpu_cores"], e["busy_processes"], e["cpu_time_s"],
+                                            e["epoch_time_s"], e["device"])))
 
 
 def _memory_budget(run: Run) -> float:
