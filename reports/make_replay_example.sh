@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 DATA=${1:-.cache/cifar10}
 [ -d "$DATA/train" ] || { echo "error: no CIFAR-10 copy in $DATA: pass its folder (reports/make_example.sh unpacks one)" >&2; exit 2; }
 OUT=reports/cifar10-replay-example
-ORIG=$(ls -d "$OUT"/runs/*-cpu-resnet20-* | grep -v replay | head -1)
+ORIG=$(ls -d "$OUT"/runs/*/ | while read -r d; do case $(basename "$d") in *-replay-*) ;; *) echo "$d";; esac; done | head -1)
 # the run.json names the data folder it was recorded with; point the replay at this machine's copy
 WORK=$(mktemp -d)
 cp -r "$ORIG" "$WORK/orig"

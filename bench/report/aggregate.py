@@ -154,7 +154,9 @@ def run_metrics(run: Run) -> dict[str, Any]:
     m["dense_batch_sizes"] = batch_sequence(d["batch_size"].tolist())
     m["memory_budget_bytes"] = _memory_budget(run)
     m["contended_epochs"] = contended_epochs(run)
-    m["epochs_with_load"] = int(run.epochs["other_cpu_cores"].notna().sum()) if "other_cpu_cores" in run.epochs else 0
+    e = run.epochs  # epochs with any load record: a replay has CPU time per step, not the load
+    m["epochs_with_load"] = int((e["other_cpu_cores"].notna() | e["cpu_time_s"].notna()
+                                 | e["busy_processes"].notna()).sum()) if "cpu_time_s" in e else 0
     return m
 
 

@@ -290,8 +290,9 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                          f"finishing): {names}.", kind="note"))
     busy = agg.table[agg.table["contended_epochs"] > 0] if "contended_epochs" in agg.table else agg.table.iloc[:0]
     if not busy.empty:
-        head.append(Para("Measured under contention (other processes oversubscribed the CPU or shared the GPU; "
-                         "times are upper bounds, `bench replay` on a quiet machine or `--interleave` helps): "
+        head.append(Para("Timed under contention (other processes oversubscribed the CPU or shared the GPU, or a "
+                         "one-thread CPU epoch got under 80 % of a core; wall times are then upper bounds and "
+                         "rows timed at different moments are not comparable; replay on a quiet machine): "
                          + "; ".join(f"{r['label']}: {int(r['contended_epochs'])} of {int(r['epochs_with_load'])} "
                                      "epochs" for _, r in busy.iterrows()) + ".", kind="note"))
     if warnings:
