@@ -235,15 +235,20 @@ def report(paths, out, title) -> None:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @friendly_errors
 def replay(run_dir, profile, emulate, device, results_dir, synthetic, budget_s, spread, quiet) -> None:
-    """Time a recorded run's pruning trajectory here, without training: one replayed run folder."""
+    """Time a recorded run's (or a whole study's) pruning trajectory here, without training."""
     from .replay import ReplaySettings, replay as run_replay
 
     if budget_s <= 0 or not 0 < spread < 1:
         raise BenchError("--budget must be > 0 and --spread between 0 and 1")
     settings = ReplaySettings(profile=profile, device=device, emulate=emulate, synthetic=synthetic,
                               budget_s=budget_s, spread=spread)
-    out = run_replay(Path(run_dir), Path(results_dir), settings,
-                     echo=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)))
+    echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    if (Path(run_dir) / "study.json").exists():  # a study (bench sweep): replay every run of it
+        from .sweep import replay_study
+
+        out = replay_study(Path(run_dir), Path(results_dir), settings, echo=echo)
+    else:
+        out = run_replay(Path(run_dir), Path(results_dir), settings, echo=echo)
     click.echo(str(out))
 
 

@@ -156,11 +156,12 @@ class Study:
         atomic_write_json(self.path, self.data)
 
     @classmethod
-    def create(cls, results_dir: Path, base: RunConfig, varied: dict[str, list[Any]], repeat: int) -> "Study":
+    def create(cls, results_dir: Path, base: RunConfig, varied: dict[str, list[Any]], repeat: int,
+               tag: str = "") -> "Study":
         entries = plan_study(base, varied, repeat)
         results_dir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        name = "-".join(varied)
+        name = "-".join([*varied, *([tag] if tag else [])])
         for _ in range(100):
             study_id = f"study-{stamp}-{name}-{secrets.token_hex(3)}"
             try:
@@ -307,3 +308,33 @@ def resume_study(folder: Path, *, progress: bool = False, echo: Echo = lambda s:
     if not (folder / STUDY_FILE).exists():
         raise BenchError(f"{folder}: no {STUDY_FILE}; --resume takes a study folder made by `bench sweep`")
     return run_study(Study.open(folder), progress=progress, echo=echo)
+
+
+def replay_study(folder: Path, results_dir: Path, settings: Any = None, *, echo: Echo = lambda s: None) -> Path:
+    """``bench replay`` of a study: every finished run of it replayed here, into a study of the same shape.
+
+    The new study record names the one it replays, so the report shows the
+    same section with this machine's times (accuracy stays the original's).
+    """
+    from .replay import replay
+
+    src = Study.open(Path(folder))
+    todo = [e for e in src.data["entries"] if e["status"] == "finished" and e["run"]]
+    if not todo:
+        raise BenchError(f"{src.path}: no finished run to replay yet")
+    varied = {k: list(v) for k, v in src.data["varied"].items()}
+    study = Study.create(Path(results_dir), src.base_config(), varied, src.data["repeat"], tag="replay")
+    study.data["replay_of"] = src.data["study_id"]
+    study.data["entries"] = [{**e, "run": None, "status": "pending"} for e in src.data["entries"]]
+    study.save()
+    for n, entry in enumerate(study.data["entries"], start=1):
+        original = next(e for e in src.data["entries"] if e["id"] == entry["id"])
+        if original not in todo:
+            continue
+        echo(f"study {study.data['study_id']}: replaying {n}/{len(study.data['entries'])} {entry['id']}")
+        out = replay(src.folder / original["run"], study.folder, settings, echo=echo)
+        entry.update(run=out.name, status="finished")
+        study.save()
+    study.data["status"] = "finished"
+    study.save()
+    return study.folder

@@ -141,6 +141,24 @@ def test_report_pairs_the_study_and_adds_its_section(finished_study, tmp_path):
 
 
 @pytest.mark.slow
+def test_replay_of_a_study_replays_every_run_and_reports_it(finished_study, tmp_path):
+    proc = _bench("replay", str(_study(finished_study)[0]), "--profile", "gtx750ti", "--budget", "1",
+                  "--results-dir", str(tmp_path / "replayed"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    folder, study = _study(tmp_path / "replayed")
+    original = _study(finished_study)[1]
+    assert study["replay_of"] == original["study_id"] and study["status"] == "finished"
+    assert [e["id"] for e in study["entries"]] == [e["id"] for e in original["entries"]]
+    for e in study["entries"]:
+        meta = json.loads((folder / e["run"] / "run.json").read_text())
+        assert meta["source"] == "replay" and meta["config"]["modes"] == [e["mode"]]
+    result = build_report([finished_study, tmp_path / "replayed"], tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Study: interval\n" in md and "## Study: interval (replayed)" in md
+    assert set(result.table["source"]) == {"measured", "replay"}
+
+
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
     results = tmp_path / "results"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -222,6 +222,17 @@ def settings_text(run: Run) -> str:
 # --------------------------------------------------------------------------
 # All runs
 
+def run_record(run: Run, settings: str | None = None) -> dict[str, Any]:
+    """One compared run before summarising: its KEY_COLUMNS (``settings`` overrides the text), identity, metrics."""
+    return {"device": run.device_label, "model": run.model, "dataset": run.dataset,
+            "epochs": int(run.mode_epochs("dense")["epoch"].max()),
+            "settings": settings_text(run) if settings is None else settings,
+            "run_id": run.run_id, "in_progress": run.in_progress,
+            "emulated": run.emulated, "profile": run.profile, "source": run.source,
+            "trajectory": run.replay_of or run.run_id,
+            **run_metrics(run)}
+
+
 def aggregate(runs: Sequence[Run]) -> Aggregation:
     """Compare every complete pair and summarise repeats per configuration."""
     warnings: list[str] = []
@@ -244,13 +255,7 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
             warnings.append(f"run {run.run_id} ({run.path}): not compared: {problem}")
             continue
         compared.append(run)
-        epochs = int(run.mode_epochs("dense")["epoch"].max())
-        per_run.append({"device": run.device_label, "model": run.model, "dataset": run.dataset,
-                        "epochs": epochs, "settings": settings_text(run),
-                        "run_id": run.run_id, "in_progress": run.in_progress,
-                        "emulated": run.emulated, "profile": run.profile, "source": run.source,
-                        "trajectory": run.replay_of or run.run_id,
-                        **run_metrics(run)})
+        per_run.append(run_record(run))
         e = run.epochs.copy()
         e["device_label"] = run.device_label
         e["run_path"] = str(run.path)

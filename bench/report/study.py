@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from ..errors import RecordError
 from . import fmt
 from ..sweep import STUDY_FILE, dense_partner, read_study
-from .aggregate import _summarise, run_metrics, train_time
+from .aggregate import _summarise, pair_problem, run_record, train_time
 from .load import Run
 from .plots import STYLE, Plot, _png, _wrap
 
@@ -101,11 +101,10 @@ def study_views(studies: Sequence[tuple[Path, dict]], runs: Sequence[Run],
             pair = _paired(dense_run, pt_run)
             label = _label(e["setting"])
             view.pairs.append((label, pair))
-            epochs = int(pair.mode_epochs("dense")["epoch"].max()) if not pair.epochs.empty else 0
-            per_run.append({"device": pair.device_label, "model": pair.model, "dataset": pair.dataset,
-                            "epochs": epochs, "settings": label, "run_id": pair.run_id,
-                            "in_progress": pair.in_progress, "emulated": pair.emulated,
-                            "profile": pair.profile, **run_metrics(pair)})
+            if pair_problem(pair) is None:
+                per_run.append(run_record(pair, settings=label))
+            else:
+                view.missing.append(f"{e['id']}: {pair_problem(pair)}")
         if view.missing:
             warnings.append(f"study {data['study_id']}: {len(view.missing)} run(s) without a complete pair "
                             f"({'; '.join(view.missing[:3])}{'; …' if len(view.missing) > 3 else ''})")
@@ -162,8 +161,8 @@ def batch_effect(view: StudyView) -> str | None:
 
 def accuracy_time_figure(view: StudyView) -> Figure | None:
     """Test accuracy against cumulative training time: dense and every setting, Pareto settings marked."""
-    if not view.pairs:
-        return None
+    if not any(pair.epochs["test_acc"].notna().any() for _, pair in view.pairs):
+        return None  # replayed: nothing was trained, so there is no accuracy to plot
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
     pareto = dict(zip(view.table["settings"], view.table["pareto"])) if "pareto" in view.table else {}
@@ -219,6 +218,10 @@ def study_section(view: StudyView, index: int) -> tuple["Section", Plot | None]:
                          "repeat unless a varied setting changes dense training too. Median over repeats, "
                          "(min–max) where repeated. “Not beaten”: no other setting, nor dense, trains faster "
                          "and ends more accurate (the Pareto front of time against final accuracy).")]
+    if d.get("replay_of"):
+        blocks.append(Para(f"Replayed (bench replay) from study {d['replay_of']}: every run's trajectory was timed "
+                           "on this device instead of trained, so the times are this device's and the accuracy "
+                           "columns are empty (the original study has them).", kind="note"))
     rows = []
     t = view.table
     if not t.empty:
@@ -247,4 +250,5 @@ def study_section(view: StudyView, index: int) -> tuple["Section", Plot | None]:
     plot = study_plot(view, index)
     if plot is not None:
         blocks.append(Image(plot))
-    return Section(f"Study: {', '.join(view.varied)}", blocks), plot
+    title = f"Study: {', '.join(view.varied)}" + (" (replayed)" if d.get("replay_of") else "")
+    return Section(title, blocks), plot
