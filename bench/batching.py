@@ -205,11 +205,17 @@ class BatchPolicy:
     usable_bytes: int
     headroom: float
     budget_name: str
+    policy: str = "freed"   # freed: grow only into memory pruning freed | fill: every mode fills the budget
 
-    def after_reshape(self, need_fixed: float, need_per_sample: float, *, at_start: bool) -> tuple[int, str]:
+    def after_reshape(self, need_fixed: float, need_per_sample: float, *, at_start: bool,
+                      start_need: int = 0) -> tuple[int, str]:
+        """``start_need``: bytes one process needed at the starting batch (the "freed" policy's cap)."""
         world = self.world_size
         base = self.base_batch // world  # per process
-        decision = choose_batch(base, need_fixed, need_per_sample, self.usable_bytes or 1, self.headroom,
+        budget = self.usable_bytes or 1
+        if self.policy == "freed" and not at_start and start_need:
+            budget = min(budget, start_need / self.headroom + 1)  # never more than the dense model needed
+        decision = choose_batch(base, need_fixed, need_per_sample, budget, self.headroom,
                                 max_batch=max(self.max_batch // world, base))
         if not decision.fits:
             raise OutOfMemoryBudget(
@@ -217,9 +223,10 @@ class BatchPolicy:
                 f"more than the budget of {self.usable_bytes / 2**20:.0f} MiB usable "
                 f"({self.budget_name}); choose a smaller model or a larger profile")
         batch = decision.batch * world
-        if at_start:
-            batch = min(batch, self.base_batch)  # dense and PruneTrain start alike; only lowered
-        return batch, decision.reason
+        reason = decision.reason
+        if at_start and self.policy == "freed" and batch > self.base_batch:
+            batch, reason = self.base_batch, f"the base batch; the budget would allow {batch}"
+        return batch, f"{self.policy} policy: {reason}"
 
     def after_oom(self, batch: int, need_bytes: int, why: str, *, distributed: bool) -> int:
         lower = lower_after_oom(batch, self.base_batch)

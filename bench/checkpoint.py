@@ -35,12 +35,14 @@ class ModeState:
     oom_retries: int = 0
     architectures: list[dict] = field(default_factory=list)
     batch_reasons: list[str] = field(default_factory=list)
+    start_need: int = 0            # bytes one process needed at the starting batch (the freed-memory cap)
 
     def to_blob(self) -> dict:
         """The checkpoint's 'epoch' and 'state' keys (read back by :func:`check_state`)."""
         return {"epoch": self.epoch, "state": {
             "batch": self.batch, "lam": self.lam, "oom_retries": self.oom_retries,
-            "architectures": self.architectures, "batch_reasons": self.batch_reasons}}
+            "architectures": self.architectures, "batch_reasons": self.batch_reasons,
+            "start_need": self.start_need}}
 
 
 def optimizer_to_named(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -183,8 +185,11 @@ def check_state(blob: dict, path: Path, *, epochs: int, max_batch: int) -> ModeS
         raise fail("state.architectures", "must be a list of architecture records with an 'epoch'", archs)
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
         raise fail("state.batch_reasons", "must be a list of strings", reasons)
+    start_need = s.get("start_need", 0)  # absent in checkpoints written before the freed-memory policy
+    if not is_int(start_need) or start_need < 0:
+        raise fail("state.start_need", "must be an integer >= 0", start_need)
     return ModeState(epoch=epoch, batch=batch, lam=None if lam is None else float(lam), oom_retries=retries,
-                     architectures=list(archs), batch_reasons=list(reasons))
+                     architectures=list(archs), batch_reasons=list(reasons), start_need=start_need)
 
 
 def export(path: Path, model: nn.Module, data) -> None:

@@ -74,6 +74,20 @@ def main() -> None:
 @click.option("--interval", type=int, default=None, help="Reconfigure every N epochs.")
 @click.option("--lpr", type=float, default=None, help="Lasso penalty ratio that sets λ.")
 @click.option("--threshold", type=float, default=None, help="A channel is dead when max|w| < threshold.")
+@click.option("--lasso", type=click.Choice(["paper", "proximal"]), default=None,
+              help="paper: the penalty in the loss, union liveness, fixed threshold (PruneTrain as published); "
+                   "proximal: block soft-thresholding after each optimizer step. Default from the profile.")
+@click.option("--liveness", type=click.Choice(["union", "readers"]), default=None,
+              help="union: a channel goes when dead in every layer that writes or reads it; readers: when every "
+                   "layer that reads it ignores it. Default: union with --lasso paper, else the profile's.")
+@click.option("--change-budget", type=float, default=None,
+              help="Choose the largest threshold whose removal changes the held-out logits by at most this "
+                   "fraction of their scale (0 = fixed --threshold). Default: 0 with --lasso paper, else the profile's.")
+@click.option("--held-out", type=int, default=256, show_default=True,
+              help="Test images in the fixed batch that measures every reconfiguration's function change.")
+@click.option("--batch-policy", type=click.Choice(["freed", "fill"]), default=None,
+              help="freed: PruneTrain's batch grows only into memory pruning freed (dense's need at the start); "
+                   "fill: both modes fill the memory budget.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--adjust-batch/--no-adjust-batch", default=True, show_default=True,
               help="Dynamic mini-batch adjustment after each reconfiguration.")
@@ -148,7 +162,11 @@ def build_config(opts: dict, dist=None):
             raise BenchError(f"--lr-milestones must be fractions like 0.5,0.75 or 'none', got {text!r}") from None
         if not all(0 < v < 1 for v in milestones):
             raise BenchError(f"--lr-milestones must be fractions between 0 and 1, got {text!r}")
+    paper = opts["lasso"] == "paper"  # the published method unless a lever is asked for explicitly
     cfg = RunConfig(
+        lasso=pick("lasso", d.lasso), liveness=pick("liveness", "union" if paper else d.liveness),
+        change_budget=pick("change_budget", 0.0 if paper else d.change_budget), held_out=opts["held_out"],
+        batch_policy=pick("batch_policy", d.batch_policy),
         model=pick("model", d.model), data=pick("data", d.data), data_dir=opts["data_dir"],
         subset=pick("subset", d.subset), profile=opts["profile"] if opts["profile"] != "auto" else profile.name,
         modes=["dense", "prunetrain"] if opts["mode"] == "both" else [opts["mode"]],

@@ -7,11 +7,14 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 MODES = ("dense", "prunetrain")
+LASSO_STEPS = ("paper", "proximal")
+LIVENESS = ("union", "readers")
+BATCH_POLICIES = ("freed", "fill")
 
 
 @dataclass
 class RunConfig:
-    """Defaults are the original work's CIFAR settings (prunetrain-method.md §6)."""
+    """Defaults are PruneTrain's published CIFAR settings and its method (``lasso="paper"``)."""
 
     model: str = "resnet32"
     data: str = "cifar10"
@@ -30,6 +33,11 @@ class RunConfig:
     interval: int = 10
     lpr: float = 0.2
     threshold: float = 1e-4
+    lasso: str = "paper"          # paper: penalty in the loss (subgradient) | proximal: soft-threshold after the step
+    liveness: str = "union"       # union: dead in every writer and reader | readers: every reader ignores it
+    change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
+    held_out: int = 256           # test images of the fixed batch that measures each reconfiguration
+    batch_policy: str = "freed"   # freed: grow only into memory pruning freed | fill: both modes fill the budget
     seed: int = 0
     adjust_batch: bool = True
     round_channels: int = 1
@@ -60,6 +68,11 @@ class RunConfig:
             (self.interval >= 1, "--interval must be >= 1"),
             (0.0 < self.lpr < 1.0, "--lpr must be between 0 and 1 (exclusive)"),
             (self.threshold > 0, "--threshold must be > 0"),
+            (self.lasso in LASSO_STEPS, f"--lasso must be one of {', '.join(LASSO_STEPS)}"),
+            (self.liveness in LIVENESS, f"--liveness must be one of {', '.join(LIVENESS)}"),
+            (0.0 <= self.change_budget < 1.0, "--change-budget must be 0 (off) or a fraction below 1"),
+            (self.held_out >= 1, "--held-out must be >= 1"),
+            (self.batch_policy in BATCH_POLICIES, f"--batch-policy must be one of {', '.join(BATCH_POLICIES)}"),
             (self.lr > 0, "--lr must be > 0"),
             (self.subset >= 0, "--subset must be >= 0"),
             (self.round_channels >= 1, "--round-channels must be >= 1"),

@@ -19,6 +19,7 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from .config import BATCH_POLICIES, LASSO_STEPS, LIVENESS
 from .errors import ProfileError
 from .hardware import GIB, DeviceInfo
 
@@ -47,6 +48,10 @@ class RunDefaults:
     threshold: float = 1e-4
     lr: float = 0.1
     lr_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the epochs where the LR drops ×0.1
+    lasso: str = "paper"
+    liveness: str = "union"
+    change_budget: float = 0.0
+    batch_policy: str = "freed"
 
 
 @dataclass(frozen=True)
@@ -319,6 +324,11 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
                            "a number > 0", lambda x: x > 0),
         lr=c.number(d, "lr", "defaults.lr", base.lr, "a number > 0", lambda x: x > 0),
         lr_milestones=_milestones(c, d, base.lr_milestones),
+        lasso=c.string(d, "lasso", "defaults.lasso", base.lasso, LASSO_STEPS),
+        liveness=c.string(d, "liveness", "defaults.liveness", base.liveness, LIVENESS),
+        change_budget=c.number(d, "change_budget", "defaults.change_budget", base.change_budget,
+                               "0 (off) or a fraction below 1", lambda x: 0 <= x < 1),
+        batch_policy=c.string(d, "batch_policy", "defaults.batch_policy", base.batch_policy, BATCH_POLICIES),
     )
 
     return Profile(

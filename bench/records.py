@@ -110,6 +110,12 @@ class EpochRow:
     load_avg: float | None = column("1-minute load average when the epoch ended; empty in a replay")
     other_cpu_cores: float | None = column("cores other processes used during the epoch (/proc; empty elsewhere)")
     busy_processes: str | None = column("the busiest other processes, and on CUDA the other processes on the GPU")
+    # measured at a reconfiguration on a fixed held-out batch, before vs after it; empty otherwise
+    prune_threshold: float | None = column("threshold used (chosen under --change-budget; empty: none fit it)")
+    func_change_eval: float | None = column("max |Δlogit| / max |logit| before, eval mode")
+    func_change_train: float | None = column("the same in train mode (batch statistics)")
+    func_acc_delta_eval: float | None = column("accuracy change on that batch, points, eval mode", low=None)
+    func_acc_delta_train: float | None = column("the same in train mode", low=None)
 
     def __post_init__(self) -> None:
         for name, (typ, nullable) in _TYPES.items():

@@ -141,14 +141,18 @@ def replay_data(traj: Trajectory, synthetic: bool, pool: int) -> tuple[ImageData
 
 # ------------------------------------------------------------------------------------------ batch
 def decide_batch(traj: Trajectory, shape: Shape, memory: MemoryEstimate, usable: int, headroom: float,
-                 profile: str) -> tuple[int, str]:
-    """The target profile's rule for this shape, exactly as ``bench run`` applies it (bench.batching)."""
+                 profile: str, start_need: int = 0) -> tuple[int, str]:
+    """The target profile's rule for this shape, exactly as ``bench run`` applies it (bench.batching).
+
+    ``start_need``: bytes the mode's first shape needed at its batch (the "freed" policy's cap).
+    """
     cfg = traj.cfg
     if not cfg.adjust_batch:
         return cfg.batch_size, "--no-adjust-batch: the base batch"
     policy = BatchPolicy(f"{shape.mode} shape after epoch {shape.epoch}", cfg.batch_size, cfg.max_batch, 1,
-                         usable, headroom, profile)
-    return policy.after_reshape(memory.fixed, memory.per_sample_activations, at_start=shape.index == 0)
+                         usable, headroom, profile, cfg.batch_policy)
+    return policy.after_reshape(memory.fixed, memory.per_sample_activations, at_start=shape.index == 0,
+                                start_need=start_need)
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -265,6 +269,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     cases: dict[tuple[str, int], Case] = {}
     example = _example(data, device)
     for mode, shapes in traj.shapes.items():
+        start_need = 0
         for sh in shapes:
             model = pc.rebuild(sh.arch)
             if pc.channels(model) != sh.channels:
@@ -274,7 +279,8 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
             opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
             memory = measure_training_memory(model, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
             del model, opt
-            batch, reason = decide_batch(traj, sh, memory, usable, profile.headroom, profile.name)
+            batch, reason = decide_batch(traj, sh, memory, usable, profile.headroom, profile.name, start_need)
+            start_need = start_need or memory.total_for_batch(batch)
             timed[(mode, sh.index)] = TimedShape(sh, batch, reason, memory)
     for key, ts in timed.items():       # every batch fits: only now build the timed steps
         if len(traj.shapes[key[0]]) > ts.shape.index + 1 and key[0] == "prunetrain":
@@ -345,6 +351,8 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
         "lasso_ratio": None, "comm_wait_s": None,
         # the machine's load while timing is one figure for the whole replay: run.json replay.contention
         "load_avg": None, "other_cpu_cores": None, "busy_processes": None,
+        "lasso_ratio": None, "comm_wait_s": None, "prune_threshold": None, "func_change_eval": None,
+        "func_change_train": None, "func_acc_delta_eval": None, "func_acc_delta_train": None,
     }
 
 

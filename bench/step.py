@@ -59,13 +59,15 @@ class TrainStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device,
                  amp: str = "off", scaler: torch.amp.GradScaler | None = None,
                  lasso: pc.GroupLasso | None = None, lpr: float = 0.0, lam: float | None = None,
-                 reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = False):
+                 reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = False,
+                 penalty_in_loss: bool = True):
         self.model, self.optimizer, self.device = model, optimizer, device
         self.autocast = amp != "off" and device.type == "cuda"
         self.dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         self.scaler = scaler if self.autocast and amp == "fp16" else None
         self.lasso, self.lpr, self.lam, self.reduce_mean = lasso, lpr, lam, reduce_mean
         self.channels_last = channels_last
+        self.penalty_in_loss = penalty_in_loss  # False: λ and the ratio only; a post-step hook applies the penalty
         self.nan_loss = False          # test hook (bench.faults): make the loss NaN
         self.post_step_hooks: list[Callable[[], None]] = []
 
@@ -80,10 +82,12 @@ class TrainStep:
         loss = ce
         if self.lasso is not None:
             # the penalty in fp32, added before any loss scaling, so scaling treats it like the CE
-            penalty = self.lasso.penalty()
+            with torch.set_grad_enabled(self.penalty_in_loss):
+                penalty = self.lasso.penalty()
             if self.lam is None:
                 self.lam = self.first_lambda(ce, penalty)
-            loss = ce + self.lam * penalty
+            if self.penalty_in_loss:
+                loss = ce + self.lam * penalty
             if meter is not None:
                 with torch.no_grad():
                     reg = self.lam * penalty

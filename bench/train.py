@@ -88,21 +88,36 @@ class ModeTrainer:
         self.ctx, self.mode, self.cfg = ctx, mode, ctx.cfg
         self.prune = mode == "prunetrain"
         self.example = self._example_batch()
+        self.held_x, self.held_y = self._held_out_batch() if self.prune else (None, None)
         self.state = ModeState()
         self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
+        self.last_change: dict[str, Any] | None = None  # function change measured at this epoch's reconfiguration
         self.scaler = make_scaler(self.cfg.amp, ctx.device)  # one for the whole mode: its scale carries over
         self.policy = BatchPolicy(mode, self.cfg.batch_size, self.cfg.max_batch, self.cfg.world_size,
-                                  ctx.usable_budget, ctx.headroom, ctx.profile_name)
+                                  ctx.usable_budget, ctx.headroom, ctx.profile_name, self.cfg.batch_policy)
         self.module: nn.Module
         self.optimizer: torch.optim.Optimizer
         self.step: TrainStep
 
     # ------------------------------------------------------------------ setup
     def _example_batch(self) -> torch.Tensor:
-        x = self.ctx.data.train.images[:2].to(self.ctx.device)
+        return self._normalised(self.ctx.data.train.images[:2])
+
+    def _normalised(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.ctx.device)
         mean = torch.tensor(self.ctx.data.train.mean, device=self.ctx.device).view(1, -1, 1, 1)
         std = torch.tensor(self.ctx.data.train.std, device=self.ctx.device).view(1, -1, 1, 1)
         return (x.float() / 255 - mean) / std
+
+    def _held_out_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed batch of test images spread over the whole (class-sorted) test set.
+
+        It measures each reconfiguration's function change and, with a change
+        budget, chooses the threshold from logits alone (labels only report Δaccuracy).
+        """
+        test = self.ctx.data.test
+        idx = torch.linspace(0, len(test) - 1, min(self.cfg.held_out, len(test))).long()
+        return self._normalised(test.images[idx]), test.labels[idx].to(self.ctx.device)
 
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
@@ -166,7 +181,14 @@ class ModeTrainer:
         self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
                               scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
                               reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
-                              channels_last=self.channels_last)
+                              channels_last=self.channels_last, penalty_in_loss=self.cfg.lasso != "proximal")
+        if self.lasso is not None and self.cfg.lasso == "proximal":
+            self.step.post_step_hooks.append(self._proximal_step)
+
+    def _proximal_step(self) -> None:
+        """Block soft-thresholding with the subgradient's step under momentum, lr·λ/(1−momentum)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.lasso.proximal_step(pc.proximal_step_size(lr, self.step.lam, self.cfg.momentum))
 
     def _mean_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
         return self.ctx.dist.all_reduce_sum(t.reshape(1))[0] / self.ctx.dist.world_size
@@ -185,10 +207,12 @@ class ModeTrainer:
         if not self.cfg.adjust_batch:
             return
         batch, reason = self.policy.after_reshape(self.memory.fixed, self.memory.per_sample_activations,
-                                                  at_start=at_start)
+                                                  at_start=at_start, start_need=self.state.start_need)
         if self.ctx.dist is not None:
             batch = self.ctx.dist.broadcast_object(batch)  # deterministic anyway; rank 0's decision is shared
         self.state.batch = batch
+        if at_start:
+            self.state.start_need = self.memory.total_for_batch(max(1, batch // self.cfg.world_size))
         self.state.batch_reasons.append(f"epoch {self.state.epoch}: {batch} ({reason})")
 
     # ------------------------------------------------------------------ one epoch
@@ -310,19 +334,38 @@ class ModeTrainer:
         """Shrink the model (plan on rank 0, same surgery everywhere), then re-decide the batch."""
         self._sync()
         start = time.perf_counter()
-        def plan_here():
-            return pc.plan_reconfiguration(self.module, self.example, threshold=self.cfg.threshold,
-                                           round_to=self.cfg.round_channels)
+        before = pc.outputs(self.module, self.held_x)  # the budget's reference, and the proof's "before"
+        proof_time = 0.0 if self.cfg.change_budget else time.perf_counter() - start
+        chosen: dict[str, Any] = {"threshold": self.cfg.threshold}
+
+        def plan_here() -> pc.Plan:
+            return self._plan(before, chosen)
         plan = self.ctx.dist.broadcast_plan(plan_here) if self.ctx.dist is not None else plan_here()
         model = pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer)
+        t0 = time.perf_counter()
+        change = pc.compare(before, pc.outputs(model, self.held_x), self.held_y)
+        proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
+        self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict()}
         self._install(model, self.optimizer)
         faults.maybe_kill("reconfigure")
         self._decide_batch(at_start=False)
         self._sync()
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - proof_time
         self._record_architecture(epoch)
         debug_dump(self, epoch)  # test hook, no-op unless BENCH_DEBUG_DUMP_DIR is set
         return elapsed
+
+    def _plan(self, before: pc.Outputs, chosen: dict[str, Any]) -> pc.Plan:
+        """The fixed-threshold plan, or with a change budget the largest threshold that stays within it."""
+        cfg = self.cfg
+        if not cfg.change_budget:
+            return pc.plan_reconfiguration(self.module, self.example, threshold=cfg.threshold,
+                                           round_to=cfg.round_channels, liveness=cfg.liveness)
+        choice = pc.plan_within_budget(self.module, self.example, self.held_x, self.held_y,
+                                       tolerance=cfg.change_budget, thresholds=pc.threshold_grid(cfg.threshold),
+                                       liveness=cfg.liveness, round_to=cfg.round_channels, reference=before)
+        chosen.update(threshold=choice.threshold, tried=choice.tried)
+        return choice.plan
 
     def _record_architecture(self, epoch: int) -> None:
         arch = {
@@ -333,6 +376,7 @@ class ModeTrainer:
             "train_flops_per_image": self.flops.train_per_image,
             "batch_size": self.state.batch,
             "memory": self.memory.to_dict(),
+            "function_change": self.last_change if epoch else None,
             "arch": pc.describe(self.module),  # the exact graph (removed branches too): `bench replay` rebuilds it
         }
         self.state.architectures.append(arch)
@@ -351,7 +395,9 @@ class ModeTrainer:
             params_now = sum(p.numel() for p in self.module.parameters())
             grad_bytes = self._grad_bytes()
             self.state.epoch = epoch  # before reconfigure: its batch_reasons entry names this epoch
+            self.last_change = None
             reconfig_time = self.reconfigure(epoch) if self.prune and cfg.is_reconfiguration_epoch(epoch) else 0.0
+            change = self.last_change or {}
             row = {
                 "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "mode": self.mode,
                 "model": cfg.model, "dataset": ctx.data.name, "profile": ctx.profile_name,
@@ -369,6 +415,10 @@ class ModeTrainer:
                 "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
                 "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured", "replay_of": None,
                 **(stats.contention or Contention.unknown()).columns(),
+                "prune_threshold": change.get("threshold"),
+                "func_change_eval": change.get("eval_rel"), "func_change_train": change.get("train_rel"),
+                "func_acc_delta_eval": change.get("eval_acc_delta"),
+                "func_acc_delta_train": change.get("train_acc_delta"),
             }
             if ctx.is_writer:
                 ctx.log.append(row)

@@ -92,7 +92,7 @@ class BudgetChoice:
     plan: Plan
     threshold: float | None      # None: even the smallest threshold changed the function too much
     change: FunctionChange | None  # measured change of the chosen plan (None: nothing removed)
-    tried: list[tuple[float, float]]  # (threshold, max_rel) in the order measured
+    tried: list[tuple[float, float]]  # (threshold, max_rel) of each trial surgery, in the order measured
 
 
 def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: torch.Tensor, *,
@@ -100,8 +100,9 @@ def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: tor
                        round_to: int = 1, reference: Outputs | None = None) -> BudgetChoice:
     """The plan of the largest threshold whose measured function change stays within ``tolerance``.
 
-    Thresholds are tried from the smallest up and the scan stops at the first
-    one over the budget (a larger threshold removes a superset of channels).
+    A larger threshold removes a superset of channels, so the change is taken
+    to grow with it and the grid is bisected (about log2(len(thresholds))
+    trial surgeries, each measured on ``x``).
     """
     if tolerance <= 0:
         raise ValueError(f"the function-change tolerance must be > 0, got {tolerance}")
@@ -109,21 +110,30 @@ def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: tor
     graph = analyse(model, inputs)
     strength = channel_strength(graph, model, liveness)
     reference = reference or outputs(model, x)
+    grid = sorted(thresholds)
+    plans = [make_plan(graph, strength, threshold=t, round_to=round_to) for t in grid]
     keep_all = Plan(keep={s.id: list(range(s.size)) for s in graph.prunable_spaces()},
                     sizes={s.id: s.size for s in graph.prunable_spaces()})
     choice = BudgetChoice(keep_all, None, None, [])
-    last_keep = None
-    for t in sorted(thresholds):
-        plan = make_plan(graph, strength, threshold=t, round_to=round_to)
-        if not plan.changed:
-            choice.plan, choice.threshold = plan, t
-            continue
-        if plan.keep == last_keep:  # same channels as the previous threshold: same change
-            choice.threshold = t
-            continue
-        change = compare(reference, outputs(apply_plan(graph, plan, inputs), x), y)
-        choice.tried.append((t, change.max_rel))
-        if change.max_rel > tolerance:
-            break
-        choice.plan, choice.threshold, choice.change, last_keep = plan, t, change, plan.keep
+    measured: dict[str, FunctionChange] = {}
+
+    def change_of(i: int) -> FunctionChange | None:
+        if not plans[i].changed:
+            return None
+        key = repr(sorted(plans[i].keep.items()))
+        if key not in measured:
+            measured[key] = compare(reference, outputs(apply_plan(graph, plans[i], inputs), x), y)
+            choice.tried.append((grid[i], measured[key].max_rel))
+        return measured[key]
+
+    lo, hi = -1, len(grid)  # grid[lo] is within the budget (or none is), grid[hi] is not (or none is)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        change = change_of(mid)
+        if change is None or change.max_rel <= tolerance:
+            lo = mid
+        else:
+            hi = mid
+    if lo >= 0:
+        choice.plan, choice.threshold, choice.change = plans[lo], grid[lo], change_of(lo)
     return choice

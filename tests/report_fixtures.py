@@ -93,6 +93,10 @@ def _row(fr: FakeRun, mode: str, epoch: int) -> dict[str, Any]:
         "grad_bytes_per_step": 0, "comm_wait_s": 0.0, "oom_retries": 0, "steps": 391,
         "source": "measured", "replay_of": "",
         "cpu_time_s": None, "load_avg": None, "other_cpu_cores": None, "busy_processes": None,
+        # a reconfiguration measured on the held-out batch: float rounding only
+        "prune_threshold": 1e-4 if reconfig else None,
+        "func_change_eval": 2e-6 if reconfig else None, "func_change_train": 3e-6 if reconfig else None,
+        "func_acc_delta_eval": 0.0 if reconfig else None, "func_acc_delta_train": 0.0 if reconfig else None,
     }
 
 

@@ -47,10 +47,11 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-# smoke profile (synthetic data, resnet20, interval 1, lpr 0.9, threshold 0.05, constant LR), made smaller:
+# smoke profile (synthetic data, resnet20, interval 1, lpr 0.9, constant LR) with the published rule at
+# threshold 0.05, made smaller:
 # 32 steps of 16 images per epoch, pruning starts after ~64 steps, so reconfigurations 2, 3 and 4 prune.
 ARGS = ["--profile", "smoke", "--subset", "512", "--batch-size", "16", "--max-batch", "32", "--epochs", "5",
-        "--seed", "0"]
+        "--lasso", "paper", "--threshold", "0.05", "--seed", "0"]
 EPOCHS = 5
 
 

@@ -69,10 +69,10 @@ from faultlib import (Jobs, assert_consistent, assert_same_records, bench, bench
 pytestmark = pytest.mark.faults
 
 # Small enough for CI (about 20 s a mode on a 2-core CPU), large enough to matter: three epochs, a
-# reconfiguration after epochs 1 and 2 that really prunes (threshold 0.2: 272k -> 142k -> 83k params),
-# and the batch grows to 64 after the first one.
+# reconfiguration after epochs 1 and 2 that really prunes (the published rule at threshold 0.2:
+# 272k -> 139k -> 76k params), both modes at the batch the budget allows (64).
 BASE = ["--profile", "smoke", "--subset", "256", "--epochs", "3", "--interval", "1", "--batch-size", "32",
-        "--threshold", "0.2", "--quiet"]
+        "--lasso", "paper", "--threshold", "0.2", "--batch-policy", "fill", "--quiet"]
 PRUNE = ["run", *BASE, "--mode", "prunetrain"]
 BOTH = ["run", *BASE, "--mode", "both"]
 WORKERS = max(1, min(2, os.cpu_count() or 1))
@@ -208,7 +208,8 @@ def _profile(tmp: Path, budget_gib: float) -> Path:
 
 
 # resnet20 at the probe: need(16) = 0.026 GiB, need(32) = 0.049 GiB (0.044 after pruning), need(1) = 0.0045 GiB
-OOM_ARGS = ["--subset", "128", "--epochs", "2", "--interval", "1", "--batch-size", "32", "--threshold", "0.2",
+OOM_ARGS = ["--subset", "128", "--epochs", "2", "--interval", "1", "--batch-size", "32", "--lasso", "paper",
+            "--threshold", "0.2",
             "--mode", "prunetrain", "--quiet"]
 
 
@@ -710,7 +711,7 @@ def test_reference_run_prunes(jobs):
     assert [a["epoch"] for a in archs] == [0, 1, 2]
     assert archs[0]["params"] > archs[1]["params"] > archs[2]["params"]  # both reconfigurations prune
     assert params[1] == archs[1]["params"] and params[2] == archs[2]["params"]
-    assert [int(r["batch_size"]) for r in _mode_rows(ref["rows"], "prunetrain")] == [32, 64, 64]
+    assert [int(r["batch_size"]) for r in _mode_rows(ref["rows"], "prunetrain")] == [64, 64, 64]
 
 
 @uses(*(f"{chain}:{stage}" for chain, stage in STAGES), "reference")

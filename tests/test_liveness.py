@@ -154,8 +154,10 @@ def test_budget_removes_near_dead_channels_only_while_the_change_stays_within_to
     pruned = pc.apply_plan_to(model, loose.plan, x)
     measured = pc.compare(pc.outputs(model, x), pc.outputs(pruned, x), y)
     assert measured.max_rel == pytest.approx(loose.change.max_rel, rel=1e-4, abs=1e-7)
-    assert [t for t, _ in loose.tried] == sorted(t for t, _ in loose.tried)
-    assert loose.tried[-1][1] > 1e-3 or loose.threshold == grid[-1]  # the scan stopped at the first miss
+    # bisection: few trials, and the next threshold up (if tried) was over the budget
+    assert len(loose.tried) <= 4
+    above = [c for t, c in loose.tried if t > loose.threshold]
+    assert all(c > 1e-3 for c in above)
 
 
 def test_unknown_liveness_rule_is_refused():

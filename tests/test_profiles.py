@@ -72,7 +72,8 @@ def test_builtin_values(builtins):
     d = smoke.defaults
     assert (d.model, d.data, d.subset, d.batch_size, d.max_batch, d.epochs, d.interval) == (
         "resnet20", "synthetic", 1024, 32, 64, 4, 1)
-    assert (d.lpr, d.threshold, d.lr_milestones) == (0.9, 0.05, ())
+    assert (d.lpr, d.threshold, d.lr_milestones) == (0.9, 1e-4, ())
+    assert (d.lasso, d.liveness, d.change_budget) == ("proximal", "readers", 0.01)
 
 
 # --------------------------------------------------------------------------

@@ -27,7 +27,7 @@ memory_gib = 0.04
 reserve_gib = 0
 headroom = 0.9
 """
-RUN_ARGS = ["--profile", "smoke", "--subset", "256", "--epochs", "3", "--interval", "1", "--batch-size", "32",
+RUN_ARGS = ["--profile", "smoke", "--subset", "256", "--epochs", "3", "--interval", "1", "--batch-size", "32", "--lasso", "paper",
             "--threshold", "0.2", "--quiet"]
 
 

@@ -308,7 +308,8 @@ def _damaged_tree(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
     meta = run_json(old)
     del meta["schema_version"]
     atomic_write_json(d["old"] / "run.json", meta)
-    keep = [c for c in EPOCH_FIELDNAMES if c not in ("comm_wait_s", "grad_bytes_per_step")]
+    keep = [c for c in EPOCH_FIELDNAMES if c not in ("comm_wait_s", "grad_bytes_per_step")
+            and not c.startswith(("func_", "prune_"))]
     out = [",".join(keep) + "\n"]
     for r in old.rows:
         out.append(",".join("0" if c == "schema_version" else repr(r[c]) if isinstance(r[c], float)

@@ -65,13 +65,27 @@ def test_prunetrain_flops_fall_after_reconfigurations(smoke_run):
     per_image = [float(r["inference_flops"]) for r in pt]
     assert len(set(dense)) == 1  # dense never changes shape
     assert per_image[0] == float(rows[0]["inference_flops"])  # same start
-    assert per_image[-1] < 0.9 * per_image[0]  # the smoke settings prune for real
+    assert per_image[-1] < per_image[0]  # the smoke settings prune for real, at a faithful threshold
     assert all(b <= a for a, b in zip(per_image, per_image[1:]))  # never grows back
     assert float(pt[-1]["train_flops"]) < float(pt[0]["train_flops"])
     assert int(pt[-1]["params"]) < int(pt[0]["params"])
     assert float(pt[0]["lasso_lambda"]) > 0 and 0 < float(pt[0]["lasso_ratio"]) < 1
     arch = json.loads((smoke_run / "run.json").read_text())["modes"]["prunetrain"]["architectures"]
     assert [a["epoch"] for a in arch] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_every_reconfiguration_is_measured_and_keeps_the_function(smoke_run):
+    rows = [r for r in _rows(smoke_run) if r["mode"] == "prunetrain"]
+    measured = [r for r in rows if r["func_change_eval"] != ""]
+    assert [int(r["epoch"]) for r in measured] == [1, 2, 3]  # each reconfiguration, and only those
+    for r in measured:  # the change budget (1 %) bounds what the chosen threshold may change
+        assert float(r["func_change_eval"]) <= 0.01 and float(r["func_change_train"]) <= 0.01
+        assert float(r["prune_threshold"]) >= 1e-4
+    arch = json.loads((smoke_run / "run.json").read_text())["modes"]["prunetrain"]["architectures"]
+    assert all("tried" in a["function_change"] for a in arch[1:])  # the thresholds tried are recorded
+    meta = json.loads((smoke_run / "run.json").read_text())
+    assert meta["config"]["lasso"] == "proximal" and meta["config"]["batch_policy"] == "freed"
 
 
 @pytest.mark.slow
@@ -103,6 +117,22 @@ def test_report_of_a_real_run_matches_its_records(smoke_run, tmp_path):
                   and "inference" not in c.lower() and not c.endswith(("_min", "_max"))]
     assert flop_saved and row[flop_saved[0]] == pytest.approx(100 * (1 - flops["prunetrain"] / flops["dense"]), rel=1e-6)
     assert (tmp_path / "report" / "report.html").exists()
+
+
+@pytest.mark.parametrize("policy, batch", [("freed", 32), ("fill", 64)])
+def test_batch_policy_is_applied_to_dense_too_and_recorded(tmp_path, policy, batch):
+    """fill: every mode starts at the largest batch the budget allows; freed: at the base batch."""
+    results = tmp_path / "results"
+    result = _invoke(["run", "--profile", "smoke", "--subset", "128", "--epochs", "1", "--batch-size", "32",
+                      "--max-batch", "64", "--mode", "dense", "--batch-policy", policy,
+                      "--results-dir", str(results), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = list(results.iterdir())
+    (row,) = _rows(run_dir)
+    assert int(row["batch_size"]) == batch and float(row["lr"]) == pytest.approx(0.1 * batch / 32)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["config"]["batch_policy"] == policy
+    assert f"{policy} policy" in meta["modes"]["dense"]["batch_reasons"][0]
 
 
 def test_batch_is_lowered_to_fit_an_emulated_small_gpu(tmp_path):

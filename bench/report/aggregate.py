@@ -27,6 +27,12 @@ TRAINING_TIME_DEFINITION = (
     "(dense training never reconfigures); evaluation and torch.compile time are excluded"
 )
 
+#: a reconfiguration whose measured logit change (max |Δlogit| / max |logit| on the held-out batch,
+#: eval or train mode) exceeds this "changed the function"; a pruner of dead channels stays near 1e-6
+FUNCTION_CHANGE_TOLERANCE = 0.01
+#: time to accuracy: the first time a mode reaches the dense run's final accuracy minus this many points
+TIME_TO_ACCURACY_MARGIN = 1.0
+
 # Group key columns of the table, in order.
 KEY_COLUMNS = ["device", "model", "dataset", "epochs", "settings"]
 
@@ -42,6 +48,8 @@ METRICS: list[str] = [
     "dense_eval_time_s", "prunetrain_eval_time_s",
     "dense_compile_time_s", "prunetrain_compile_time_s",
     "dense_params", "prunetrain_params",
+    "reconfigurations", "max_function_change", "flagged_reconfigurations", "min_function_acc_delta",
+    "accuracy_target", "dense_time_to_acc_s", "prunetrain_time_to_acc_s", "saved_with_larger_batch_pct",
 ]
 
 
@@ -150,6 +158,9 @@ def run_metrics(run: Run) -> dict[str, Any]:
     fs = m["train_flops_saved_pct"]
     m["time_per_flops_saved"] = (m["time_saved_pct"] / fs
                                  if not math.isnan(fs) and fs > 0 else math.nan)
+    m.update(faithfulness(p))
+    m.update(time_to_accuracy(d, p, m["dense_final_acc"] - TIME_TO_ACCURACY_MARGIN))
+    m["saved_with_larger_batch_pct"] = saved_with_larger_batch(d, p)
     m["batch_sizes"] = batch_sequence(p["batch_size"].tolist())
     m["dense_batch_sizes"] = batch_sequence(d["batch_size"].tolist())
     m["memory_budget_bytes"] = _memory_budget(run)
@@ -178,6 +189,46 @@ def contended_epochs(run: Run) -> int:
                                             e["epoch_time_s"], e["device"])))
 
 
+def faithfulness(pt: pd.DataFrame) -> dict[str, float]:
+    """How many reconfigurations, the largest measured function change, and how many exceed the tolerance."""
+    cols = [c for c in ("func_change_eval", "func_change_train") if c in pt]
+    change = pt[cols].apply(pd.to_numeric, errors="coerce").max(axis=1) if cols else pd.Series(dtype=float)
+    measured = change.dropna()
+    acc = pt[[c for c in ("func_acc_delta_eval", "func_acc_delta_train") if c in pt]]
+    acc = acc.apply(pd.to_numeric, errors="coerce").min(axis=1).dropna() if not acc.empty else acc
+    return {"reconfigurations": float(len(measured)) if len(measured) else math.nan,
+            "max_function_change": float(measured.max()) if len(measured) else math.nan,
+            "flagged_reconfigurations": float((measured > FUNCTION_CHANGE_TOLERANCE).sum())
+            if len(measured) else math.nan,
+            "min_function_acc_delta": float(acc.min()) if len(acc) else math.nan}
+
+
+def _first_reach(df: pd.DataFrame, target: float) -> float:
+    """Cumulative training time at the end of the first epoch whose test accuracy reaches ``target``."""
+    cum = train_time(df).cumsum()
+    hit = df["test_acc"] >= target
+    return float(cum[hit].iloc[0]) if hit.any() else math.nan
+
+
+def time_to_accuracy(dense: pd.DataFrame, pt: pd.DataFrame, target: float) -> dict[str, float]:
+    """Wall-clock training time at which each mode first reaches ``target`` (NaN: not reached)."""
+    if math.isnan(target):
+        return {"accuracy_target": math.nan, "dense_time_to_acc_s": math.nan, "prunetrain_time_to_acc_s": math.nan}
+    return {"accuracy_target": target, "dense_time_to_acc_s": _first_reach(dense, target),
+            "prunetrain_time_to_acc_s": _first_reach(pt, target)}
+
+
+def saved_with_larger_batch(dense: pd.DataFrame, pt: pd.DataFrame) -> float:
+    """Share (%) of the training time saved that came in epochs where PruneTrain's batch exceeded dense's."""
+    both = pd.merge(dense.assign(t=train_time(dense))[["epoch", "t", "batch_size"]],
+                    pt.assign(t=train_time(pt))[["epoch", "t", "batch_size"]], on="epoch", suffixes=("_d", "_p"))
+    saved = both["t_d"] - both["t_p"]
+    total = float(saved.sum())
+    if both.empty or not total > 0:
+        return math.nan
+    return 100.0 * float(saved[both["batch_size_p"] > both["batch_size_d"]].sum()) / total
+
+
 def _memory_budget(run: Run) -> float:
     value = run.meta.get("memory_budget_bytes")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
@@ -188,7 +239,8 @@ def _memory_budget(run: Run) -> float:
 SETTING_KEYS: list[tuple[str, str]] = [
     ("batch_size", "batch"), ("max_batch", "max batch"), ("adjust_batch", "adjust batch"),
     ("lr", "lr"), ("interval", "reconfigure every"), ("lpr", "lasso penalty ratio"),
-    ("threshold", "threshold"), ("subset", "subset"),
+    ("threshold", "threshold"), ("lasso", "lasso"), ("liveness", "liveness"),
+    ("change_budget", "change budget"), ("batch_policy", "batch policy"), ("subset", "subset"),
 ]
 
 

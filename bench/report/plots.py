@@ -175,6 +175,30 @@ def plot_train_flops(agg: Aggregation) -> Figure | None:
                       fmt.flops_unit, "Training FLOPs per epoch (forward + loss + backward)")
 
 
+def plot_accuracy_vs_time(agg: Aggregation) -> Figure | None:
+    """Test accuracy against cumulative training time (medians per epoch), with the time-to-accuracy target."""
+    epochs = agg.epochs
+    if "test_acc" not in epochs or epochs["test_acc"].dropna().empty:
+        return None
+    fig, panels = _grid(len(agg.table))
+    for row, (ax,) in enumerate(panels):
+        div, unit = fmt.duration_unit(float(epochs.loc[epochs["row"] == row, "cum_train_time_s"].max()))
+        for mode in MODES:
+            acc, t = _stats(epochs, row, mode, "test_acc"), _stats(epochs, row, mode, "cum_train_time_s")
+            if not acc.empty and not t.empty:
+                ax.plot(t["med"] / div, acc["med"], **MODE_STYLE[mode])
+        target = agg.table.iloc[row].get("accuracy_target")
+        if not fmt.missing(target):
+            ax.axhline(target, color="grey", linestyle=":", linewidth=1, label="target (dense final − 1)")
+        ax.set_title(_panel_title(agg.table, row))
+        ax.set_xlabel(f"Cumulative training time ({unit})")
+        ax.set_ylabel("Test accuracy (%)")
+        ax.set_xlim(left=0)
+    fig.suptitle("Test accuracy against training time")
+    _figure_legend(fig)
+    return fig
+
+
 def plot_test_accuracy(agg: Aggregation) -> Figure | None:
     return _per_panel(agg, "test_acc", lambda u: "Test accuracy (%)", None,
                       "Test accuracy per epoch")
@@ -335,6 +359,9 @@ FIGURES: list[tuple[str, str, str, Callable[[Aggregation], Figure | None]]] = [
      "Devices that ran (or replayed, hatched) the same pruning trajectory: the time PruneTrain saves "
      "and how much of the FLOP saving each device turns into time (1 = all of it). The FLOPs are "
      "the trajectory's; only the time per step differs.", plot_trajectory),
+    ("accuracy_time.png", "Test accuracy against training time",
+     "Test accuracy after each epoch against the cumulative training time of that mode: what the time "
+     "saved costs in accuracy. The dotted line is the time-to-accuracy target.", plot_accuracy_vs_time),
     ("channels.png", "Channels per layer",
      "Output channels of each layer in network order: the dense model vs the final PruneTrain "
      "model (from run.json).", plot_channels),

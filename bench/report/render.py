@@ -19,7 +19,7 @@ from typing import Any, Sequence, Union
 import pandas as pd
 
 from ..atomic import atomic_write_bytes
-from . import fmt
+from . import faithful, fmt
 from .aggregate import TRAINING_TIME_DEFINITION, Aggregation
 from .load import Run
 from .plots import PLOT_NAMES, Plot
@@ -138,6 +138,7 @@ def _findings(table: pd.DataFrame) -> Items:
                      f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
                      f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
                      f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense.")
+        items.append(faithful.finding(r))
     return Items(items)
 
 
@@ -305,6 +306,9 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
             Para(f"Median over n runs, (min–max) when repeated; {TRAINING_TIME_DEFINITION}."),
             time_table]),
         Section("Memory, batch size and accuracy", [mem_table]),
+        Section("Faithfulness and time to accuracy", [
+            Para(faithful.EXPLANATION),
+            Table(faithful.HEADERS, faithful.rows(agg.table, _row_names), numeric=set(range(2, 10)))]),
         Section("Plots", [Image(p) for p in plots]),
         *studies,
         method_section(agg, warnings),
