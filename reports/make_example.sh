@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
-# Rebuild reports/cifar10-cpu-example: real CIFAR-10 (the shared JPEG copy), ResNet-20, three profiles
-# emulated on this CPU, dense + PruneTrain each.  About 10 minutes on a 2-core CPU (one torch thread per run).
-# Usage: reports/make_example.sh [CIFAR10_DIR]   (default .cache/cifar10, unpacked from ../shared/data)
+# Rebuild reports/cifar10-cpu-example: the `cpu` profile's recipe on real CIFAR-10 (dense + PruneTrain),
+# then the published method and each lever alone on the same model, data, schedule and seed
+# (PruneTrain only, compared with the recipe's dense run).  About 60-70 minutes on a 2-core CPU.
+# Usage: reports/make_example.sh CIFAR10_DIR   (image folders train/ and test/)
 set -euo pipefail
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 cd "$(dirname "$0")/.."
-DATA=${1:-.cache/cifar10}
-if [ ! -d "$DATA/train" ]; then
-  mkdir -p .cache && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C .cache
-fi
+DATA=${1:?usage: reports/make_example.sh CIFAR10_DIR}
 OUT=reports/cifar10-cpu-example
 RESULTS=$(mktemp -d)
-for profile in cpu gtx750ti gtx1070; do
-  bench run --profile "$profile" --model resnet20 --data cifar10 --data-dir "$DATA" --subset 2048 \
-      --epochs 4 --interval 1 --batch-size 64 --max-batch 128 --lpr 0.9 --threshold 0.05 \
-      --lr-milestones none --results-dir "$RESULTS" --quiet
-done
+bench run --profile cpu --data-dir "$DATA" --results-dir "$RESULTS/recipe" --quiet
+lever() { name=$1; shift; bench run --profile cpu --data-dir "$DATA" --mode prunetrain --results-dir "$RESULTS/$name" --quiet "$@"; }
+lever paper --lasso paper
+lever budget --lasso paper --change-budget 0.01
+lever proximal --lasso proximal --liveness union --change-budget 0
+lever readers --lasso paper --liveness readers
 rm -rf "$OUT"
 mkdir -p "$OUT/runs"
-for run in "$RESULTS"/*/; do            # keep the records (small), not checkpoints or models
-  name=$(basename "$run"); mkdir -p "$OUT/runs/$name"
+for run in "$RESULTS"/*/*/; do            # keep the records (small), not checkpoints or models
+  name=$(basename "$(dirname "$run")")-$(basename "$run"); mkdir -p "$OUT/runs/$name"
   cp "$run/epochs.csv" "$run/run.json" "$OUT/runs/$name/"
 done
-bench report "$OUT/runs" --out "$OUT" --title "PruneTrain on CIFAR-10 (ResNet-20), three memory profiles on a 2-core CPU"
+python reports/scrub_paths.py "$OUT/runs" "$DATA=CIFAR10" "$RESULTS=results" "$PWD=."
+bench report "$OUT/runs"/recipe-* --out "$OUT" --title "PruneTrain on CIFAR-10 (ResNet-20): the cpu recipe on a 2-core CPU"
+r() { ls -d "$OUT/runs/$1"-*; }
+python reports/lever_table.py "$(r recipe)" "paper=$(r paper)" "budget only=$(r budget)" \
+    "proximal only=$(r proximal)" "readers only=$(r readers)" "recipe (all three)=$(r recipe)" > "$OUT/levers.md"
 rm -rf "$RESULTS"

@@ -1,0 +1,64 @@
+"""The lever table of the example report: PruneTrain runs on one schedule against one dense run.
+
+Usage: python reports/lever_table.py DENSE_RUN_DIR NAME=RUN_DIR ...   (Markdown on stdout)
+
+Each NAME=RUN_DIR is a run folder holding a prunetrain mode trained with the
+same model, data, schedule and seed as the dense mode of DENSE_RUN_DIR.
+Training time = Σ epoch_time_s + Σ reconfig_time_s, as in ``bench report``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+
+def _rows(run: Path, mode: str) -> list[dict]:
+    with open(run / "epochs.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["mode"] == mode]
+
+
+def _sum(rows: list[dict], *cols: str) -> float:
+    return sum(float(r[c] or 0) for r in rows for c in cols)
+
+
+def _command(run: Path) -> str:
+    args = json.loads((run / "run.json").read_text())["command"].split(" run ", 1)[-1].split()
+    keep, skip = [], False
+    for a in args:  # the folders are this machine's: leave them out
+        if skip:
+            skip = False
+            continue
+        if a in ("--data-dir", "--results-dir"):
+            skip = True
+            continue
+        keep.append(a)
+    return "bench run --data-dir CIFAR10 " + " ".join(keep)
+
+
+def main(dense_dir: str, *named: str) -> str:
+    dense = _rows(Path(dense_dir), "dense")
+    d_time, d_flops = _sum(dense, "epoch_time_s", "reconfig_time_s"), _sum(dense, "train_flops")
+    d_acc = [float(r["test_acc"]) for r in dense]
+    lines = ["| row | training FLOPs saved | final / best acc. PruneTrain | final / best acc. dense | "
+             "largest function change | time saved | time ÷ FLOPs saved | command |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for item in named:
+        name, path = item.split("=", 1)
+        pt = _rows(Path(path), "prunetrain")
+        flops = 100 * (1 - _sum(pt, "train_flops") / d_flops)
+        time = 100 * (1 - _sum(pt, "epoch_time_s", "reconfig_time_s") / d_time)
+        acc = [float(r["test_acc"]) for r in pt]
+        changes = [float(r[c]) for r in pt for c in ("func_change_eval", "func_change_train") if r.get(c)]
+        change = f"{max(changes):.2g} ({len(changes) // 2} reconf.)" if changes else "–"
+        ratio = f"{time / flops:.2f}" if flops > 0.5 else "– (nothing saved)"
+        lines.append(f"| {name} | {flops:.1f} % | {acc[-1]:.1f} / {max(acc):.1f} % | {d_acc[-1]:.1f} / "
+                     f"{max(d_acc):.1f} % | {change} | {time:.1f} % | {ratio} | `{_command(Path(path))}` |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit("usage: lever_table.py DENSE_RUN_DIR NAME=RUN_DIR ...")
+    print(main(sys.argv[1], *sys.argv[2:]))
