@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from bench.errors import OutOfMemoryBudget
+
+T = TypeVar("T")
 
 __all__ = [
     "BatchDecision",
@@ -51,6 +53,8 @@ __all__ = [
     "EmulatedOutOfMemory",
     "is_out_of_memory",
     "run_with_oom_retry",
+    "halve_on_oom",
+    "elsewhere_on_oom",
 ]
 
 
@@ -240,15 +244,48 @@ class BatchPolicy:
         return lower
 
 
+    def after_eval_oom(self, test_batch: int, why: str) -> int:
+        """The evaluation batch after an out-of-memory error: half, down to 1."""
+        if test_batch <= 1:
+            raise OutOfMemoryBudget(f"{self.mode}: out of memory evaluating even one test image ({why})")
+        return max(1, test_batch // 2)
+
+    def check_emulated(self, batch: int, need_bytes: int) -> None:
+        """On a CPU emulating a GPU's budget: a step that would not fit fails as it would on the card."""
+        if need_bytes > self.usable_bytes:
+            raise EmulatedOutOfMemory(f"batch {batch} needs {need_bytes} bytes > budget {self.usable_bytes}")
+
+
 class EmulatedOutOfMemory(RuntimeError):
     """A step whose measured memory exceeds the emulated budget (the CPU stand-in for a CUDA OOM)."""
+
+
+#: how allocation failures read when they arrive as plain RuntimeErrors: cuDNN and cuBLAS
+#: workspaces, and CUDA errors raised outside the caching allocator
+OOM_MESSAGES = ("CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA out of memory",
+                "CUDA error: out of memory")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation failure that a smaller batch can avoid."""
     import torch
 
-    return isinstance(exc, (torch.cuda.OutOfMemoryError, EmulatedOutOfMemory))
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, EmulatedOutOfMemory)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in OOM_MESSAGES)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def release_cached_memory() -> None:
+    """Give the CUDA caching allocator's free blocks back, so a retry finds them (no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def run_with_oom_retry(step: Callable, x, y, *, chunk: Callable[[], int], lower: Callable[[str], None]) -> None:
@@ -269,8 +306,34 @@ def run_with_oom_retry(step: Callable, x, y, *, chunk: Callable[[], int], lower:
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            why = _describe(exc)
         if why is None:
             start += n
         else:
+            release_cached_memory()
             lower(why)
+
+
+def halve_on_oom(run: Callable[[int], T], size: int) -> T:
+    """``run(size)``, halving ``size`` after each out-of-memory error down to 1 (retried outside the except block)."""
+    while True:
+        try:
+            return run(size)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or size <= 1:
+                raise
+        release_cached_memory()
+        size = max(1, size // 2)
+
+
+def elsewhere_on_oom(here: Callable[[], T], elsewhere: Callable[[str], T]) -> T:
+    """``here()``, or after an out-of-memory error ``elsewhere(why)`` (e.g. the same work on the CPU)."""
+    why = None
+    try:
+        return here()
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        why = _describe(exc)
+    release_cached_memory()
+    return elsewhere(why)

@@ -79,18 +79,28 @@ def optimizer_from_named(model: nn.Module, blob: dict, factory, path: Path | str
     return optimizer
 
 
+def optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move the optimizer's per-parameter state (momentum, moments) to ``device``, in place."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim():
+                state[key] = value.to(device)
+
+
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    """The random states a run draws from: torch's CPU generator and Python's.
+
+    CUDA's generators are not saved: nothing in a run draws from them (the
+    augmentation draws on a seeded CPU generator), and restoring one state per
+    GPU breaks a resume that sees fewer GPUs.
+    """
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
 
 
 def set_rng_state(state: dict, path: Path | str = "checkpoint") -> None:
+    """Restore :func:`rng_state` (a "cuda" entry of older checkpoints is ignored: see there)."""
     try:
         torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
         if "python" in state:
             random.setstate((3, tuple(int(x) for x in state["python"]), None))
     except Exception as exc:
@@ -112,10 +122,16 @@ def save(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, extr
     atomic_write_bytes(Path(path), buf.getvalue(), fault_point="checkpoint-write")
 
 
-def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
+def load(path: Path) -> dict:
+    """A checkpoint, every tensor on the CPU.
+
+    ``torch.set_rng_state`` takes only a CPU byte tensor, and loading onto a GPU
+    would put the RNG state there; the model and optimizer move their own
+    state to the training device.
+    """
     path = Path(path)
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # torch raises many types for damaged or foreign files
@@ -126,6 +142,20 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
         if not isinstance(blob.get(key), typ):
             raise CheckpointError(f"{path}: key '{key}' is missing or not a {typ.__name__}")
     return blob
+
+
+def scaler_state(blob: dict, path: Path) -> dict:
+    """The fp16 GradScaler's state saved with the checkpoint, checked (a resume continues its loss scale)."""
+    state = blob.get("scaler")
+    keys = {"scale": (int, float), "growth_factor": (int, float), "backoff_factor": (int, float),
+            "growth_interval": int, "_growth_tracker": int}
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), t) or isinstance(state.get(k), bool)
+                                          for k, t in keys.items()):
+        raise CheckpointError(f"{path}: key 'scaler' is missing or not a GradScaler state "
+                              f"({', '.join(keys)}); this run uses --amp fp16")
+    if not (math.isfinite(state["scale"]) and state["scale"] > 0):
+        raise CheckpointError(f"{path}: key 'scaler.scale' must be a finite number > 0 (got {state['scale']!r})")
+    return state
 
 
 def restore_model(blob: dict, path: Path, reference: nn.Module | None = None) -> nn.Module:

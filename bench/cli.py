@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .errors import BenchError
+from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
 EXIT_USAGE = 2
@@ -120,24 +120,43 @@ def run(**opts) -> None:
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     from .run import run_benchmark
 
+    abandoned = False
     try:
         run_dir = run_benchmark(cfg, results_dir=Path(opts["results_dir"]),
                                 resume=Path(opts["resume"]) if opts["resume"] else None,
                                 progress=not quiet and sys.stderr.isatty(), echo=echo, dist=dist)
+    except OutOfMemoryBudget as exc:
+        if dist is None:
+            raise
+        # Only this rank ran out of memory; the others may be waiting in a collective it will never join.
+        # Leave at once, without the process group's orderly shutdown (which waits for them): torchrun
+        # stops the other ranks as soon as one exits with an error, so the whole run ends now, with this line.
+        click.echo(f"error: rank {dist.rank} of {dist.world_size}: {exc}", err=True)
+        abandoned = True
+        _exit_now(EXIT_USAGE)
     finally:
-        if dist is not None:
+        if dist is not None and not abandoned:
             dist.close()
     if not quiet:
         click.echo(str(run_dir))
 
 
+def _exit_now(code: int) -> None:
+    """End this process at once (no atexit handlers, no process-group shutdown), output flushed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def build_config(opts: dict, dist=None):
     """Command-line options over the profile's defaults."""
     from .config import RunConfig
+    from .gpu import select
     from .hardware import detect
     from .profiles import resolve_profile
 
-    profile = resolve_profile(opts["profile"], detect())
+    device, info = select(opts["device"], detect(), dist)  # the card trained on, checked against this torch
+    profile = resolve_profile(opts["profile"], info)
     d = profile.defaults
 
     def pick(key, default):
@@ -147,7 +166,7 @@ def build_config(opts: dict, dist=None):
     if round_channels == "auto":
         from .speed.decisions import auto_round_channels
 
-        round_channels = auto_round_channels(pick("model", d.model))
+        round_channels = auto_round_channels(pick("model", d.model), device)
     else:
         try:
             round_channels = int(round_channels)
@@ -327,6 +346,10 @@ def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_
             raise BenchError(f"unknown model '{name}': choose one of {', '.join(available_models())}")
     if batch_size < 1 or rounds < 1 or harness_steps < 1 or data_images < 1:
         raise BenchError("--batch-size, --rounds, --harness-steps and --data-images must be >= 1")
+    from .gpu import select_device
+    from .hardware import detect
+
+    device = select_device(device, detect())  # a GPU this torch build cannot drive: one line, not a kernel error
     report = run_speed(model, batch=batch_size, device=device, rounds=rounds, sections=sections or SPEED_SECTIONS,
                        reconfig_models=models, harness_steps=harness_steps, data_images=data_images,
                        threads=threads, quick=quick,

@@ -30,22 +30,32 @@ CUDA_INSTALL = (
 
 @dataclass(frozen=True)
 class GPUInfo:
-    """One GPU as NVML (or torch) reports it."""
+    """One GPU as NVML (or torch) reports it.
+
+    ``index`` is NVML's (PCI order) in :func:`detect`'s list and CUDA's for the
+    GPU a run trains on (:func:`bench.gpu.identify`); ``uuid`` ("GPU-...") and
+    ``pci_bus_id`` are set where the card was identified by them.
+    """
 
     index: int
     name: str
     total_memory_bytes: int
     compute_capability: tuple[int, int]
     driver: str | None = None
+    uuid: str | None = None
+    pci_bus_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "index": self.index,
             "name": self.name,
             "total_memory_bytes": self.total_memory_bytes,
             "compute_capability": list(self.compute_capability),
             "driver": self.driver,
         }
+        if self.uuid is not None or self.pci_bus_id is not None:
+            d.update(uuid=self.uuid, pci_bus_id=self.pci_bus_id)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "GPUInfo":
@@ -56,6 +66,8 @@ class GPUInfo:
             total_memory_bytes=int(d["total_memory_bytes"]),
             compute_capability=(int(major), int(minor)),
             driver=None if d.get("driver") is None else str(d["driver"]),
+            uuid=None if d.get("uuid") is None else str(d["uuid"]),
+            pci_bus_id=None if d.get("pci_bus_id") is None else str(d["pci_bus_id"]),
         )
 
 
@@ -66,7 +78,9 @@ class DeviceInfo:
     ``kind`` is the device the run will actually train on: ``"cuda"`` only
     when a GPU is present *and* the installed torch can run kernels on it;
     otherwise ``"cpu"`` (``gpus`` still lists what NVML saw, and
-    ``warnings`` says why it is not used).
+    ``warnings`` says why it is not used).  ``selected`` is the GPU the run
+    trains on, identified from the selected CUDA device (NVML's first GPU is
+    not necessarily CUDA's, see :mod:`bench.gpu`); without it, the first GPU.
     """
 
     kind: str
@@ -79,27 +93,35 @@ class DeviceInfo:
     torch_arch_list: tuple[str, ...]
     nvml_available: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    selected: GPUInfo | None = None
+
+    @property
+    def gpu(self) -> GPUInfo | None:
+        """The GPU the run uses: the selected one, else the first; None on the CPU."""
+        if self.kind != "cuda":
+            return None
+        return self.selected or (self.gpus[0] if self.gpus else None)
+
+    def with_selected(self, gpu: GPUInfo) -> "DeviceInfo":
+        """This machine, training on ``gpu``."""
+        from dataclasses import replace
+
+        return replace(self, kind="cuda", selected=gpu)
 
     @property
     def device_name(self) -> str:
         """The name written into records: the GPU name, or ``cpu: <model>``."""
-        if self.kind == "cuda" and self.gpus:
-            return self.gpus[0].name
-        return f"cpu: {self.cpu_model}"
+        return self.gpu.name if self.gpu else f"cpu: {self.cpu_model}"
 
     @property
     def memory_bytes(self) -> int | None:
-        """Total memory of the GPU the run uses (the first), None on the CPU."""
-        if self.kind == "cuda" and self.gpus:
-            return self.gpus[0].total_memory_bytes
-        return None
+        """Total memory of the GPU the run uses, None on the CPU."""
+        return self.gpu.total_memory_bytes if self.gpu else None
 
     @property
     def compute_capability(self) -> tuple[int, int] | None:
         """Compute capability of the GPU the run uses, None on the CPU."""
-        if self.kind == "cuda" and self.gpus:
-            return self.gpus[0].compute_capability
-        return None
+        return self.gpu.compute_capability if self.gpu else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (tuples become lists) for run.json."""
@@ -115,6 +137,7 @@ class DeviceInfo:
             "torch_arch_list": list(self.torch_arch_list),
             "nvml_available": self.nvml_available,
             "warnings": list(self.warnings),
+            "selected": None if self.selected is None else self.selected.to_dict(),
         }
 
     @classmethod
@@ -136,6 +159,7 @@ class DeviceInfo:
                 torch_arch_list=tuple(str(a) for a in d.get("torch_arch_list", ())),
                 nvml_available=bool(d.get("nvml_available", False)),
                 warnings=tuple(str(w) for w in d.get("warnings", ())),
+                selected=None if d.get("selected") is None else GPUInfo.from_dict(d["selected"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed device info: {e!r}") from None

@@ -131,14 +131,14 @@ def _make_batch(batch: Batch, device: torch.device) -> tuple[torch.Tensor, Optio
 
 
 @torch.no_grad()
-def _snapshot(model: nn.Module) -> tuple[dict, list]:
+def snapshot_buffers(model: nn.Module) -> tuple[dict, list]:
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     modes = [(m, m.training) for m in model.modules()]
     return buffers, modes
 
 
 @torch.no_grad()
-def _restore(model: nn.Module, buffers: dict, modes: list) -> None:
+def restore_buffers(model: nn.Module, buffers: dict, modes: list) -> None:
     for name, b in model.named_buffers():
         b.copy_(buffers[name])
     for m, training in modes:
@@ -153,6 +153,7 @@ def measure_training_memory(
     optimizer: Optional[torch.optim.Optimizer] = None,
     optimizer_state_factor: Optional[float] = None,
     device: Optional[Union[str, torch.device]] = None,
+    autocast_dtype: Optional[torch.dtype] = None,
 ) -> MemoryEstimate:
     """Count the bytes of one training iteration of ``model`` on ``batch``.
 
@@ -160,8 +161,11 @@ def measure_training_memory(
     ``(x, y)`` pair; without ``y`` the targets are class 0 for every sample.
     ``loss_fn(output, y)`` defaults to cross-entropy.  ``device`` defaults to
     the model's.  ``optimizer_state_factor`` overrides what ``optimizer``
-    implies (see :func:`infer_optimizer_state_factor`).  The model is left exactly
-    as it was (see the module docstring).
+    implies (see :func:`infer_optimizer_state_factor`).  ``autocast_dtype``
+    measures under ``torch.autocast`` as a mixed-precision step runs (fp16/bf16
+    activations are half the bytes; the half-precision weight copies autocast
+    saves are counted with the activations, a small overestimate).  The model
+    is left exactly as it was (see the module docstring).
     """
     if torch.is_inference_mode_enabled():
         raise ValueError("measure_training_memory cannot see saved tensors under torch.inference_mode()")
@@ -200,13 +204,14 @@ def measure_training_memory(
         count(t)
         return t
 
-    buffers, modes = _snapshot(model)
+    buffers, modes = snapshot_buffers(model)
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=rng_devices), torch.enable_grad():
             model.train()
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                    torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = model(x)
                 if y is None:
                     y = torch.zeros(batch_size, dtype=torch.int64, device=device)
@@ -218,7 +223,7 @@ def measure_training_memory(
             outputs = sum(v for k, v in seen.items() if k not in before)
             del out, loss
     finally:
-        _restore(model, buffers, modes)
+        restore_buffers(model, buffers, modes)
     return MemoryEstimate(
         params=param_bytes,
         grads=grad_bytes,

@@ -371,7 +371,7 @@ def match_profile(device: DeviceInfo, profiles: Mapping[str, Profile]) -> Profil
 
     * CPU device: the profile named ``cpu`` if it is a cpu profile, else the
       first cpu profile by name.
-    * CUDA device (its first GPU):
+    * CUDA device (the GPU the run trains on, :attr:`DeviceInfo.gpu`):
       1. profiles with a ``name_patterns`` entry found in the GPU name
          (case-insensitive); the longest matching pattern wins ("GTX 1080 Ti"
          beats "GTX 1080"), then equal compute capability, then memory
@@ -382,13 +382,13 @@ def match_profile(device: DeviceInfo, profiles: Mapping[str, Profile]) -> Profil
          compute capability and no device memory, preferring ``server``.
     """
     candidates = sorted((p for p in profiles.values() if p.auto), key=lambda p: p.name)
-    if device.kind != "cuda" or not device.gpus:
+    gpu = device.gpu
+    if gpu is None:
         cpu = [p for p in candidates if p.device_kind == "cpu"]
         if not cpu:
             raise ProfileError("no auto-selectable cpu profile: pass --profile NAME or a .toml path")
         return next((p for p in cpu if p.name == "cpu"), cpu[0])
 
-    gpu = device.gpus[0]
     cuda = [p for p in candidates if p.device_kind == "cuda"]
 
     named = [(p, hit) for p in cuda if (hit := p.matches_name(gpu.name)) is not None]

@@ -91,10 +91,14 @@ class EpochRow:
     eval_time_s: float | None = column("evaluation after the epoch; empty in a replay")
     reconfig_time_s: float = column("reconfiguration after this epoch (0 if none)")
     compile_time_s: float = column("torch.compile (re)compilation, kept out of epoch_time_s")
+    warmup_time_s: float | None = column("untimed first forward + backward of each new shape (cuDNN autotuning, "
+                                         "CUDA start-up), kept out of epoch_time_s; empty in a replay")
     train_flops: float = column("whole epoch: fwd + loss + bwd, FlopCounterMode")
     inference_flops: float = column("per image")
     params: int = column("parameters of the shape the epoch trained")
     peak_memory_bytes: int = column("peak training memory of the epoch")
+    peak_memory_reserved_bytes: int | None = column("CUDA: max_memory_reserved, what the emulation cap limits; "
+                                                    "empty on the CPU and in a replay")
     memory_budget_bytes: int = column("the profile's budget")
     lasso_lambda: float | None = column("group-lasso λ (0 for dense); a replay copies the original's")
     lasso_ratio: float | None = column("λG / (CE + λG), epoch mean; empty in a replay")

@@ -31,10 +31,8 @@ import prunetrain_core as pc
 from .batching import BatchPolicy
 from .contention import ContentionProbe
 from .data import ImageData, Loader, load_data
-from .errors import BenchError, ConfigError, DataError
-from .hardware import detect
+from .errors import BenchError, DataError
 from .memory import MemoryEstimate, measure_training_memory
-from .profiles import resolve_profile
 from .atomic import atomic_write_json
 from .records import SCHEMA_VERSION, write_epochs
 from .step import EpochMeter, TrainStep, make_scaler
@@ -249,15 +247,12 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     Everything that can fail on user input (records, profile, device, memory
     budget) is checked before the run folder is created.
     """
-    from .run import _now, apply_emulation, git_commit, new_run_dir, select_device_name, versions
+    from .run import _now, git_commit, new_run_dir, prepare_device, select_device_name, versions
 
     s = settings or ReplaySettings()
     traj = load_trajectory(run_dir)
-    info = detect()
-    profile = resolve_profile(s.profile, info)
-    device = _device(s.device)
-    budget = profile.resolve_budget(info)
-    emulated = apply_emulation(profile, info, device, s.emulate)
+    setup = prepare_device(s)           # the card itself (indexed), its profile and the --emulate cap
+    info, profile, device, budget, emulated = setup.info, setup.profile, setup.device, setup.budget_bytes, setup.emulated
     usable = max(0, budget - profile.reserve_bytes)
     cfg = traj.cfg
     largest = max(sh.batch_size for shapes in traj.shapes.values() for sh in shapes)
@@ -340,7 +335,8 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
         "world_size": 1, "epoch": epoch, "batch_size": ts.batch,
         "lr": cfg.lr * cfg.schedule_factor(epoch) * ts.batch / cfg.batch_size,
         "epoch_time_s": samples / ts.batch * ts.step.median,
-        "reconfig_time_s": ts.reconfig_s if reconfigured else 0.0, "compile_time_s": 0.0,
+        "reconfig_time_s": ts.reconfig_s if reconfigured else 0.0, "compile_time_s": 0.0, "warmup_time_s": None,
+        "peak_memory_reserved_bytes": None,
         "train_flops": ts.shape.train_flops_per_image * samples, "inference_flops": ts.shape.inference_flops,
         "params": ts.shape.params, "peak_memory_bytes": ts.memory.total_for_batch(ts.batch),
         "memory_budget_bytes": budget, "lasso_lambda": row.get("lasso_lambda"), "grad_bytes_per_step": 0,
@@ -365,15 +361,3 @@ def _arch_record(ts: TimedShape) -> dict:
             "step_time_s": {"median": ts.step.median, "q1": ts.step.q1, "q3": ts.step.q3, "rounds": ts.step.n},
             "step_cpu_s": {"median": ts.step_cpu.median, "q1": ts.step_cpu.q1, "q3": ts.step_cpu.q3},
             "reconfig_time_s": ts.reconfig_s, "reconfig_exact": ts.reconfig_exact, "arch": sh.arch}
-
-
-def _device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no usable CUDA device (see `bench env`)")
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
-

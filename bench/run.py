@@ -14,7 +14,7 @@ import platform
 import secrets
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +22,7 @@ import torch
 
 import prunetrain_core as pc
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, gpu
 from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
 from .config import MODES, RunConfig
 from .data import load_data
@@ -71,23 +71,33 @@ def new_run_dir(results_dir: Path, profile: str, model: str) -> tuple[str, Path]
     raise ConfigError(f"could not create a unique run folder in {results_dir}")
 
 
-def select_device(cfg: RunConfig, info: DeviceInfo) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if info.kind == "cuda" else "cpu")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no usable CUDA device (see `bench env`)")
-    return torch.device(cfg.device)
+@dataclass(frozen=True)
+class DeviceSetup:
+    """The device a run trains on, the machine described by it, its profile, budget and emulation."""
+
+    device: torch.device
+    info: DeviceInfo
+    profile: Profile
+    budget_bytes: int
+    emulated: bool
 
 
-def apply_emulation(profile: Profile, info: DeviceInfo, device: torch.device, emulate: bool) -> bool:
-    """Cap CUDA memory at the profile's budget (--emulate); True when the records must say emulated."""
-    if device.type != "cuda":
-        return profile.device_kind == "cuda"  # a GPU profile's budget decisions, made on the CPU
-    torch.backends.cudnn.benchmark = True
-    fraction = profile.emulation_fraction(info) if emulate else None
+def prepare_device(cfg, dist=None, info: DeviceInfo | None = None) -> DeviceSetup:
+    """Select and check the device (bench.gpu), match the profile to that card, and cap its memory (--emulate).
+
+    ``cfg``: a RunConfig, or any settings with ``device``, ``profile`` and ``emulate`` (a replay's).
+    """
+    device, info = gpu.select(cfg.device, info if info is not None else detect(), dist)
+    profile = resolve_profile(cfg.profile, info)
+    budget = profile.resolve_budget(info)
+    if device.type != "cuda":  # a GPU profile's budget decisions, made on the CPU, are emulated
+        return DeviceSetup(device, info, profile, budget, emulated=profile.device_kind == "cuda")
+    gpu.check_features(cfg, info.gpu)
+    fraction = profile.emulation_fraction(info) if cfg.emulate else None
     if fraction is not None:
-        torch.cuda.set_per_process_memory_fraction(fraction, device)
-    return fraction is not None
+        gpu.cap_memory(fraction, device)
+    torch.backends.cudnn.benchmark = True
+    return DeviceSetup(device, info, profile, budget, emulated=fraction is not None)
 
 
 def select_device_name(info: DeviceInfo, device: torch.device) -> str:
@@ -181,12 +191,8 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     cfg.validate()
     if cfg.model not in pc.available_models():
         raise ConfigError(f"unknown model '{cfg.model}': choose one of {', '.join(pc.available_models())}")
-    profile: Profile = resolve_profile(cfg.profile, info)
-    device = select_device(cfg, info)
-    if dist is not None and device.type == "cuda":
-        device = dist.device  # under torchrun every process uses the GPU of its LOCAL_RANK
-    budget = profile.resolve_budget(info)
-    emulated = apply_emulation(profile, info, device, cfg.emulate)
+    setup = prepare_device(cfg, dist, info)
+    info, device, profile, budget, emulated = setup.info, setup.device, setup.profile, setup.budget_bytes, setup.emulated
     data = load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed)
     writer = dist is None or dist.rank == 0
     if resume is not None:

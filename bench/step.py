@@ -8,14 +8,23 @@ feeds live in an :class:`EpochMeter` owned by the caller, not in the step.
 """
 from __future__ import annotations
 
+import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import prunetrain_core as pc
+
+from .memory import restore_buffers, snapshot_buffers
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -28,6 +37,8 @@ class EpochMeter:
     ratio_sum: torch.Tensor = field(init=False)
     samples: int = 0
     steps: int = 0
+    warmup_s: float = 0.0         # untimed warm-ups of new shapes (TrainStep.warm_up): wall clock
+    warmup_cpu_s: float = 0.0     # ... and this process's CPU time in them
 
     def __post_init__(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -41,30 +52,82 @@ class EpochMeter:
         return (dist.all_reduce_sum(t) if dist is not None else t).tolist()
 
 
-def make_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler | None:
+@dataclass
+class EpochStats:
+    train_loss: float
+    train_acc: float
+    lasso_ratio: float
+    samples: int
+    steps: int
+    epoch_time_s: float
+    compile_time_s: float
+    warmup_time_s: float
+    peak_memory_bytes: int
+    peak_reserved_bytes: int | None     # CUDA only: what the allocator held (the emulation cap limits this)
+    comm_wait_s: float | None = 0.0   # None where not separable (DDP on CUDA)
+    contention: Any = None            # bench.contention.Contention: the machine's load during the epoch
+
+
+def memory_format(model: nn.Module, device: torch.device, channels_last: bool, mode: str) -> tuple[nn.Module, bool]:
+    """``model`` in the memory format it trains in, and whether that is channels_last (as asked, where safe)."""
+    if not channels_last:
+        return model, False
+    from .speed.decisions import channels_last_hazard
+
+    hazard = channels_last_hazard(model, device)
+    if hazard:  # torch 2.14's CPU oneDNN crashes in this backward: train contiguous instead
+        warnings.warn(f"{mode}: channels_last turned off for this shape ({hazard}); "
+                      "--round-channels 8 avoids such shapes", stacklevel=3)
+        return model.to(memory_format=torch.contiguous_format), False
+    return model.to(memory_format=torch.channels_last), True
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The dtype a step computes in under ``--amp`` (None: fp32; mixed precision is CUDA only)."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def make_scaler(amp: str, device: torch.device):
     """The fp16 loss scaler, or None where no scaling happens (bf16, off, or not CUDA)."""
     if amp != "fp16" or device.type != "cuda":
         return None
-    return torch.amp.GradScaler("cuda")
+    return new_scaler("cuda")
+
+
+def new_scaler(device_type: str, state: dict | None = None):
+    """A GradScaler (``torch.amp.GradScaler`` from torch 2.3, ``torch.cuda.amp`` before), with ``state`` loaded."""
+    if hasattr(torch.amp, "GradScaler"):
+        scaler = torch.amp.GradScaler(device_type)
+    else:  # torch 2.1/2.2: CUDA only
+        scaler = torch.cuda.amp.GradScaler()
+    if state:
+        scaler.load_state_dict(state)
+    return scaler
 
 
 class TrainStep:
     """forward → cross-entropy (+ λ·penalty) → backward → optimizer step, for one bound model.
 
-    ``lam`` is λ; when None and a ``lasso`` is given, the first call sets it from
+    ``lam`` is λ; when None and a ``lasso`` is given, the first step sets it from
     the penalty ratio ``lpr`` at that batch (``reduce_mean`` averages the CE
-    over processes first, so every rank gets the same λ).
+    over processes first, so every rank gets the same λ).  A step that raises
+    (e.g. out of memory) leaves no trace in λ or the meter; :meth:`recover`
+    clears what it left in the gradients and the scaler before a retry.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device,
                  amp: str = "off", scaler: torch.amp.GradScaler | None = None,
                  lasso: pc.GroupLasso | None = None, lpr: float = 0.0, lam: float | None = None,
                  reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = False,
-                 penalty_in_loss: bool = True):
+                 penalty_in_loss: bool = True, module: nn.Module | None = None):
         self.model, self.optimizer, self.device = model, optimizer, device
-        self.autocast = amp != "off" and device.type == "cuda"
-        self.dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-        self.scaler = scaler if self.autocast and amp == "fp16" else None
+        self.module = module if module is not None else model  # the bare model under DDP / compile wrappers
+        self.warmed: set[tuple[int, ...]] = set()
+        dtype = autocast_dtype(amp, device)
+        self.autocast, self.dtype = dtype is not None, dtype or torch.float16
+        self.scaler = scaler
         self.lasso, self.lpr, self.lam, self.reduce_mean = lasso, lpr, lam, reduce_mean
         self.channels_last = channels_last
         self.penalty_in_loss = penalty_in_loss  # False: λ and the ratio only; a post-step hook applies the penalty
@@ -79,19 +142,17 @@ class TrainStep:
             ce = F.cross_entropy(out.float(), y)
         if self.nan_loss:
             ce = ce * float("nan")
-        loss = ce
+        loss, lam, ratio = ce, self.lam, None
         if self.lasso is not None:
             # the penalty in fp32, added before any loss scaling, so scaling treats it like the CE
             with torch.set_grad_enabled(self.penalty_in_loss):
                 penalty = self.lasso.penalty()
-            if self.lam is None:
-                self.lam = self.first_lambda(ce, penalty)
+            if lam is None:
+                lam = self.first_lambda(ce, penalty)
             if self.penalty_in_loss:
-                loss = ce + self.lam * penalty
-            if meter is not None:
-                with torch.no_grad():
-                    reg = self.lam * penalty
-                    meter.ratio_sum += (reg / (ce + reg)).double()
+                loss = ce + lam * penalty
+            with torch.no_grad():
+                ratio = lam * penalty / (ce + lam * penalty)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -100,14 +161,63 @@ class TrainStep:
         else:
             loss.backward()
             self.optimizer.step()
+        self.lam = lam  # the update is done: only now does it count (a post-step hook may use it)
         for hook in self.post_step_hooks:
             hook()
         if meter is not None:
             with torch.no_grad():
+                if ratio is not None:
+                    meter.ratio_sum += ratio.double()
                 meter.loss_sum += ce.detach().double() * len(y)
                 meter.correct += (out.argmax(1) == y).sum()
             meter.samples += len(y)
             meter.steps += 1
+
+    def warm_up(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter | None = None) -> float:
+        """Seconds spent on a forward + backward of a shape this step has not run yet (0.0 when it has).
+
+        The wall and CPU seconds are also added to ``meter`` (``warmup_s``, ``warmup_cpu_s``).
+
+        cuDNN autotunes each new shape in benchmark mode, and the first calls pay
+        CUDA's start-up costs: here, so that the timed step does not.  The bare
+        module runs (no collectives, no compilation); BatchNorm statistics are
+        restored and the gradients dropped, so training is exactly as without it.
+        """
+        key = tuple(x.shape)
+        if key in self.warmed:
+            return 0.0
+        _sync(self.device)
+        start, cpu = time.perf_counter(), time.process_time()
+        buffers, modes = snapshot_buffers(self.module)
+        try:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+                loss = F.cross_entropy(self.module(x).float(), y)
+            loss.backward()
+            del loss
+        finally:
+            restore_buffers(self.module, buffers, modes)
+            self.optimizer.zero_grad(set_to_none=True)
+        _sync(self.device)
+        self.warmed.add(key)
+        seconds = time.perf_counter() - start
+        if meter is not None:
+            meter.warmup_s += seconds
+            meter.warmup_cpu_s += time.process_time() - cpu
+        return seconds
+
+    def recover(self) -> None:
+        """Undo what a step that failed half-way left behind, so the retry starts clean.
+
+        The gradients go; a GradScaler that failed between ``unscale_`` and
+        ``update`` would refuse the next step ("unscale_() has already been
+        called"), so it is replaced by a fresh one with the same scale and growth
+        tracker (the public state_dict, not its private per-optimizer stage).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None and self.scaler.is_enabled():
+            self.scaler = new_scaler(self.device.type, self.scaler.state_dict())
 
     def first_lambda(self, ce: torch.Tensor, penalty: torch.Tensor) -> float:
         """λ from the first mini-batch at the initial weights (the whole global batch under DDP)."""

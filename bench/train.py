@@ -11,8 +11,8 @@ checkpoint and the exported model :mod:`bench.checkpoint`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-import warnings
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from torch import nn
 import prunetrain_core as pc
 
 from . import checkpoint, faults
-from .batching import BatchPolicy, EmulatedOutOfMemory, run_with_oom_retry
+from .batching import BatchPolicy, elsewhere_on_oom, halve_on_oom, run_with_oom_retry
 from .checkpoint import ModeState
 from .config import RunConfig
 from .contention import Contention, ContentionProbe
@@ -34,8 +34,7 @@ from .distributed import debug_dump
 from .errors import CheckpointError, DivergenceError
 from .memory import measure_training_memory
 from .records import SCHEMA_VERSION, EpochLog
-from .speed.decisions import channels_last_hazard
-from .step import EpochMeter, TrainStep, make_scaler
+from .step import EpochMeter, EpochStats, TrainStep, autocast_dtype, make_scaler, memory_format, new_scaler
 
 MEMORY_PROBE_BATCH = 16
 
@@ -69,20 +68,6 @@ class RunContext:
         return self.dist is None or self.dist.rank == 0
 
 
-@dataclass
-class EpochStats:
-    train_loss: float
-    train_acc: float
-    lasso_ratio: float
-    samples: int
-    steps: int
-    epoch_time_s: float
-    compile_time_s: float
-    peak_memory_bytes: int
-    comm_wait_s: float | None = 0.0   # None where not separable (DDP on CUDA)
-    contention: Contention | None = None
-
-
 class ModeTrainer:
     def __init__(self, ctx: RunContext, mode: str):
         self.ctx, self.mode, self.cfg = ctx, mode, ctx.cfg
@@ -93,6 +78,8 @@ class ModeTrainer:
         self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
         self.last_change: dict[str, Any] | None = None  # function change measured at this epoch's reconfiguration
         self.scaler = make_scaler(self.cfg.amp, ctx.device)  # one for the whole mode: its scale carries over
+        self.eval_batch = self.cfg.test_batch   # halved after an out-of-memory error in evaluation
+        self.emulating = ctx.device.type != "cuda" and bool(ctx.budget_bytes)
         self.policy = BatchPolicy(mode, self.cfg.batch_size, self.cfg.max_batch, self.cfg.world_size,
                                   ctx.usable_budget, ctx.headroom, ctx.profile_name, self.cfg.batch_policy)
         self.module: nn.Module
@@ -146,6 +133,8 @@ class ModeTrainer:
         model = checkpoint.restore_model(blob, self.ckpt_path, reference=reference).to(self.ctx.device)
         optimizer = checkpoint.optimizer_from_named(model, blob["optimizer"], self._make_optimizer, self.ckpt_path)
         self.state = state
+        if self.scaler is not None:  # fp16 continues with the loss scale it had reached
+            self.scaler = new_scaler(self.ctx.device.type, checkpoint.scaler_state(blob, self.ckpt_path))
         self._install(model, optimizer)
         checkpoint.set_rng_state(blob["rng"], self.ckpt_path)
         return True
@@ -155,33 +144,26 @@ class ModeTrainer:
         def read() -> dict | None:
             if not self.ckpt_path.exists():
                 return None
-            return checkpoint.load(self.ckpt_path, map_location="cpu" if self.ctx.dist else self.ctx.device)
+            return checkpoint.load(self.ckpt_path)  # onto the CPU: the model and optimizer move their own state
         return self.ctx.dist.from_rank0(read) if self.ctx.dist is not None else read()
 
     def _install(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
-        self.channels_last = self.cfg.channels_last
-        if self.channels_last:
-            hazard = channels_last_hazard(model, self.ctx.device)
-            if hazard:  # torch 2.14's CPU oneDNN crashes in this backward: train contiguous instead
-                warnings.warn(f"{self.mode}: channels_last turned off for this shape ({hazard}); "
-                              "--round-channels 8 avoids such shapes", stacklevel=2)
-                self.channels_last = False
-                model = model.to(memory_format=torch.contiguous_format)
-            else:
-                model = model.to(memory_format=torch.channels_last)
+        model, self.channels_last = memory_format(model, self.ctx.device, self.cfg.channels_last, self.mode)
         self.module, self.optimizer = model, optimizer
         self.lasso = pc.GroupLasso(model, self.example) if self.prune else None
         self.flops = pc.count_flops(model, self.example)
-        self.memory = measure_training_memory(model, self.example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1),
-                                              optimizer=optimizer)
+        amp = autocast_dtype(self.cfg.amp, self.ctx.device)  # the memory model sees the activations the step keeps
+        self.memory = halve_on_oom(lambda n: measure_training_memory(
+            model, self.example[:1].expand(n, -1, -1, -1), optimizer=optimizer, autocast_dtype=amp), MEMORY_PROBE_BATCH)
         self.forward_model = self._wrap(model)
         self.needs_compile = self.cfg.compile
         self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
                               scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
                               reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
-                              channels_last=self.channels_last, penalty_in_loss=self.cfg.lasso != "proximal")
+                              channels_last=self.channels_last, penalty_in_loss=self.cfg.lasso != "proximal",
+                              module=model)
         if self.lasso is not None and self.cfg.lasso == "proximal":
             self.step.post_step_hooks.append(self._proximal_step)
 
@@ -253,15 +235,17 @@ class ModeTrainer:
                 self._step_with_retry(x, y, meter)
                 self._sync()
                 self.needs_compile = False
-                compile_time = time.perf_counter() - t0  # corrected below by the typical step time
+                compile_time = time.perf_counter() - t0 - meter.warmup_s  # corrected below by the typical step
             else:
                 self._step_with_retry(x, y, meter)
             if i == half:
                 faults.maybe_kill("mid-epoch")
             bar.update(1)
         self._sync()
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - meter.warmup_s  # the warm-ups were not training
         contention = probe.stop()
+        if contention.cpu_time_s is not None:  # the warm-ups were not training: neither their CPU time
+            contention = dataclasses.replace(contention, cpu_time_s=contention.cpu_time_s - meter.warmup_cpu_s)
         bar.close()
         self.state.lam = self.step.lam
         if compile_time and meter.steps > 1:
@@ -274,42 +258,39 @@ class ModeTrainer:
         if not math.isfinite(loss_sum):
             raise DivergenceError(f"{self.mode}: the training loss became {loss_sum / max(samples, 1)} in epoch {epoch} "
                                   f"(lr {lr:g}); lower --lr or --lpr")
-        peak = (torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda"
+        cuda = ctx.device.type == "cuda"  # measured there; on the CPU the memory model's prediction
+        peak = (torch.cuda.max_memory_allocated(ctx.device) if cuda
                 else self.memory.total_for_batch(max(1, self.state.batch // world)))
         return EpochStats(
             train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
             lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.prune else 0.0,
             samples=samples, steps=meter.steps, epoch_time_s=elapsed - compile_time,
-            compile_time_s=compile_time, peak_memory_bytes=int(peak), comm_wait_s=comm_wait, contention=contention)
+            compile_time_s=compile_time, warmup_time_s=meter.warmup_s, peak_memory_bytes=int(peak),
+            peak_reserved_bytes=int(torch.cuda.max_memory_reserved(ctx.device)) if cuda else None,
+            comm_wait_s=comm_wait, contention=contention)
 
     def _step_with_retry(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter) -> None:
         """One loader batch in optimizer steps of the current batch; lowered and redone after out-of-memory."""
         world = self.ctx.dist.world_size if self.ctx.dist else 1
 
         def step(xs: torch.Tensor, ys: torch.Tensor) -> None:
-            self._check_emulated_budget(len(xs))
+            if self.emulating:  # on CUDA the allocator's own cap (set_per_process_memory_fraction) decides
+                self.policy.check_emulated(len(xs), self.memory.total_for_batch(len(xs)))
+            self.step.warm_up(xs, ys, meter)  # a new shape: cuDNN tunes here, untimed (meter.warmup_s)
             self.step(xs, ys, meter)
 
         run_with_oom_retry(step, x, y, chunk=lambda: max(1, self.state.batch // world), lower=self._lower_after_oom)
 
     def _lower_after_oom(self, why: str) -> None:
         """Free what the failed step left, then lower the batch; raise where nothing smaller is possible."""
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ctx.device.type == "cuda":
-            torch.cuda.empty_cache()
+        self.step.recover()
+        self.scaler = self.step.scaler
         lower = self.policy.after_oom(self.state.batch, self.memory.total_for_batch(self.state.batch), why,
                                       distributed=self.ctx.dist is not None)
         self.state.oom_retries += 1
         self.state.batch_reasons.append(f"epoch {self.state.epoch + 1}: out of memory at "
                                         f"{self.state.batch}, retried at {lower}")
         self.state.batch = lower
-
-    def _check_emulated_budget(self, batch: int) -> None:
-        if self.ctx.device.type == "cuda" or not self.ctx.budget_bytes:
-            return  # on CUDA the allocator's own cap (set_per_process_memory_fraction) decides
-        need = self.memory.total_for_batch(batch)
-        if need > self.ctx.usable_budget:
-            raise EmulatedOutOfMemory(f"batch {batch} needs {need} bytes > budget {self.ctx.usable_budget}")
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -319,15 +300,23 @@ class ModeTrainer:
         loader = Loader(ctx.data.test, self.cfg.test_batch, train=False, device=ctx.device)
         self._sync()
         start = time.perf_counter()
-        loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
-        correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
-        for x, y in loader:
-            out = self.module(x)  # every rank evaluates the whole test set: no DDP needed
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
+        meter = EpochMeter(ctx.device)
+
+        def run(xs: torch.Tensor, ys: torch.Tensor) -> None:
+            out = self.module(xs)  # every rank evaluates the whole test set: no DDP needed
+            meter.loss_sum += F.cross_entropy(out.float(), ys, reduction="sum").double()
+            meter.correct += (out.argmax(1) == ys).sum()
+
+        for x, y in loader:  # after an out-of-memory error, in halves (chunk: self.eval_batch)
+            run_with_oom_retry(run, x, y, chunk=lambda: self.eval_batch, lower=self._lower_eval_batch)
         self._sync()
         n = len(ctx.data.test)
-        return loss_sum.item() / n, 100.0 * correct.item() / n, time.perf_counter() - start
+        return meter.loss_sum.item() / n, 100.0 * meter.correct.item() / n, time.perf_counter() - start
+
+    def _lower_eval_batch(self, why: str) -> None:
+        self.eval_batch = self.policy.after_eval_oom(self.eval_batch, why)
+        self.state.batch_reasons.append(f"epoch {self.state.epoch + 1}: evaluation out of memory, "
+                                        f"test batch lowered to {self.eval_batch}")
 
     # ------------------------------------------------------------------ reconfiguration
     def reconfigure(self, epoch: int) -> float:
@@ -341,7 +330,8 @@ class ModeTrainer:
         def plan_here() -> pc.Plan:
             return self._plan(before, chosen)
         plan = self.ctx.dist.broadcast_plan(plan_here) if self.ctx.dist is not None else plan_here()
-        model = pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer)
+        model = elsewhere_on_oom(lambda: pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer),
+                                 lambda why: self._surgery_on_cpu(plan, why))
         t0 = time.perf_counter()
         change = pc.compare(before, pc.outputs(model, self.held_x), self.held_y)
         proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
@@ -366,6 +356,17 @@ class ModeTrainer:
                                        liveness=cfg.liveness, round_to=cfg.round_channels, reference=before)
         chosen.update(threshold=choice.threshold, tried=choice.tried)
         return choice.plan
+
+    def _surgery_on_cpu(self, plan: pc.Plan, why: str) -> nn.Module:
+        """The surgery where the card has no room for the old and the new model at once (2 GiB, ImageNet)."""
+        self.state.batch_reasons.append(f"epoch {self.state.epoch}: reconfiguration out of memory on "
+                                        f"{self.ctx.device} ({why}); surgery done on the CPU")
+        cpu, device = torch.device("cpu"), self.ctx.device
+        self.module.to(cpu)
+        checkpoint.optimizer_to(self.optimizer, cpu)
+        model = pc.apply_plan_to(self.module, plan, self.example.to(cpu), optimizer=self.optimizer).to(device)
+        checkpoint.optimizer_to(self.optimizer, device)
+        return model
 
     def _record_architecture(self, epoch: int) -> None:
         arch = {
@@ -407,6 +408,7 @@ class ModeTrainer:
                 "test_loss": test_loss, "test_acc": test_acc,
                 "epoch_time_s": stats.epoch_time_s, "eval_time_s": eval_time,
                 "reconfig_time_s": reconfig_time, "compile_time_s": stats.compile_time_s,
+                "warmup_time_s": stats.warmup_time_s, "peak_memory_reserved_bytes": stats.peak_reserved_bytes,
                 "train_flops": flops_now.train_per_image * stats.samples,
                 "inference_flops": flops_now.inference_per_image,
                 "params": params_now,
@@ -433,8 +435,9 @@ class ModeTrainer:
         return sum(p.numel() * p.element_size() for p in self.module.parameters() if p.requires_grad)
 
     def save_checkpoint(self) -> None:
+        scaler = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
         checkpoint.save(self.ckpt_path, model=self.module, optimizer=self.optimizer,
-                        extra={"mode": self.mode, **self.state.to_blob()})
+                        extra={"mode": self.mode, **self.state.to_blob(), **scaler})
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -26,7 +26,7 @@ from bench.records import COLUMN_TYPES, EPOCH_FIELDNAMES, parse_value
 
 # Columns that are measurements of time: everything else must be identical between a resumed run and
 # an uninterrupted one (floats included: same seed, same thread count, same CPU).
-TIMING_COLUMNS = frozenset({"epoch_time_s", "eval_time_s", "reconfig_time_s", "compile_time_s"})
+TIMING_COLUMNS = frozenset({"epoch_time_s", "eval_time_s", "reconfig_time_s", "compile_time_s", "warmup_time_s"})
 # run_id differs between two runs by construction.
 IGNORED_COLUMNS = TIMING_COLUMNS | {"run_id"}
 
