@@ -308,6 +308,27 @@ def profiles() -> None:
     click.echo(format_profiles(builtin_profiles(), detect()))
 
 
+# ---------------------------------------------------------------------------------------------- check
+@main.command()
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--model", default="resnet20", show_default=True, help="Model of the training rows.")
+@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
+              help="Also check mixed precision (CUDA only).")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True,
+              help="Also check training in channels_last.")
+@friendly_errors
+def check(device, model, amp, channels_last) -> None:
+    """Run every path a long run takes on this device for a few steps; one table, exit 1 if any fails."""
+    from .check import FAIL, format_table, run_check
+
+    rows = run_check(device, model=model, amp=amp, channels_last=channels_last,
+                     echo=lambda s: click.echo(s, err=True))
+    click.echo(format_table(rows))
+    failed = [r.path for r in rows if r.result == FAIL]
+    if failed:
+        click.echo(f"{len(failed)} of {len(rows)} checks failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+
 
 # ---------------------------------------------------------------------------------------------- speed
 
