@@ -146,11 +146,8 @@ def test_round_channels_auto_decides_for_the_selected_device(monkeypatch):
     asked = []
     monkeypatch.setattr(bench.speed.decisions, "auto_round_channels",
                         lambda model, device=None: asked.append(device) or 4)
-    opts = {"profile": "smoke", "model": None, "data": None, "data_dir": None, "subset": None, "mode": "both",
-            "epochs": None, "batch_size": None, "max_batch": None, "lr": None, "lr_milestones": None,
-            "momentum": 0.9, "weight_decay": 5e-4, "interval": None, "lpr": None, "threshold": None, "seed": 0,
-            "adjust_batch": True, "round_channels": "auto", "device": "cpu", "emulate": False, "amp": "off",
-            "channels_last": False, "compile_": False}
+    opts = {p.name: p.default for p in cli.run.params}          # every `bench run` option at its default
+    opts.update(profile="smoke", round_channels="auto", device="cpu")
     cfg = cli.build_config(opts)
     assert cfg.round_channels == 4 and asked == [torch.device("cpu")]
 
