@@ -52,7 +52,7 @@ def main(dense_dir: str, *named: str) -> str:
         acc = [float(r["test_acc"]) for r in pt]
         changes = [float(r[c]) for r in pt for c in ("func_change_eval", "func_change_train") if r.get(c)]
         change = f"{max(changes):.2g} ({len(changes) // 2} reconf.)" if changes else "–"
-        ratio = f"{time / flops:.2f}" if flops > 0.5 else "– (nothing saved)"
+        ratio = f"{time / flops:.2f}" if flops >= 5 else "– (< 5 % saved)"
         lines.append(f"| {name} | {flops:.1f} % | {acc[-1]:.1f} / {max(acc):.1f} % | {d_acc[-1]:.1f} / "
                      f"{max(d_acc):.1f} % | {change} | {time:.1f} % | {ratio} | `{_command(Path(path))}` |")
     return "\n".join(lines)
