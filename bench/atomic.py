@@ -5,18 +5,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from . import faults
+from typing import Any, Callable
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes, fault_point: str | None = None) -> None:
+def atomic_write_bytes(path: Path, data: bytes, before_replace: Callable[[], None] | None = None) -> None:
     """Write ``data`` to ``path`` through a fsync'ed temporary file renamed over it.
 
-    ``fault_point`` names this write for the test suite's kill hook (see :mod:`bench.faults`).
+    ``before_replace`` runs between the fsync and the rename (the test suite's kill point, see bench.hooks).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -26,8 +24,8 @@ def atomic_write_bytes(path: Path, data: bytes, fault_point: str | None = None) 
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        if fault_point is not None:
-            faults.maybe_kill(fault_point)
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -38,9 +36,9 @@ def atomic_write_bytes(path: Path, data: bytes, fault_point: str | None = None) 
     _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any, fault_point: str | None = None) -> None:
+def atomic_write_json(path: Path, obj: Any, before_replace: Callable[[], None] | None = None) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(),
-                       fault_point=fault_point)
+                       before_replace=before_replace)
 
 
 def _fsync_dir(directory: Path) -> None:

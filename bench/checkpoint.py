@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -108,7 +108,8 @@ def set_rng_state(state: dict, path: Path | str = "checkpoint") -> None:
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
-def save(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
+def save(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any],
+         before_replace: Callable[[], None] | None = None) -> None:
     blob = {
         "format": FORMAT,
         "arch": pc.describe(model),
@@ -119,7 +120,7 @@ def save(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, extr
     }
     buf = io.BytesIO()
     torch.save(blob, buf)
-    atomic_write_bytes(Path(path), buf.getvalue(), fault_point="checkpoint-write")
+    atomic_write_bytes(Path(path), buf.getvalue(), before_replace=before_replace)
 
 
 def load(path: Path) -> dict:

@@ -59,7 +59,8 @@ def main() -> None:
                                             "resnet50-imagenet, vgg16-imagenet.")
 @click.option("--data", default=None, help="cifar10, cifar100, synthetic (embedded, no files), or any name with --data-dir.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Image-folder data set with train/ and test/ (or val/) class folders.")
+              help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
+                   "run's folder again (records keep only its name).")
 @click.option("--subset", type=int, default=None, help="Train on a class-balanced subset of N images (0 = all).")
 @click.option("--mode", "mode", type=click.Choice(["both", "dense", "prunetrain"]), default="both", show_default=True)
 @click.option("--epochs", type=int, default=None)
@@ -124,7 +125,8 @@ def run(**opts) -> None:
     try:
         run_dir = run_benchmark(cfg, results_dir=Path(opts["results_dir"]),
                                 resume=Path(opts["resume"]) if opts["resume"] else None,
-                                progress=not quiet and sys.stderr.isatty(), echo=echo, dist=dist)
+                                progress=not quiet and sys.stderr.isatty(), echo=echo, dist=dist,
+                                data_dir=Path(opts["data_dir"]) if opts["resume"] and opts["data_dir"] else None)
     except OutOfMemoryBudget as exc:
         if dist is None:
             raise

@@ -161,11 +161,11 @@ def load_data(
         floor = 200
     elif data_dir is not None:
         train, test, root = _load_image_folder(name, Path(data_dir).expanduser().absolute(), cache)
-        source = f"image folder {root}"
+        source = f"image folder '{root.name}'"  # the name, not the path: records travel between machines
         floor = 500
     elif name in ("cifar10", "cifar100"):
         train, test, root = _load_torchvision_cifar(name, cache)
-        source = f"torchvision {name} ({root})"
+        source = f"torchvision {name}"
         floor = 500
     else:
         raise DataError(

@@ -8,6 +8,7 @@ one line naming the file and the key, not hours into a run.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -335,7 +336,7 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         name=name, description=description, auto=auto, device_kind=kind,
         name_patterns=patterns, compute_capability=cc, device_memory_bytes=dev_mem,
         budget_bytes=budget, reserve_bytes=reserve, headroom=headroom,
-        defaults=defaults, source=str(path),
+        defaults=defaults, source=_content_id(path),
     )
 
 
@@ -345,6 +346,11 @@ def _milestones(c: "_Checker", d: Mapping[str, Any], default: tuple[float, ...])
             isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in value):
         raise c.fail("defaults.lr_milestones", "must be a list of fractions between 0 and 1", value)
     return tuple(float(v) for v in value)
+
+
+def _content_id(path: Path) -> str:
+    """Which file a profile came from, without the machine's path: its name and a hash of its content."""
+    return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
 def builtin_profiles() -> dict[str, Profile]:

@@ -40,10 +40,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import faults
 from .atomic import atomic_write_bytes, atomic_write_json
 from .config import MODES
 from .errors import RecordError
+from .hooks import NO_HOOKS, Hooks
 
 __all__ = ["SCHEMA_VERSION", "MODES", "EpochRow", "EPOCH_FIELDNAMES", "COLUMN_TYPES", "EpochLog", "write_epochs", "RunJson",
            "read_epochs", "read_run_json", "parse_value", "atomic_write_bytes", "atomic_write_json"]
@@ -210,8 +210,8 @@ class EpochLog:
     without its newline), so ``kill -9`` never leaves a torn row behind.
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path, hooks: Hooks = NO_HOOKS):
+        self.path, self.hooks = Path(path), hooks
         if not self.path.exists() or self.path.stat().st_size == 0:
             atomic_write_bytes(self.path, header_line().encode())
         else:
@@ -226,7 +226,7 @@ class EpochLog:
         """Append one row; a mapping must hold exactly the columns (TypeError otherwise)."""
         line = format_row(row).encode()
         with open(self.path, "ab") as fh:
-            faults.maybe_kill("record-append", before=lambda: _write_synced(fh, line[: len(line) // 2]))
+            self.hooks.kill_point("record-append", before=lambda: _write_synced(fh, line[: len(line) // 2]))
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
@@ -444,11 +444,11 @@ def _drop_repeated(r: _Reader, rows: list[tuple[int, EpochRow]]) -> list[tuple[i
 class RunJson:
     """The writer of run.json: rewritten atomically whenever something in it changes."""
 
-    def __init__(self, path: Path, data: dict):
-        self.path, self.data = Path(path), data
+    def __init__(self, path: Path, data: dict, hooks: Hooks = NO_HOOKS):
+        self.path, self.data, self.hooks = Path(path), data, hooks
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data, fault_point="run-json-write")
+        atomic_write_json(self.path, self.data, before_replace=lambda: self.hooks.kill_point("run-json-write"))
 
     def mode(self, mode: str) -> dict:
         return self.data["modes"].setdefault(mode, {"status": "pending", "architectures": []})

@@ -28,6 +28,7 @@ from .config import MODES, RunConfig
 from .data import load_data
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
 from .hardware import DeviceInfo, detect
+from .hooks import from_environment
 from .profiles import Profile, resolve_profile
 from .records import SCHEMA_VERSION, EpochLog, RunJson, read_epochs, read_run_json
 from .train import ModeTrainer, RunContext
@@ -82,13 +83,14 @@ class DeviceSetup:
     emulated: bool
 
 
-def prepare_device(cfg, dist=None, info: DeviceInfo | None = None) -> DeviceSetup:
+def prepare_device(cfg, dist=None, info: DeviceInfo | None = None, profile: Profile | None = None) -> DeviceSetup:
     """Select and check the device (bench.gpu), match the profile to that card, and cap its memory (--emulate).
 
     ``cfg``: a RunConfig, or any settings with ``device``, ``profile`` and ``emulate`` (a replay's).
     """
     device, info = gpu.select(cfg.device, info if info is not None else detect(), dist)
-    profile = resolve_profile(cfg.profile, info)
+    if profile is None:  # a resumed run brings the profile it recorded
+        profile = resolve_profile(cfg.profile, info)
     budget = profile.resolve_budget(info)
     if device.type != "cuda":  # a GPU profile's budget decisions, made on the CPU, are emulated
         return DeviceSetup(device, info, profile, budget, emulated=profile.device_kind == "cuda")
@@ -103,6 +105,51 @@ def prepare_device(cfg, dist=None, info: DeviceInfo | None = None) -> DeviceSetu
 def select_device_name(info: DeviceInfo, device: torch.device) -> str:
     """The device name written into every row."""
     return info.device_name if device.type == "cuda" else f"cpu: {info.cpu_model}"
+
+
+def portable_config(cfg: RunConfig, profile: Profile) -> dict[str, Any]:
+    """The configuration as run.json keeps it: names instead of this machine's paths (data folder, profile file)."""
+    d = cfg.to_dict()
+    d["data_dir"] = Path(cfg.data_dir).name if cfg.data_dir else None
+    d["profile"] = profile.name
+    return d
+
+
+def portable_command(argv: list[str]) -> str:
+    """The command line without this machine's paths: ``bench`` for the program, a path argument by its name."""
+    words = ["bench"] + [Path(a).name if os.sep in a and not a.startswith("-") else a for a in argv[1:]]
+    return " ".join(words)
+
+
+def _resumed_data_dir(path: Path, cfg: RunConfig, data_dir: Path | None) -> str | None:
+    """The image folder of a resumed run: given again with --data-dir (run.json keeps only its name)."""
+    if cfg.data_dir is None:
+        if data_dir is not None:
+            raise ConfigError(f"{path}: the run did not read an image folder; drop --data-dir")
+        return None
+    if data_dir is None:
+        raise ConfigError(f"{path}: the run read the image folder '{cfg.data_dir}' (records keep only its name); "
+                          "give it again: bench run --resume RUN --data-dir FOLDER")
+    return str(data_dir)
+
+
+def _check_same_data(path: Path, recorded: Any, data) -> None:
+    """A resumed run continues on the data it started with (same name and sizes)."""
+    if not isinstance(recorded, dict):
+        return
+    now = data.to_dict()
+    differ = [k for k in ("name", "train_size", "test_size", "num_classes") if k in recorded and recorded[k] != now[k]]
+    if differ:
+        raise ConfigError(f"{path}: the data differ from the run's ({', '.join(f'{k} {recorded[k]} now {now[k]}' for k in differ)}); "
+                          "give the folder the run started with")
+
+
+def _recorded_profile(path: Path, meta: dict) -> Profile:
+    """The profile a resumed run started with, as run.json recorded it (its file may not exist here)."""
+    try:
+        return Profile.from_dict(meta["profile"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"{path}: key 'profile' is not a recorded profile ({exc})") from None
 
 
 def _read_resumed(run_dir: Path) -> dict:
@@ -172,14 +219,21 @@ def _remove_stale_temp_files(run_dir: Path) -> None:
 
 
 def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"), resume: Path | None = None,
-                  progress: bool = False, echo: Echo = lambda s: None, dist=None) -> Path:
-    """Run (or resume) one benchmark; returns the run folder."""
+                  progress: bool = False, echo: Echo = lambda s: None, dist=None, data_dir: Path | None = None) -> Path:
+    """Run (or resume) one benchmark; returns the run folder.
+
+    ``data_dir`` gives a resumed run its image folder again (records keep only the folder's name).
+    """
     info = detect()
+    hooks = from_environment(warn=lambda line: print(f"warning: {line}", file=sys.stderr))
+    profile: Profile | None = None
     if resume is not None:
         resume = Path(resume)
         # under torchrun rank 0 reads run.json and broadcasts it: every rank resumes the same record
         old = dist.from_rank0(lambda: _read_resumed(resume)) if dist is not None else _read_resumed(resume)
         cfg = config_from_record(resume / "run.json", old["config"])
+        cfg.data_dir = _resumed_data_dir(resume / "run.json", cfg, data_dir)
+        profile = _recorded_profile(resume / "run.json", old)
         cfg.world_size = dist.world_size if dist is not None else 1  # batch is global: any process count resumes
         if old.get("status") == "finished":
             echo(f"{resume} is already finished")
@@ -191,13 +245,15 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     cfg.validate()
     if cfg.model not in pc.available_models():
         raise ConfigError(f"unknown model '{cfg.model}': choose one of {', '.join(pc.available_models())}")
-    setup = prepare_device(cfg, dist, info)
+    setup = prepare_device(cfg, dist, info, profile=profile)
     info, device, profile, budget, emulated = setup.info, setup.device, setup.profile, setup.budget_bytes, setup.emulated
     data = load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed)
+    if resume is not None:
+        _check_same_data(resume / "run.json", old.get("data"), data)
     writer = dist is None or dist.rank == 0
     if resume is not None:
         run_dir, run_id = resume, old["run_id"]
-        meta = RunJson(run_dir / "run.json", old)
+        meta = RunJson(run_dir / "run.json", old, hooks)
     else:
         if dist is not None:  # rank 0 creates the one run folder; every rank learns its name
             run_id, run_dir = dist.from_rank0(lambda: new_run_dir(Path(results_dir), profile.name, cfg.model))
@@ -205,13 +261,15 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             run_id, run_dir = new_run_dir(Path(results_dir), profile.name, cfg.model)
         meta = RunJson(run_dir / "run.json", {
             "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running",
-            "created": _now(), "finished": None, "config": cfg.to_dict(),
+            "created": _now(), "finished": None, "config": portable_config(cfg, profile),
             "hardware": info.to_dict(), "device": str(device), "profile": profile.to_dict(),
             "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
             "versions": versions(), "git_commit": git_commit(), "seed": cfg.seed,
             "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
-            "command": " ".join(sys.argv), "modes": {m: {"status": "pending", "architectures": []} for m in cfg.modes},
-        })
+            "command": portable_command(sys.argv), "modes": {m: {"status": "pending", "architectures": []} for m in cfg.modes},
+        }, hooks)
+    if hooks.active:  # a record says what it is: this run had faults injected
+        meta.data.setdefault("fault_injection", []).append({"at": _now(), "variables": hooks.active})
     lock = None
     if writer:
         lock = _lock_run_dir(run_dir)
@@ -222,12 +280,12 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         meta.save()
     echo(f"run {run_id}: {cfg.model} on {data.name} ({len(data.train)} train images), profile {profile.name}"
          f"{' (emulated)' if emulated else ''}, device {info.device_name}")
-    log = EpochLog(run_dir / "epochs.csv") if writer else None
+    log = EpochLog(run_dir / "epochs.csv", hooks) if writer else None
     ctx = RunContext(
         cfg=cfg, run_id=run_id, run_dir=run_dir, device=device, data=data, profile_name=profile.name,
         device_name=select_device_name(info, device),
         emulated=emulated, budget_bytes=budget, reserve_bytes=profile.reserve_bytes, headroom=profile.headroom,
-        log=log, progress=progress, dist=dist,
+        log=log, progress=progress, dist=dist, hooks=hooks,
         on_architecture=(lambda mode, arch: meta.add_architecture(mode, arch)) if writer else (lambda m, a: None),
     )
     errors: list[str] = []

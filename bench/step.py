@@ -131,7 +131,7 @@ class TrainStep:
         self.lasso, self.lpr, self.lam, self.reduce_mean = lasso, lpr, lam, reduce_mean
         self.channels_last = channels_last
         self.penalty_in_loss = penalty_in_loss  # False: λ and the ratio only; a post-step hook applies the penalty
-        self.nan_loss = False          # test hook (bench.faults): make the loss NaN
+        self.nan_loss = False          # test seam (bench.hooks): make the loss NaN
         self.post_step_hooks: list[Callable[[], None]] = []
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter | None = None) -> None:

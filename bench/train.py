@@ -24,7 +24,7 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from . import checkpoint, faults
+from . import checkpoint
 from .batching import BatchPolicy, elsewhere_on_oom, halve_on_oom, run_with_oom_retry
 from .checkpoint import ModeState
 from .config import RunConfig
@@ -32,6 +32,7 @@ from .contention import Contention, ContentionProbe
 from .data import DataSplit, Loader
 from .distributed import debug_dump
 from .errors import CheckpointError, DivergenceError
+from .hooks import NO_HOOKS, Hooks
 from .memory import measure_training_memory
 from .records import SCHEMA_VERSION, EpochLog
 from .step import EpochMeter, EpochStats, TrainStep, autocast_dtype, make_scaler, memory_format, new_scaler
@@ -58,6 +59,7 @@ class RunContext:
     on_architecture: Callable[[str, dict], None] = lambda mode, arch: None
     progress: bool = False
     dist: Any = None                     # bench.distributed.DistContext when world_size > 1
+    hooks: Hooks = NO_HOOKS              # the test suite's fault seam (bench.hooks): inert by default
 
     @property
     def usable_budget(self) -> int:
@@ -223,7 +225,7 @@ class ModeTrainer:
             torch.cuda.reset_peak_memory_stats(ctx.device)
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
         half = len(loader) // 2
-        self.step.nan_loss = faults.nan_at(self.mode, epoch)  # test hook: False unless BENCH_FAULT_NAN_AT
+        self.step.nan_loss = self.ctx.hooks.nan_loss(self.mode, epoch)  # False unless the test suite asks
         compile_time = 0.0
         probe = ContentionProbe((ctx.device.index or 0) if ctx.device.type == "cuda" else None)
         self._sync()
@@ -239,7 +241,7 @@ class ModeTrainer:
             else:
                 self._step_with_retry(x, y, meter)
             if i == half:
-                faults.maybe_kill("mid-epoch")
+                self.ctx.hooks.kill_point("mid-epoch")
             bar.update(1)
         self._sync()
         elapsed = time.perf_counter() - start - meter.warmup_s  # the warm-ups were not training
@@ -337,7 +339,7 @@ class ModeTrainer:
         proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
         self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict()}
         self._install(model, self.optimizer)
-        faults.maybe_kill("reconfigure")
+        self.ctx.hooks.kill_point("reconfigure")
         self._decide_batch(at_start=False)
         self._sync()
         elapsed = time.perf_counter() - start - proof_time

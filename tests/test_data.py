@@ -416,7 +416,6 @@ def test_torchvision_cifar_converts_hwc_to_nchw(tmp_path, monkeypatch):
 
 
 @pytest.mark.cifar
-@pytest.mark.skipif(not os.environ.get("CIFAR10_DIR"), reason="set CIFAR10_DIR to an unpacked cifar10-jpeg copy")
 def test_real_cifar10_subset(tmp_path):
     s = load_data("cifar10", data_dir=os.environ["CIFAR10_DIR"], subset=2000, cache_dir=tmp_path)
     assert len(s.train) == 2000 and len(s.test) == 500

@@ -438,7 +438,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+@pytest.mark.chromium
 def test_report_html_renders_in_chromium(standard, tmp_path):
     res, _ = standard
     url = (res.out_dir / "report.html").resolve().as_uri()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,25 @@ def test_batch_is_lowered_to_fit_an_emulated_small_gpu(tmp_path):
     assert int(row["peak_memory_bytes"]) <= 0.9 * int(row["memory_budget_bytes"])
     meta = json.loads((run_dir / "run.json").read_text())
     assert "lowered" in " ".join(meta["modes"]["dense"]["batch_reasons"])
+
+
+def test_records_hold_no_path_of_this_machine(tmp_path, monkeypatch):
+    """run.json and epochs.csv can be shared as they are: the profile file, results folder and command line
+    appear by name (the profile with a hash of its content), never as paths of the machine that wrote them."""
+    profile = tmp_path / "tinygpu.toml"
+    profile.write_text(SMALL_BUDGET_PROFILE)
+    results = tmp_path / "results"
+    args = ["run", "--profile", str(profile), "--model", "resnet20", "--data", "synthetic",
+            "--subset", "64", "--epochs", "1", "--mode", "dense", "--results-dir", str(results), "--quiet"]
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "venv" / "bin" / "bench"), *args])
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = list(results.iterdir())
+    text = (run_dir / "run.json").read_text() + (run_dir / "epochs.csv").read_text()
+    assert str(tmp_path) not in text and "/work/" not in text and "/home/" not in text
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["config"]["profile"] == "tinygpu" and meta["profile"]["source"].startswith("tinygpu.toml sha256:")
+    assert meta["command"].startswith("bench run --profile tinygpu.toml")
 
 
 @pytest.mark.parametrize("args,needle", [
