@@ -96,7 +96,9 @@ class EpochRow:
     train_flops: float = column("whole epoch: fwd + loss + bwd, FlopCounterMode")
     inference_flops: float = column("per image")
     params: int = column("parameters of the shape the epoch trained")
-    peak_memory_bytes: int = column("peak training memory of the epoch")
+    peak_memory_bytes: int = column("peak training memory of the epoch (see peak_memory_source)")
+    peak_memory_source: str | None = column("measured (the CUDA allocator's peak) | predicted (the memory model: "
+                                            "CPU runs and replays); empty in files from before this column")
     peak_memory_reserved_bytes: int | None = column("CUDA: max_memory_reserved, what the emulation cap limits; "
                                                     "empty on the CPU and in a replay")
     memory_budget_bytes: int = column("the profile's budget")

@@ -339,6 +339,7 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
         "peak_memory_reserved_bytes": None,
         "train_flops": ts.shape.train_flops_per_image * samples, "inference_flops": ts.shape.inference_flops,
         "params": ts.shape.params, "peak_memory_bytes": ts.memory.total_for_batch(ts.batch),
+        "peak_memory_source": "predicted",
         "memory_budget_bytes": budget, "lasso_lambda": row.get("lasso_lambda"), "grad_bytes_per_step": 0,
         "oom_retries": 0, "steps": math.ceil(samples / ts.batch),
         "source": "replay", "replay_of": traj.run_id, "cpu_time_s": samples / ts.batch * ts.step_cpu.median,

@@ -415,6 +415,7 @@ class ModeTrainer:
                 "inference_flops": flops_now.inference_per_image,
                 "params": params_now,
                 "peak_memory_bytes": stats.peak_memory_bytes, "memory_budget_bytes": ctx.budget_bytes,
+                "peak_memory_source": "measured" if ctx.device.type == "cuda" else "predicted",
                 "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
                 "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
                 "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured", "replay_of": None,

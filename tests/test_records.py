@@ -15,7 +15,7 @@ def _values(**changes) -> dict:
     v.update(schema_version=1, run_id="r1", mode="prunetrain", model="resnet20", dataset="synthetic",
              profile="cpu", device="cpu: test", world_size=1, epoch=1, batch_size=32, lr=0.1,
              train_loss=2.302585092994046, epoch_time_s=1.25, comm_wait_s=None, source="measured", replay_of=None,
-             busy_processes=None)
+             busy_processes=None, peak_memory_source="predicted")
     v.update(changes)
     return v
 

@@ -168,7 +168,14 @@ def run_metrics(run: Run) -> dict[str, Any]:
     e = run.epochs  # epochs with any load record: a replay has CPU time per step, not the load
     m["epochs_with_load"] = int((e["other_cpu_cores"].notna() | e["cpu_time_s"].notna()
                                  | e["busy_processes"].notna()).sum()) if "cpu_time_s" in e else 0
+    m["peak_memory_source"] = memory_source(pd.concat([d, p])["peak_memory_source"])
     return m
+
+
+def memory_source(values: pd.Series) -> str:
+    """measured, predicted, both (``measured/predicted``) or unknown (records from before the column)."""
+    found = sorted({v for text in values.dropna() for v in str(text).split("/") if v})
+    return "/".join(found) or "unknown"
 
 
 def contended_epochs(run: Run) -> int:
@@ -346,6 +353,7 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         row["batch_sizes"] = "; ".join(dict.fromkeys(g["batch_sizes"]))
         row["dense_batch_sizes"] = "; ".join(dict.fromkeys(g["dense_batch_sizes"]))
         row["memory_budget_bytes"] = g["memory_budget_bytes"].median()
+        row["peak_memory_source"] = memory_source(g["peak_memory_source"])
         row["contended_epochs"] = int(g["contended_epochs"].sum())
         row["epochs_with_load"] = int(g["epochs_with_load"].sum())
         for mname in METRICS:

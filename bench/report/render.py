@@ -78,7 +78,7 @@ Block = Union[Para, Table, Items, Image, Section]
 TIME_HEADERS = ["Device", "Model / data", "n", "Dense time", "PruneTrain time",
                 "Time saved (%)", "Training FLOPs saved (%)", "Time saved ÷ FLOPs saved",
                 "Inference FLOPs saved (%)"]
-MEM_HEADERS = ["Device", "Model / data", "n", "Peak memory dense", "Peak memory PruneTrain",
+MEM_HEADERS = ["Device", "Model / data", "n", "Peak memory dense", "Peak memory PruneTrain", "Peak memory is",
                "PruneTrain batch sizes", "Final acc. dense (%)", "Final acc. PruneTrain (%)",
                "Best acc. dense (%)", "Best acc. PruneTrain (%)"]
 
@@ -108,13 +108,14 @@ def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
         mem_rows.append([device, where, n,
                          fmt.cell(r, "dense_peak_memory_bytes", "bytes", mem_unit),
                          fmt.cell(r, "prunetrain_peak_memory_bytes", "bytes", mem_unit),
+                         str(r.get("peak_memory_source", "unknown")),
                          str(r["batch_sizes"]),
                          fmt.cell(r, "dense_final_acc", "acc"),
                          fmt.cell(r, "prunetrain_final_acc", "acc"),
                          fmt.cell(r, "dense_best_acc", "acc"),
                          fmt.cell(r, "prunetrain_best_acc", "acc")])
     return (Table(TIME_HEADERS, time_rows, numeric=set(range(2, 9))),
-            Table(MEM_HEADERS, mem_rows, numeric={2, 3, 4, 6, 7, 8, 9}))
+            Table(MEM_HEADERS, mem_rows, numeric={2, 3, 4, 7, 8, 9, 10}))
 
 
 def _more_or_less(saved_pct: Any) -> str:
@@ -229,7 +230,8 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
              "loading), above 1 it gains more (e.g. larger batches after pruning); it is left "
              "empty when no FLOPs were saved. Inference FLOPs saved compares the final epoch's "
              "per-image inference FLOPs. Peak memory is the largest peak_memory_bytes of any "
-             "epoch."),
+             "epoch; the column after it says whether that was measured (the CUDA allocator's peak) "
+             "or predicted (the memory model: on a CPU, and in a replay)."),
         Para("Only runs with a complete pair are compared: both modes recorded every epoch of "
              "the same schedule and neither failed. Repeated runs of one configuration (same "
              "device, emulation, process count, model, data set and settings) are shown as the "
