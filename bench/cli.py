@@ -355,9 +355,10 @@ def check(device, model, amp, channels_last) -> None:
 @click.option("--quick", is_flag=True, help="Smoke mode: 1 round, no warm-up, tiny sizes (numbers are not meaningful).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the rows as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the rows as CSV.")
+@click.option("--enforce-targets", is_flag=True, help="Exit 1 when a figure misses its target (after writing it all).")
 @friendly_errors
 def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_steps, data_images, memory_format,
-          threads, quick, json_path, csv_path) -> None:
+          threads, quick, json_path, csv_path, enforce_targets) -> None:
     """Measure what the FLOP savings are worth in time here: penalty, reconfiguration, harness, pruned shapes."""
     from prunetrain_core import available_models
 
@@ -383,6 +384,10 @@ def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_
         report.write_json(Path(json_path))
     if csv_path:
         report.write_csv(Path(csv_path))
+    if enforce_targets and report.missed:
+        click.echo("error: target missed: " + "; ".join(f"{r.name}: {r.formatted_value()} (target {r.target})"
+                                                       for r in report.missed), err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

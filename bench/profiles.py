@@ -8,7 +8,6 @@ one line naming the file and the key, not hours into a run.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -30,8 +29,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def builtin_profile_dir() -> Path:
-    """The repository's ``profiles/`` folder (the package is installed editable)."""
-    return Path(__file__).resolve().parent.parent / "profiles"
+    """The built-in profiles: TOML files shipped inside the package (package data), so any install has them."""
+    return Path(__file__).resolve().parent / "builtin_profiles"
 
 
 @dataclass(frozen=True)
@@ -336,7 +335,7 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         name=name, description=description, auto=auto, device_kind=kind,
         name_patterns=patterns, compute_capability=cc, device_memory_bytes=dev_mem,
         budget_bytes=budget, reserve_bytes=reserve, headroom=headroom,
-        defaults=defaults, source=_content_id(path),
+        defaults=defaults, source=str(path),
     )
 
 
@@ -348,17 +347,12 @@ def _milestones(c: "_Checker", d: Mapping[str, Any], default: tuple[float, ...])
     return tuple(float(v) for v in value)
 
 
-def _content_id(path: Path) -> str:
-    """Which file a profile came from, without the machine's path: its name and a hash of its content."""
-    return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
-
-
 def builtin_profiles() -> dict[str, Profile]:
     """All built-in profiles by name (read fresh: the files are tiny)."""
     folder = builtin_profile_dir()
     if not folder.is_dir():
         raise ProfileError(f"{folder}: built-in profile folder not found "
-                           "(install the package editable: pip install -e .)")
+                           "(the package is incomplete: reinstall it)")
     return {p.stem: load_profile(p, builtin=True) for p in sorted(folder.glob("*.toml"))}
 
 

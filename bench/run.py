@@ -8,6 +8,7 @@ one results directory never collide.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import os
 import platform
@@ -112,6 +113,15 @@ def portable_config(cfg: RunConfig, profile: Profile) -> dict[str, Any]:
     d = cfg.to_dict()
     d["data_dir"] = Path(cfg.data_dir).name if cfg.data_dir else None
     d["profile"] = profile.name
+    return d
+
+
+def portable_profile(profile: Profile) -> dict[str, Any]:
+    """The profile as run.json keeps it: its file by name and a hash of its content, not this machine's path."""
+    d = profile.to_dict()
+    src = Path(profile.source) if profile.source else None
+    if src is not None and src.is_file():
+        d["source"] = f"{src.name} sha256:{hashlib.sha256(src.read_bytes()).hexdigest()[:16]}"
     return d
 
 
@@ -262,7 +272,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         meta = RunJson(run_dir / "run.json", {
             "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running",
             "created": _now(), "finished": None, "config": portable_config(cfg, profile),
-            "hardware": info.to_dict(), "device": str(device), "profile": profile.to_dict(),
+            "hardware": info.to_dict(), "device": str(device), "profile": portable_profile(profile),
             "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
             "versions": versions(), "git_commit": git_commit(), "seed": cfg.seed,
             "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU

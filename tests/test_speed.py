@@ -111,3 +111,18 @@ def test_channels_last_hazard_names_the_crashing_shortcut():
     assert "1×1 stride-2 conv with 4 input channels" in decisions.channels_last_hazard(risky, "cpu")
     assert decisions.channels_last_hazard(safe, "cpu") is None
     assert decisions.channels_last_hazard(risky, "cuda") is None
+
+
+@pytest.mark.parametrize("met,code", [(True, 0), (False, 1)])
+def test_enforce_targets_exits_non_zero_on_a_miss(monkeypatch, met, code):
+    from bench.speed import run as speed_run
+    from bench.speed.table import Row, SpeedReport
+
+    def fake_run_speed(model, **kw):
+        return SpeedReport("cpu: test", 1, torch.__version__, 2, model, 1,
+                           rows=[Row("penalty", "penalty / dense step", 5.0, "%", target="≤ 3%", met=met)])
+
+    monkeypatch.setattr(speed_run, "run_speed", fake_run_speed)
+    result = CliRunner().invoke(main, ["speed", "--model", "resnet20", "--enforce-targets"])
+    assert result.exit_code == code, result.output
+    assert ("target missed: penalty / dense step: 5.00%" in result.stderr) == (not met)
