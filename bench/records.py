@@ -16,8 +16,9 @@ naming file, line and column: a run is never continued from a damaged
 record), ``bench report`` leniently (each problem is a warning, the damaged
 part is skipped, the rest used: records are copied around by hand).
 
-Adding a column is one line in :class:`EpochRow` (``name: type = column(...)``)
-plus its value where the row is built.  Files written before the column
+Adding a column is one line in :class:`EpochRow` (``name: type = column(...)``,
+``machine=True`` for a clock or the machine's load) plus its value where the row
+is built.  Files written before the column
 existed read it as the column's ``absent`` value (default ``None``: unknown,
 shown empty); the lenient reader names the missing columns once per file,
 the strict reader accepts them and the resumed run rewrites the file with the
@@ -57,10 +58,11 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("mode", "epoch", "epoch_time_s")
 MAX_LINE_WARNINGS = 5
 
 
-def column(doc: str, *, absent: Any = None, low: float | None = 0) -> Any:
+def column(doc: str, *, absent: Any = None, low: float | None = 0, machine: bool = False) -> Any:
     """A column of epochs.csv: ``doc`` says what it holds, ``absent`` what files from before it read as,
-    ``low`` the smallest valid number (None: no bound; strings ignore it)."""
-    return field(metadata={"doc": doc, "absent": absent, "low": low})
+    ``low`` the smallest valid number (None: no bound; strings ignore it), ``machine`` True for a clock or
+    the machine's load: it differs between two runs of one configuration (all other columns must not)."""
+    return field(metadata={"doc": doc, "absent": absent, "low": low, "machine": machine})
 
 
 @dataclass(kw_only=True)
@@ -87,12 +89,13 @@ class EpochRow:
     train_acc: float | None = column("percent; empty in a replay")
     test_loss: float | None = column("after the epoch; empty in a replay")
     test_acc: float | None = column("percent; empty in a replay")
-    epoch_time_s: float = column("synchronised wall clock of the training epoch (a replay: images / batch × step)")
-    eval_time_s: float | None = column("evaluation after the epoch; empty in a replay")
-    reconfig_time_s: float = column("reconfiguration after this epoch (0 if none)")
-    compile_time_s: float = column("torch.compile (re)compilation, kept out of epoch_time_s")
+    epoch_time_s: float = column("synchronised wall clock of the training epoch (a replay: images / batch × step)",
+                                 machine=True)
+    eval_time_s: float | None = column("evaluation after the epoch; empty in a replay", machine=True)
+    reconfig_time_s: float = column("reconfiguration after this epoch (0 if none)", machine=True)
+    compile_time_s: float = column("torch.compile (re)compilation, kept out of epoch_time_s", machine=True)
     warmup_time_s: float | None = column("untimed first forward + backward of each new shape (cuDNN autotuning, "
-                                         "CUDA start-up), kept out of epoch_time_s; empty in a replay")
+                                         "CUDA start-up), kept out of epoch_time_s; empty in a replay", machine=True)
     train_flops: float = column("whole epoch: fwd + loss + bwd, FlopCounterMode")
     inference_flops: float = column("per image")
     params: int = column("parameters of the shape the epoch trained")
@@ -112,10 +115,12 @@ class EpochRow:
                          absent="measured")
     replay_of: str | None = column("the run id whose trajectory a replay timed; empty when measured")
     cpu_time_s: float | None = column("this process's CPU time in the training epoch (1 thread: wall − CPU = "
-                                      "waiting for a core); a replay: images / batch × CPU per step")
-    load_avg: float | None = column("1-minute load average when the epoch ended; empty in a replay")
-    other_cpu_cores: float | None = column("cores other processes used during the epoch (/proc; empty elsewhere)")
-    busy_processes: str | None = column("the busiest other processes, and on CUDA the other processes on the GPU")
+                                      "waiting for a core); a replay: images / batch × CPU per step", machine=True)
+    load_avg: float | None = column("1-minute load average when the epoch ended; empty in a replay", machine=True)
+    other_cpu_cores: float | None = column("cores other processes used during the epoch (/proc; empty elsewhere)",
+                                           machine=True)
+    busy_processes: str | None = column("the busiest other processes, and on CUDA the other processes on the GPU",
+                                        machine=True)
     # measured at a reconfiguration on a fixed held-out batch, before vs after it; empty otherwise
     prune_threshold: float | None = column("threshold used (chosen under --change-budget; empty: none fit it)")
     func_change_eval: float | None = column("max |Δlogit| / max |logit| before, eval mode")
@@ -149,6 +154,8 @@ _TYPES = _types()
 _NULLABLE = [n for n, (_, nullable) in _TYPES.items() if nullable]
 EPOCH_FIELDNAMES: list[str] = [f.name for f in fields(EpochRow)]
 COLUMN_TYPES: dict[str, type] = {n: t for n, (t, _) in _TYPES.items()}
+#: clocks and machine load: the columns in which two runs of one configuration may differ
+MACHINE_COLUMNS: frozenset[str] = frozenset(f.name for f in fields(EpochRow) if f.metadata["machine"])
 _META = {f.name: f.metadata for f in fields(EpochRow)}
 assert all(f.default is MISSING for f in fields(EpochRow))  # every column is given by the writer
 

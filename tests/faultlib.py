@@ -22,15 +22,13 @@ from typing import Callable, Iterable
 import torch
 
 from bench import checkpoint
-from bench.records import COLUMN_TYPES, EPOCH_FIELDNAMES, parse_value
+from bench.records import COLUMN_TYPES, EPOCH_FIELDNAMES, MACHINE_COLUMNS, parse_value
 
 # Columns that are measurements of time: everything else must be identical between a resumed run and
 # an uninterrupted one (floats included: same seed, same thread count, same CPU).
-TIMING_COLUMNS = frozenset({"epoch_time_s", "eval_time_s", "reconfig_time_s", "compile_time_s", "warmup_time_s"})
+TIMING_COLUMNS = MACHINE_COLUMNS  # clocks and machine load (bench.records marks them)
 # run_id differs between two runs by construction.
-# The machine's load during an epoch (bench.contention) is measured, like the timings; it is not trained.
-MACHINE_COLUMNS = frozenset({"cpu_time_s", "load_avg", "other_cpu_cores", "busy_processes"})
-IGNORED_COLUMNS = TIMING_COLUMNS | MACHINE_COLUMNS | {"run_id"}
+IGNORED_COLUMNS = TIMING_COLUMNS | {"run_id"}
 
 PROCESS_TIMEOUT_S = 420
 
