@@ -29,6 +29,10 @@ Subsets (``subset=N > 0``): a class-balanced, seeded choice of ``N`` training
 images, and a class-balanced test subset of ``min(len(test), max(F, N // 5))``
 images, where the floor ``F`` is 500 for real data and 200 for ``synthetic``
 (whose full test set is 1,000); ``N >= len(train)`` keeps everything.
+
+(Over 400 lines on purpose, for now: the three sources and the Loader share the
+uint8 container and one crop kernel; the image-folder reader and its cache are
+the part to move into a module of their own next.)
 """
 from __future__ import annotations
 

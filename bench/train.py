@@ -8,6 +8,9 @@ holds is measured here; the row is appended when its epoch ends and the
 checkpoint written right after it.  The step itself is :mod:`bench.step`,
 the batch rule and the out-of-memory retry :mod:`bench.batching`, the
 checkpoint and the exported model :mod:`bench.checkpoint`.
+
+(Over 400 lines on purpose: the loop, evaluation and reconfiguration of one mode,
+the parts that share the trainer's state; everything else lives in the modules above.)
 """
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ Every piece of text taken from the records is escaped (HTML, and Markdown
 punctuation) because records are copied between machines and are input, not
 trusted markup.  Files are written atomically, plots first and report.html
 last, so a crash leaves the previous report or a complete new one per file.
+
+(Over 400 lines on purpose: the report's blocks and their two renderings, Markdown
+and HTML, stay together so that both always show the same content.)
 """
 from __future__ import annotations
 
