@@ -232,7 +232,8 @@ def _started_folder(study: Study, entry: dict) -> Path | None:
         cfg = (meta or {}).get("config")
         if not isinstance(cfg, dict) or not {"modes", "seed", *entry["setting"]} <= cfg.keys():
             continue
-        if all(cfg[k] == v for k, v in want.items() if k in cfg):
+        # run.json keeps the data folder and the profile by name (bench.run.portable_config): compare the rest
+        if all(cfg[k] == v for k, v in want.items() if k in cfg and k not in ("data_dir", "profile")):
             return d
     return None
 
