@@ -6,6 +6,9 @@ GTX 1070) is a torch wheel without kernels for their architecture.  So
 :func:`detect` gathers the facts once, never crashes (a machine without a
 driver is simply the CPU path), and turns known problems into warnings that
 say how to fix them.
+
+(Over 400 lines on purpose: NVML, the CPU and the torch build are read and
+cross-checked in one place, so that `bench env` and every run see one set of facts.)
 """
 from __future__ import annotations
 
