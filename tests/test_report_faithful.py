@@ -55,3 +55,17 @@ def test_finding_says_when_a_reconfiguration_changed_the_function():
     assert "PruneTrain not reached" in text and "40 % of the time saved" in text
     row["flagged_reconfigurations"], row["max_function_change"] = 0.0, 3e-6
     assert "none of 3 reconfigurations changed the function" in faithful.finding(row)
+
+
+def test_finding_gives_no_time_per_flops_ratio_for_a_tiny_flop_saving():
+    from bench.report.render import _findings
+
+    row = {"label": "cpu · resnet20 / cifar10", "time_per_flops_saved": -127.0, "train_flops_saved_pct": 0.4,
+           "time_saved_pct": -46.0, "dense_time_s": 330.0, "prunetrain_time_s": 480.0, "prunetrain_final_acc": 41.5,
+           "dense_final_acc": 49.2, "reconfigurations": 4.0, "max_function_change": 0.0069,
+           "flagged_reconfigurations": 0.0, "accuracy_target": 48.2, "dense_time_to_acc_s": 200.0,
+           "prunetrain_time_to_acc_s": math.nan, "saved_with_larger_batch_pct": math.nan, "n": 1}
+    text = " ".join(_findings(pd.DataFrame([row])).items)
+    assert "-127" not in text and "too few to say" in text
+    row.update(train_flops_saved_pct=31.0, time_per_flops_saved=1.15)
+    assert "1.15 of the FLOP saving became time saved" in " ".join(_findings(pd.DataFrame([row])).items)

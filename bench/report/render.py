@@ -121,6 +121,10 @@ def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
             Table(MEM_HEADERS, mem_rows, numeric={2, 3, 4, 7, 8, 9, 10}))
 
 
+#: below this many percent of training FLOPs saved, time ÷ FLOPs is timing noise over a tiny divisor
+MIN_FLOPS_SAVED_FOR_RATIO = 5.0
+
+
 def _more_or_less(saved_pct: Any) -> str:
     """'12.3 % less time' or, when PruneTrain was slower, '7.3 % more time' (never '-7.3 % less')."""
     if fmt.missing(saved_pct):
@@ -132,8 +136,10 @@ def _findings(table: pd.DataFrame) -> Items:
     items = []
     for _, r in table.iterrows():
         ratio = r["time_per_flops_saved"]
-        conv = (f", i.e. {ratio:.2f} of the FLOP saving became time saved"
-                if not fmt.missing(ratio) else "")
+        few = fmt.missing(r["train_flops_saved_pct"]) or r["train_flops_saved_pct"] < MIN_FLOPS_SAVED_FOR_RATIO
+        conv = ("" if fmt.missing(ratio) else
+                ", too few to say how much of a FLOP saving becomes time" if few else
+                f", i.e. {ratio:.2f} of the FLOP saving became time saved")
         unit = r["dense_time_s"]
         items.append(f"{r['label']}: PruneTrain trained in "
                      f"{fmt.cell(r, 'prunetrain_time_s', 'time', unit)} instead of "
