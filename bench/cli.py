@@ -103,6 +103,9 @@ def main() -> None:
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--interleave/--no-interleave", default=False, show_default=True,
+              help="Alternate dense and PruneTrain epoch by epoch (both models kept), so that a busy phase of "
+                   "a shared machine hits both alike.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue an interrupted run folder (its recorded configuration is used).")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True,
@@ -197,7 +200,7 @@ def build_config(opts: dict, dist=None):
         threshold=pick("threshold", d.threshold), seed=opts["seed"], adjust_batch=opts["adjust_batch"],
         round_channels=round_channels, device=opts["device"], emulate=opts["emulate"], amp=opts["amp"],
         channels_last=opts["channels_last"], compile=opts["compile_"],
-        world_size=dist.world_size if dist is not None else 1,
+        world_size=dist.world_size if dist is not None else 1, interleave=opts["interleave"],
     )
     if opts["max_batch"] is None and cfg.max_batch < cfg.batch_size:
         cfg.max_batch = cfg.batch_size

@@ -48,6 +48,7 @@ class RunConfig:
     compile: bool = False
     test_batch: int = 500
     world_size: int = 1
+    interleave: bool = False  # alternate the modes epoch by epoch (both models kept)
 
     def milestone_epochs(self) -> list[int]:
         """1-based epochs from which the LR is multiplied by gamma (91 and 136 of 182, as the original)."""

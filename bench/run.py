@@ -17,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -173,7 +173,7 @@ def config_from_record(path: Path, d: dict) -> RunConfig:
     for f in fields(RunConfig):
         key, default = f.name, getattr(defaults, f.name)
         if key not in d:
-            if key in ("world_size",):
+            if key in ("world_size", "interleave"):  # records from before these keys: their defaults
                 continue
             raise RecordError(f"{path}: key 'config.{key}' is missing")
         v = d[key]
@@ -300,10 +300,10 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     )
     errors: list[str] = []
     try:
-        for mode in cfg.modes:
-            error = _run_mode(ctx, meta, mode, resume is not None, echo, writer)
-            if error is not None:
-                errors.append(error)
+        runners = [_run_mode(ctx, meta, mode, resume is not None, echo, writer) for mode in cfg.modes]
+        if not cfg.interleave:
+            runners = [_chain(runners)]  # one mode after the other
+        errors += _round_robin(runners)
         if writer:
             failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
             meta.data["status"] = "failed" if failed else "finished"
@@ -326,8 +326,39 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     return run_dir
 
 
-def _run_mode(ctx: RunContext, meta: RunJson, mode: str, resuming: bool, echo: Echo, writer: bool) -> str | None:
-    """Train one mode to its end; returns why it failed (divergence, now or in an earlier try) or None."""
+def _chain(runners: list) -> Iterator[None]:
+    """The runners one after the other, as one runner; returns the errors of all."""
+    errors = []
+    for runner in runners:
+        errors += yield from _drain_one(runner)
+    return errors
+
+
+def _drain_one(runner) -> Iterator[None]:
+    error = yield from runner
+    return [error] if isinstance(error, str) else list(error or [])
+
+
+def _round_robin(runners: list) -> list[str]:
+    """One epoch of each runner in turn until all are done (``--interleave``: dense, PruneTrain, dense, ...),
+    so a busy phase of a shared machine hits both modes alike; returns the errors."""
+    errors: list[str] = []
+    active = list(runners)
+    while active:
+        for runner in list(active):
+            try:
+                next(runner)
+            except StopIteration as done:
+                active.remove(runner)
+                value = done.value
+                errors += [value] if isinstance(value, str) else list(value or [])
+    return errors
+
+
+def _run_mode(ctx: RunContext, meta: RunJson, mode: str, resuming: bool, echo: Echo,
+              writer: bool) -> Iterator[None]:
+    """Train one mode to its end, yielding after every epoch; returns (StopIteration value) why it failed
+    (divergence, now or in an earlier try) or None.  Nothing runs before the first ``next()``."""
     state = meta.mode(mode)
     if state["status"] in ("finished", "failed"):
         echo(f"{mode}: already {state['status']}")
@@ -348,7 +379,7 @@ def _run_mode(ctx: RunContext, meta: RunJson, mode: str, resuming: bool, echo: E
         if writer:
             state["status"] = "running"
             meta.save()
-        trainer.run()
+        yield from trainer.epochs()
     except DivergenceError as exc:
         if writer:
             state.update(status="failed", error=str(exc), batch_reasons=trainer.state.batch_reasons)

@@ -390,6 +390,12 @@ class ModeTrainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
+        for _ in self.epochs():
+            pass
+
+    def epochs(self):
+        """The remaining epochs one at a time (yields after each is recorded): `bench run --interleave`
+        alternates the modes epoch by epoch through this."""
         cfg, ctx = self.cfg, self.ctx
         for epoch in range(self.state.epoch + 1, cfg.epochs + 1):
             stats = self.train_epoch(epoch)
@@ -433,6 +439,7 @@ class ModeTrainer:
                 self.save_checkpoint()
             if ctx.dist is not None:
                 ctx.dist.barrier()
+            yield epoch
 
     def _grad_bytes(self) -> int:
         """Bytes all-reduced per step under DDP: every trainable parameter's gradient."""

@@ -193,3 +193,19 @@ def test_replay_predicts_the_measured_cpu_time_of_a_small_run(small_run, replaye
         assert d["replayed_cpu_s"] == pytest.approx(d["measured_cpu_s"], rel=CPU_TOLERANCE), (mode, d)
     t = c["time_saved"]
     assert abs(t["replayed_cpu_pct"] - t["measured_cpu_pct"]) <= SAVED_TOLERANCE_PTS, t
+
+
+@pytest.mark.slow
+def test_interleaved_run_alternates_the_modes_and_trains_the_same(small_run, tmp_path):
+    result = _invoke(["run", *RUN_ARGS, "--interleave", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    run = _only_dir(tmp_path)
+    rows, seq = _rows(run), _rows(small_run)
+    assert [(r["mode"], r["epoch"]) for r in rows] == [(m, str(e)) for e in (1, 2, 3) for m in ("dense", "prunetrain")]
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["config"]["interleave"] is True and meta["status"] == "finished"
+    by_key = {(r["mode"], r["epoch"]): r for r in seq}
+    for r in rows:  # each mode keeps its own seed, data order and state: the same training as one after the other
+        s = by_key[(r["mode"], r["epoch"])]
+        for col in ("train_loss", "test_acc", "train_flops", "params", "batch_size"):
+            assert r[col] == s[col], (r["mode"], r["epoch"], col)
