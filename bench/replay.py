@@ -85,8 +85,13 @@ class StepRunner:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         lasso = pc.GroupLasso(model, _example(data, device)) if shape.mode == "prunetrain" else None
+        proximal = lasso is not None and cfg.lasso == "proximal"
         self.step = TrainStep(model, opt, device=device, amp=cfg.amp, scaler=make_scaler(cfg.amp, device),
-                              lasso=lasso, lpr=cfg.lpr, lam=lam, channels_last=channels_last)
+                              lasso=lasso, lpr=cfg.lpr, lam=lam, channels_last=channels_last,
+                              penalty_in_loss=not proximal)
+        if proximal:  # as ModeTrainer: soft-thresholding after every step, at the recorded λ
+            step_size = pc.proximal_step_size(cfg.lr, lam, cfg.momentum)
+            self.step.post_step_hooks.append(lambda: lasso.proximal_step(step_size))
         self.meter = EpochMeter(device)
         self.device, self.data, self.batch, self.seed = device, data, batch, cfg.seed
         self.batches = self._cycle()
