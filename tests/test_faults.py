@@ -674,7 +674,12 @@ def test_nan_in_one_mode_other_mode_completes(jobs):
     line = one_error_line(proc.stderr)
     assert "dense: the training loss became nan in epoch 2" in line and "prunetrain finished" in line
     assert_same_records(_mode_rows(res["rows"], "dense"), _mode_rows(ref["rows"], "dense")[:1])
-    assert_same_records(_mode_rows(res["rows"], "prunetrain"), _mode_rows(ref["rows"], "prunetrain")[:2])
+    # epoch 2 is this run's last, so no reconfiguration (and no measurement of one) follows it, as it does in
+    # the longer reference: the reconfiguration's columns of that row differ by construction
+    last = {"prune_threshold", "func_change_eval", "func_change_train", "func_acc_delta_eval", "func_acc_delta_train"}
+    assert_same_records([{k: v for k, v in r.items() if k not in last} for r in _mode_rows(res["rows"], "prunetrain")],
+                        [{k: v for k, v in r.items() if k not in last} for r in _mode_rows(ref["rows"], "prunetrain")[:2]])
+    assert_same_records(_mode_rows(res["rows"], "prunetrain")[:1], _mode_rows(ref["rows"], "prunetrain")[:1])
     meta = res["meta"]
     assert meta["status"] == "failed"
     assert meta["modes"]["dense"]["status"] == "failed" and "nan" in meta["modes"]["dense"]["error"]
