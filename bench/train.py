@@ -450,7 +450,8 @@ class ModeTrainer:
     def save_checkpoint(self) -> None:
         scaler = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
         checkpoint.save(self.ckpt_path, model=self.module, optimizer=self.optimizer,
-                        extra={"mode": self.mode, **self.state.to_blob(), **scaler})
+                        extra={"mode": self.mode, **self.state.to_blob(), **scaler},
+                        before_replace=lambda: self.ctx.hooks.kill_point("checkpoint-write"))
 
 
 def _progress(total: int, desc: str, enabled: bool):
