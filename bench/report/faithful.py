@@ -52,8 +52,13 @@ def rows(table: pd.DataFrame, names) -> list[list[str]]:
     return out
 
 
-def finding(r: pd.Series) -> str:
-    """One sentence: function change at reconfiguration, time to accuracy, the batch's share."""
+def finding(r: pd.Series) -> str | None:
+    """One sentence: function change at reconfiguration, time to accuracy, the batch's share.
+
+    None for a replayed row: nothing was trained there, so neither is known (the original run's row says both).
+    """
+    if r.get("source") == "replay":
+        return None
     n, worst, flagged = r["reconfigurations"], r["max_function_change"], r["flagged_reconfigurations"]
     if fmt.missing(n):
         text = "no reconfiguration was measured"
@@ -63,7 +68,7 @@ def finding(r: pd.Series) -> str:
     else:
         text = f"none of {int(n)} reconfigurations changed the function (largest logit change {_sci(worst)})"
     unit = r["dense_time_s"]
-    tta = (f"; to reach {fmt.cell(r, 'accuracy_target', 'acc')} % dense needed "
+    tta = "" if fmt.missing(r["accuracy_target"]) else (f"; to reach {fmt.cell(r, 'accuracy_target', 'acc')} % dense needed "
            f"{fmt.cell(r, 'dense_time_to_acc_s', 'time', unit)}, PruneTrain "
            f"{fmt.cell(r, 'prunetrain_time_to_acc_s', 'time', unit)}")
     batch = r["saved_with_larger_batch_pct"]

@@ -146,9 +146,12 @@ def _findings(table: pd.DataFrame) -> Items:
                      f"{fmt.cell(r, 'dense_time_s', 'time', unit)} "
                      f"({_more_or_less(r['time_saved_pct'])}) with "
                      f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
-                     f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
-                     f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense.")
-        items.append(faithful.finding(r))
+                     + ("accuracy is the original run's (a replay does not train)." if r.get("source") == "replay"
+                        else f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
+                             f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense."))
+        sentence = faithful.finding(r)
+        if sentence is not None:
+            items.append(sentence)
     return Items(items)
 
 
