@@ -252,7 +252,8 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     Everything that can fail on user input (records, profile, device, memory
     budget) is checked before the run folder is created.
     """
-    from .run import _now, git_commit, new_run_dir, prepare_device, select_device_name, versions
+    from .run import (_now, git_commit, new_run_dir, portable_command, portable_profile, prepare_device,
+                      select_device_name, versions)
 
     s = settings or ReplaySettings()
     traj = load_trajectory(run_dir)
@@ -302,16 +303,17 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     meta = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "finished",
         "created": _now(), "finished": _now(), "source": "replay", "replay_of": traj.run_id,
-        "config": {**traj.meta["config"], "profile": profile.name, "device": s.device, "emulate": s.emulate},
-        "hardware": info.to_dict(), "device": str(device), "profile": profile.to_dict(), "emulated": emulated,
+        "config": {**traj.meta["config"], "profile": profile.name, "device": s.device, "emulate": s.emulate,
+                   "data_dir": Path(cfg.data_dir).name if cfg.data_dir else None},  # records hold no paths
+        "hardware": info.to_dict(), "device": str(device), "profile": portable_profile(profile), "emulated": emulated,
         "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(),
         "git_commit": git_commit(), "seed": cfg.seed, "torch_threads": torch.get_num_threads(),
-        "command": " ".join(sys.argv),
+        "command": portable_command(sys.argv),
         "modes": {mode: {"status": "finished", "architectures": [_arch_record(timed[(mode, sh.index)])
                                                                  for sh in shapes]}
                   for mode, shapes in traj.shapes.items()},
         "replay": {
-            "of": {"run_id": traj.run_id, "path": str(traj.path), "profile": traj.meta.get("profile", {}).get("name")
+            "of": {"run_id": traj.run_id, "path": traj.path.name, "profile": traj.meta.get("profile", {}).get("name")
                    if isinstance(traj.meta.get("profile"), dict) else None,
                    "device": traj.meta.get("hardware", {}).get("device_name")
                    if isinstance(traj.meta.get("hardware"), dict) else None,

@@ -138,6 +138,10 @@ def test_replay_decides_the_batch_with_the_target_profile(small_run, tmp_path):
     for state in meta["modes"].values():
         for a in state["architectures"]:
             assert a["memory"]["fixed"] + a["memory"]["per_sample_activations"] * a["batch_size"] <= budget
+    # shareable as it is: the profile file, the replayed run and the results folder by name, never as paths
+    text = (_only_dir(out) / "run.json").read_text()
+    assert str(tmp_path) not in text and str(small_run.parent) not in text
+    assert meta["profile"]["source"].startswith("tiny.toml sha256:") and meta["replay"]["of"]["path"] == small_run.name
 
 
 @pytest.mark.slow
