@@ -42,6 +42,11 @@ from .speed.timing import Case, Stat, time_case
 from .trajectory import Shape, Trajectory, load_trajectory
 
 MEMORY_PROBE_BATCH = 16          # as bench.train
+# Consecutive steps of one shape per timed sample.  Rounds still interleave the shapes (drift hits all
+# alike), but one step at a time cost each step ~12 % on this CPU (another model's weights and buffers
+# in the caches and the allocator: ResNet-20 dense, 0.157 s alone vs 0.176 s interleaved step by
+# step); in blocks of 5 it was 0.159 s, and a training run takes its steps back to back.
+STEPS_PER_SAMPLE = 5
 SYNTHETIC_POOL_BATCHES = 2       # synthetic images kept: this many batches of the largest shape's batch
 LIMITS = ("the trajectory (shapes, reconfiguration epochs) is the original run's and is replayed with the target "
           "profile's batch rule, but the pruning dynamics under a different batch are not re-trained; accuracy is "
@@ -177,7 +182,7 @@ def time_rounds(cases: dict, s: ReplaySettings, device,
         for n in names[k:] + names[:k]:
             c0 = time.process_time()
             wall[n].append(time_case(cases[n], device))
-            cpu[n].append(time.process_time() - c0)
+            cpu[n].append((time.process_time() - c0) / max(1, cases[n].inner))
         if r < s.min_rounds:
             continue
         worst = max(_rel_iqr(v) for v in wall.values())
@@ -288,7 +293,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
             nxt = traj.shapes[key[0]][ts.shape.index + 1]
             ts.reconfig_s, ts.reconfig_exact = time_reconfiguration(traj, ts.shape, nxt, data, device,
                                                                     s.reconfig_repeats, usable, profile.headroom)
-        cases[key] = Case(StepRunner(ts.shape, data, ts.batch, device, cfg, lam))
+        cases[key] = Case(StepRunner(ts.shape, data, ts.batch, device, cfg, lam), inner=STEPS_PER_SAMPLE)
     probe = ContentionProbe((device.index or 0) if device.type == "cuda" else None)
     probe.start()
     walls, cpus, rounds, stop = time_rounds(cases, s, device, echo)
