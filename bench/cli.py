@@ -220,7 +220,7 @@ def _sweep(vary, repeat, resume, **opts) -> None:
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     progress = not quiet and sys.stderr.isatty()
     if resume:
-        folder = resume_study(Path(resume), progress=progress, echo=echo)
+        folder = resume_study(Path(resume), data_dir=opts["data_dir"], progress=progress, echo=echo)
     else:
         cfg = build_config({**opts, "mode": "both"})
         folder = sweep(cfg, vary, repeat=repeat, results_dir=Path(opts["results_dir"]), progress=progress, echo=echo)

@@ -131,7 +131,7 @@ def portable_command(argv: list[str]) -> str:
     return " ".join(words)
 
 
-def _resumed_data_dir(path: Path, cfg: RunConfig, data_dir: Path | None) -> str | None:
+def resumed_data_dir(path: Path, cfg: RunConfig, data_dir: Path | None) -> str | None:
     """The image folder of a resumed run: given again with --data-dir (run.json keeps only its name)."""
     if cfg.data_dir is None:
         if data_dir is not None:
@@ -139,7 +139,7 @@ def _resumed_data_dir(path: Path, cfg: RunConfig, data_dir: Path | None) -> str 
         return None
     if data_dir is None:
         raise ConfigError(f"{path}: the run read the image folder '{cfg.data_dir}' (records keep only its name); "
-                          "give it again: bench run --resume RUN --data-dir FOLDER")
+                          "give it again with --data-dir FOLDER")
     return str(data_dir)
 
 
@@ -242,7 +242,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         # under torchrun rank 0 reads run.json and broadcasts it: every rank resumes the same record
         old = dist.from_rank0(lambda: _read_resumed(resume)) if dist is not None else _read_resumed(resume)
         cfg = config_from_record(resume / "run.json", old["config"])
-        cfg.data_dir = _resumed_data_dir(resume / "run.json", cfg, data_dir)
+        cfg.data_dir = resumed_data_dir(resume / "run.json", cfg, data_dir)
         profile = _recorded_profile(resume / "run.json", old)
         cfg.world_size = dist.world_size if dist is not None else 1  # batch is global: any process count resumes
         if old.get("status") == "finished":

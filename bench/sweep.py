@@ -145,8 +145,10 @@ def dense_partner(entries: Sequence[dict], entry: dict) -> dict | None:
 class Study:
     """study.json of one study folder, rewritten atomically after every change."""
 
-    def __init__(self, folder: Path, data: dict):
-        self.folder, self.data = folder, data
+    def __init__(self, folder: Path, data: dict, data_dir: str | Path | None = None):
+        # study.json keeps the image folder by name only (records travel between machines): the path is
+        # given on the command line, at the start and again with --resume
+        self.folder, self.data, self.data_dir = folder, data, data_dir
 
     @property
     def path(self) -> Path:
@@ -158,6 +160,8 @@ class Study:
     @classmethod
     def create(cls, results_dir: Path, base: RunConfig, varied: dict[str, list[Any]], repeat: int,
                tag: str = "") -> "Study":
+        from .run import portable_command
+
         entries = plan_study(base, varied, repeat)
         results_dir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -171,12 +175,12 @@ class Study:
                 continue
         else:
             raise ConfigError(f"could not create a unique study folder in {results_dir}")
-        study = cls(results_dir / study_id, {
+        study = cls(results_dir / study_id, data_dir=base.data_dir, data={
             "kind": "study", "schema_version": STUDY_SCHEMA, "study_id": study_id, "status": "running",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "varied": {k: list(v) for k, v in varied.items()}, "repeat": repeat,
-            "base_config": base.to_dict(),
-            "command": " ".join(["bench", *sys.argv[1:]]) if sys.argv else "",
+            "base_config": {**base.to_dict(), "data_dir": Path(base.data_dir).name if base.data_dir else None},
+            "command": portable_command(sys.argv),
             "entries": [{"id": e.id, "mode": e.mode, "setting": e.setting, "seed": e.seed, "repeat": e.repeat,
                          "run": None, "status": "pending"} for e in entries],
         })
@@ -184,12 +188,16 @@ class Study:
         return study
 
     @classmethod
-    def open(cls, folder: Path) -> "Study":
-        data = read_study(folder / STUDY_FILE)
-        return cls(folder, data)
+    def open(cls, folder: Path, data_dir: str | Path | None = None) -> "Study":
+        return cls(folder, read_study(folder / STUDY_FILE), data_dir)
 
     def base_config(self) -> RunConfig:
-        return RunConfig.from_dict(self.data["base_config"]).validate()
+        """The recorded base configuration, its image folder the one given now (a missing one is a ConfigError)."""
+        from .run import resumed_data_dir
+
+        cfg = RunConfig.from_dict(self.data["base_config"])
+        cfg.data_dir = resumed_data_dir(self.path, cfg, None if self.data_dir is None else Path(self.data_dir))
+        return cfg.validate()
 
     def entry_config(self, entry: dict) -> RunConfig:
         return Entry(entry["id"], entry["mode"], entry["setting"], entry["seed"], entry["repeat"]).config(
@@ -264,7 +272,8 @@ def run_study(study: Study, *, progress: bool = False, echo: Echo = lambda s: No
                 if existing is not None:
                     entry["run"] = existing.name
                     study.save()
-                    run_dir = run_benchmark(None, resume=existing, progress=progress, echo=echo)
+                    run_dir = run_benchmark(None, resume=existing, progress=progress, echo=echo,
+                                            data_dir=None if study.data_dir is None else Path(study.data_dir))
                 else:
                     run_dir = run_benchmark(study.entry_config(entry), results_dir=study.folder,
                                             progress=progress, echo=echo)
@@ -304,11 +313,15 @@ def sweep(base: RunConfig, vary: Sequence[str], *, repeat: int = 1, results_dir:
     return run_study(study, progress=progress, echo=echo)
 
 
-def resume_study(folder: Path, *, progress: bool = False, echo: Echo = lambda s: None) -> Path:
+def resume_study(folder: Path, *, data_dir: str | Path | None = None, progress: bool = False,
+                 echo: Echo = lambda s: None) -> Path:
+    """Continue a study; ``data_dir`` gives its image folder again (study.json keeps only the name)."""
     folder = Path(folder)
     if not (folder / STUDY_FILE).exists():
         raise BenchError(f"{folder}: no {STUDY_FILE}; --resume takes a study folder made by `bench sweep`")
-    return run_study(Study.open(folder), progress=progress, echo=echo)
+    study = Study.open(folder, data_dir)
+    study.base_config()  # a missing --data-dir is one line before anything runs
+    return run_study(study, progress=progress, echo=echo)
 
 
 def replay_study(folder: Path, results_dir: Path, settings: Any = None, *, echo: Echo = lambda s: None) -> Path:
@@ -324,7 +337,9 @@ def replay_study(folder: Path, results_dir: Path, settings: Any = None, *, echo:
     if not todo:
         raise BenchError(f"{src.path}: no finished run to replay yet")
     varied = {k: list(v) for k, v in src.data["varied"].items()}
-    study = Study.create(Path(results_dir), src.base_config(), varied, src.data["repeat"], tag="replay")
+    # the replays read each run's own records: the study's image folder is not needed here
+    base = RunConfig.from_dict(src.data["base_config"]).validate()
+    study = Study.create(Path(results_dir), base, varied, src.data["repeat"], tag="replay")
     study.data["replay_of"] = src.data["study_id"]
     study.data["entries"] = [{**e, "run": None, "status": "pending"} for e in src.data["entries"]]
     study.save()

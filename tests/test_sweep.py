@@ -73,6 +73,21 @@ def test_an_invalid_combination_is_refused_before_anything_runs():
         plan_study(RunConfig(), {"lpr": [0.2, 1.5]}, repeat=1)
 
 
+def test_study_record_keeps_the_image_folder_by_name_and_asks_for_it_again(tmp_path):
+    from bench.sweep import Study
+
+    images = tmp_path / "data" / "my-cifar"
+    base = RunConfig(data="my-cifar", data_dir=str(images))
+    study = Study.create(tmp_path / "results", base, {"interval": [2]}, repeat=1)
+    text = study.path.read_text()
+    assert str(tmp_path) not in text and json.loads(text)["base_config"]["data_dir"] == "my-cifar"
+    assert study.entry_config(study.data["entries"][1]).data_dir == str(images)  # the path given at the start
+    with pytest.raises(ConfigError, match="read the image folder 'my-cifar'.*--data-dir"):
+        Study.open(study.folder).base_config()  # a resume must give the folder again
+    again = Study.open(study.folder, tmp_path / "elsewhere" / "my-cifar")
+    assert again.entry_config(again.data["entries"][0]).data_dir == str(tmp_path / "elsewhere" / "my-cifar")
+
+
 def test_pareto_front_and_batch_effect():
     t = pd.DataFrame({
         "settings": ["adjust_batch on", "adjust_batch off"], "device": ["gpu", "gpu"],
