@@ -101,10 +101,11 @@ def study_views(studies: Sequence[tuple[Path, dict]], runs: Sequence[Run],
             pair = _paired(dense_run, pt_run)
             label = _label(e["setting"])
             view.pairs.append((label, pair))
-            if pair_problem(pair) is None:
+            problem = pair_problem(pair)
+            if problem is None:
                 per_run.append(run_record(pair, settings=label))
             else:
-                view.missing.append(f"{e['id']}: {pair_problem(pair)}")
+                view.missing.append(f"{e['id']}: {problem}")
         if view.missing:
             warnings.append(f"study {data['study_id']}: {len(view.missing)} run(s) without a complete pair "
                             f"({'; '.join(view.missing[:3])}{'; …' if len(view.missing) > 3 else ''})")
