@@ -84,6 +84,9 @@ def main() -> None:
 @click.option("--change-budget", type=float, default=None,
               help="Choose the largest threshold whose removal changes the held-out logits by at most this "
                    "fraction of their scale (0 = fixed --threshold). Default: 0 with --lasso paper, else the profile's.")
+@click.option("--lasso-until", type=float, default=None,
+              help="Fraction of the epochs trained under the penalty; after it the pruned network trains without "
+                   "it (1 = throughout, as published). Default: 1 with --lasso paper, else the profile's.")
 @click.option("--held-out", type=int, default=256, show_default=True,
               help="Test images in the fixed batch that measures every reconfiguration's function change.")
 @click.option("--batch-policy", type=click.Choice(["freed", "fill"]), default=None,
@@ -190,6 +193,7 @@ def build_config(opts: dict, dist=None):
     cfg = RunConfig(
         lasso=pick("lasso", d.lasso), liveness=pick("liveness", "union" if paper else d.liveness),
         change_budget=pick("change_budget", 0.0 if paper else d.change_budget), held_out=opts["held_out"],
+        lasso_until=pick("lasso_until", 1.0 if paper else d.lasso_until),
         batch_policy=pick("batch_policy", d.batch_policy),
         model=pick("model", d.model), data=pick("data", d.data), data_dir=opts["data_dir"],
         subset=pick("subset", d.subset), profile=opts["profile"] if opts["profile"] != "auto" else profile.name,

@@ -36,6 +36,7 @@ class RunConfig:
     lasso: str = "paper"          # paper: penalty in the loss (subgradient) | proximal: soft-threshold after the step
     liveness: str = "union"       # union: dead in every writer and reader | readers: every reader ignores it
     change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
+    lasso_until: float = 1.0      # fraction of the epochs under the penalty (1: all, as published); then no penalty
     held_out: int = 256           # test images of the fixed batch that measures each reconfiguration
     batch_policy: str = "freed"   # freed: grow only into memory pruning freed | fill: both modes fill the budget
     seed: int = 0
@@ -57,9 +58,16 @@ class RunConfig:
     def schedule_factor(self, epoch: int) -> float:
         return self.lr_gamma ** sum(epoch >= m for m in self.milestone_epochs())
 
+    def lasso_last_epoch(self) -> int:
+        """The last 1-based epoch trained under the penalty (all of them at ``lasso_until = 1``)."""
+        return max(1, round(self.lasso_until * self.epochs))
+
     def is_reconfiguration_epoch(self, epoch: int) -> bool:
-        """Reconfigure after epochs interval, 2·interval, ...; not after the last epoch."""
-        return epoch % self.interval == 0 and epoch < self.epochs
+        """Reconfigure after epochs interval, 2·interval, ... and at the end of the penalty window; not after
+        the last epoch, nor after the window (nothing is penalised then, so nothing new dies)."""
+        if epoch >= self.epochs or epoch > self.lasso_last_epoch():
+            return False
+        return epoch % self.interval == 0 or (epoch == self.lasso_last_epoch() and self.lasso_until < 1.0)
 
     def validate(self) -> "RunConfig":
         checks = [
@@ -72,6 +80,7 @@ class RunConfig:
             (self.lasso in LASSO_STEPS, f"--lasso must be one of {', '.join(LASSO_STEPS)}"),
             (self.liveness in LIVENESS, f"--liveness must be one of {', '.join(LIVENESS)}"),
             (0.0 <= self.change_budget < 1.0, "--change-budget must be 0 (off) or a fraction below 1"),
+            (0.0 < self.lasso_until <= 1.0, "--lasso-until must be a fraction of the epochs in (0, 1]"),
             (self.held_out >= 1, "--held-out must be >= 1"),
             (self.batch_policy in BATCH_POLICIES, f"--batch-policy must be one of {', '.join(BATCH_POLICIES)}"),
             (self.lr > 0, "--lr must be > 0"),

@@ -54,6 +54,7 @@ class RunDefaults:
     lasso: str = "paper"
     liveness: str = "union"
     change_budget: float = 0.0
+    lasso_until: float = 1.0
     batch_policy: str = "freed"
 
 
@@ -331,6 +332,8 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         liveness=c.string(d, "liveness", "defaults.liveness", base.liveness, LIVENESS),
         change_budget=c.number(d, "change_budget", "defaults.change_budget", base.change_budget,
                                "0 (off) or a fraction below 1", lambda x: 0 <= x < 1),
+        lasso_until=c.number(d, "lasso_until", "defaults.lasso_until", base.lasso_until,
+                             "a fraction of the epochs in (0, 1]", lambda x: 0 < x <= 1),
         batch_policy=c.string(d, "batch_policy", "defaults.batch_policy", base.batch_policy, BATCH_POLICIES),
     )
 

@@ -132,6 +132,7 @@ class TrainStep:
         self.channels_last = channels_last
         self.penalty_in_loss = penalty_in_loss  # False: λ and the ratio only; a post-step hook applies the penalty
         self.nan_loss = False          # test seam (bench.hooks): make the loss NaN
+        self.penalty_on = True         # False after the penalty window (--lasso-until): CE alone
         self.post_step_hooks: list[Callable[[], None]] = []
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter | None = None) -> None:
@@ -143,7 +144,7 @@ class TrainStep:
         if self.nan_loss:
             ce = ce * float("nan")
         loss, lam, ratio = ce, self.lam, None
-        if self.lasso is not None:
+        if self.lasso is not None and self.penalty_on:
             # the penalty in fp32, added before any loss scaling, so scaling treats it like the CE
             with torch.set_grad_enabled(self.penalty_in_loss):
                 penalty = self.lasso.penalty()

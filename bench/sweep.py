@@ -34,7 +34,7 @@ STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
 #: RunConfig fields that only PruneTrain reads: dense is the same whatever their value
 PRUNETRAIN_ONLY = frozenset({"interval", "lpr", "threshold", "round_channels", "lasso", "liveness",
-                             "change_tolerance", "structure"})
+                             "change_budget", "lasso_until", "structure"})
 #: fields a study may not vary: they name the run rather than a setting of it
 NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate"})
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")

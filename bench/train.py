@@ -174,6 +174,8 @@ class ModeTrainer:
 
     def _proximal_step(self) -> None:
         """Block soft-thresholding with the subgradient's step under momentum, lr·λ/(1−momentum)."""
+        if not self.step.penalty_on:
+            return
         lr = self.optimizer.param_groups[0]["lr"]
         self.lasso.proximal_step(pc.proximal_step_size(lr, self.step.lam, self.cfg.momentum))
 
@@ -216,6 +218,7 @@ class ModeTrainer:
         lr = self.lr_for(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.step.penalty_on = epoch <= cfg.lasso_last_epoch()
         rank, world = (ctx.dist.rank, ctx.dist.world_size) if ctx.dist else (0, 1)
         loader = Loader(ctx.data.train, max(1, self.state.batch // world), train=True, device=ctx.device,
                         generator_seed=cfg.seed, rank=rank, world_size=world)

@@ -179,6 +179,7 @@ def test_records_hold_no_path_of_this_machine(tmp_path, monkeypatch):
     (["--profile", "smoke", "--data", "mnist"], "mnist"),
     (["--profile", "smoke", "--data", "cifar10", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
     (["--profile", "smoke", "--lpr", "1.5"], "--lpr"),
+    (["--profile", "smoke", "--lasso-until", "0"], "--lasso-until"),
     (["--profile", "smoke", "--round-channels", "x"], "--round-channels"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_results(tmp_path, args, needle):
