@@ -274,20 +274,23 @@ def report(paths, out, title) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--synthetic", is_flag=True, help="Random images of the recorded shape even where the data set loads.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="The run's image folder on this machine (records keep only its name); without it, synthetic "
+                   "images of the recorded shape.")
 @click.option("--budget", "budget_s", type=float, default=20.0, show_default=True,
               help="Timing budget in seconds per shape (the rounds stop earlier once the spread is small).")
 @click.option("--spread", type=float, default=0.05, show_default=True,
               help="Stop when every shape's step-time IQR / median is at most this.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @friendly_errors
-def replay(run_dir, profile, emulate, device, results_dir, synthetic, budget_s, spread, quiet) -> None:
+def replay(run_dir, profile, emulate, device, results_dir, synthetic, data_dir, budget_s, spread, quiet) -> None:
     """Time a recorded run's (or a whole study's) pruning trajectory here, without training."""
     from .replay import ReplaySettings, replay as run_replay
 
     if budget_s <= 0 or not 0 < spread < 1:
         raise BenchError("--budget must be > 0 and --spread between 0 and 1")
     settings = ReplaySettings(profile=profile, device=device, emulate=emulate, synthetic=synthetic,
-                              budget_s=budget_s, spread=spread)
+                              data_dir=data_dir, budget_s=budget_s, spread=spread)
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     if (Path(run_dir) / "study.json").exists():  # a study (bench sweep): replay every run of it
         from .sweep import replay_study

@@ -31,7 +31,7 @@ import prunetrain_core as pc
 from .batching import BatchPolicy
 from .contention import ContentionProbe
 from .data import ImageData, Loader, load_data
-from .errors import BenchError, DataError
+from .errors import BenchError, ConfigError, DataError
 from .memory import MemoryEstimate, measure_training_memory
 from .atomic import atomic_write_json
 from .records import SCHEMA_VERSION, write_epochs
@@ -60,6 +60,7 @@ class ReplaySettings:
     device: str = "auto"
     emulate: bool = False
     synthetic: bool = False          # synthetic images of the recorded shape even where the data set loads
+    data_dir: str | None = None      # the run's image folder on this machine (records keep only its name)
     budget_s: float = 20.0           # timing budget per shape (all shapes share the rounds)
     spread: float = 0.05             # stop when every shape's IQR / median is at most this
     min_rounds: int = 5
@@ -118,25 +119,42 @@ def _channels_last_hazard(model, device) -> bool:
     return bool(channels_last_hazard(model, device))
 
 
-def _example(data: ImageData, device: torch.device) -> torch.Tensor:
-    x = data.images[:2].to(device).float() / 255
+def _example(data: ImageData, device: torch.device, n: int = 2) -> torch.Tensor:
+    x = data.images[:n].to(device).float() / 255
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 
 # ------------------------------------------------------------------------------------------ data
-def replay_data(traj: Trajectory, synthetic: bool, pool: int) -> tuple[ImageData, str]:
-    """The original data pipeline where the data set loads here, else random images of its recorded shape."""
+def replay_data(traj: Trajectory, synthetic: bool, pool: int,
+                data_dir: str | Path | None = None) -> tuple[ImageData, str]:
+    """The original data pipeline where the data set loads here, else random images of its recorded shape.
+
+    A run on an image folder recorded only the folder's name: ``data_dir`` is
+    where it lies on this machine (checked against the recorded sizes).
+    """
     cfg, recorded = traj.cfg, traj.meta.get("data") or {}
-    if not synthetic:
-        try:
-            data = load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed)
-            return data.train, f"real: {data.name} ({len(data.train)} images, the run's own pipeline)"
-        except DataError as exc:
-            why = f"{cfg.data} not available here ({str(exc).split(':')[0]})"
-    else:
+    if data_dir is not None and cfg.data_dir is None:
+        raise ConfigError(f"{traj.path}: the run did not read an image folder; drop --data-dir")
+    if synthetic:
         why = "--synthetic"
+    elif cfg.data_dir is not None and data_dir is None:
+        why = f"the run's image folder '{Path(cfg.data_dir).name}' not given (--data-dir FOLDER)"
+    else:
+        try:
+            data = load_data(cfg.data, data_dir=str(data_dir) if data_dir else None, subset=cfg.subset, seed=cfg.seed)
+        except DataError as exc:
+            if data_dir is not None:
+                raise
+            why = f"{cfg.data} not available here ({str(exc).split(':')[0]})"
+        else:
+            here = data.to_dict()
+            differ = [f"{k} {recorded[k]} recorded, {here[k]} here"
+                      for k in ("train_size", "num_classes") if k in recorded and recorded[k] != here[k]]
+            if differ:
+                raise ConfigError(f"{data_dir}: not the run's data ({'; '.join(differ)}); give the folder the run read")
+            return data.train, f"real: {data.name} ({len(data.train)} images, the run's own pipeline)"
     size = int(recorded.get("image_size") or (224 if "imagenet" in cfg.model else 32))
     classes = int(recorded.get("num_classes") or 10)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -209,9 +227,12 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
     of shape ``src`` gets that many channels of every space zeroed (in every
     layer that uses them, as the group lasso leaves them) and then goes through
     what ``ModeTrainer.reconfigure`` does: plan, surgery with the optimizer
-    state, new lasso groups, FLOP count, memory model, batch decision.
+    state, new lasso groups, FLOP count, memory model, batch decision.  Under
+    a change budget the run also measured the held-out logits before and after
+    as many trial surgeries as its record lists: so does the replay.
     """
     cfg, example = traj.cfg, _example(data, device)
+    held_x = _example(data, device, min(cfg.held_out, len(data))) if cfg.change_budget else None
     times, exact = [], True
     for _ in range(repeats):
         model = pc.rebuild(src.arch).to(device)
@@ -232,6 +253,10 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
         t0 = time.perf_counter()
         plan = pc.plan_reconfiguration(model, example, threshold=cfg.threshold, round_to=cfg.round_channels,
                                        **({"liveness": cfg.liveness} if hasattr(cfg, "liveness") else {}))
+        if held_x is not None and dst.budget_trials:
+            pc.outputs(model, held_x)                      # the search's reference
+            for _ in range(dst.budget_trials):             # each trial: a surgery measured on the held-out batch
+                pc.outputs(pc.apply_plan_to(model, plan, example), held_x)
         new = pc.apply_plan_to(model, plan, example, optimizer=opt)
         pc.GroupLasso(new, example)
         pc.count_flops(new, example)
@@ -267,7 +292,8 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     usable = max(0, budget - profile.reserve_bytes)
     cfg = traj.cfg
     largest = max(sh.batch_size for shapes in traj.shapes.values() for sh in shapes)
-    data, data_note = replay_data(traj, s.synthetic, pool=SYNTHETIC_POOL_BATCHES * max(cfg.max_batch, largest))
+    data, data_note = replay_data(traj, s.synthetic, pool=SYNTHETIC_POOL_BATCHES * max(cfg.max_batch, largest),
+                                  data_dir=s.data_dir)
     echo(f"replaying {traj.run_id} ({cfg.model}, {sum(len(v) for v in traj.shapes.values())} shapes) under "
          f"profile {profile.name}{' (emulated)' if emulated else ''} on {device}; data {data_note}")
     lam = next((r["lasso_lambda"] for r in traj.rows if r["mode"] == "prunetrain" and r.get("lasso_lambda")), 1e-4)

@@ -33,6 +33,7 @@ class Shape:
     params: int
     inference_flops: float
     train_flops_per_image: float
+    budget_trials: int = 0     # trial surgeries the change-budget search measured to reach this shape
 
 
 @dataclass
@@ -105,7 +106,8 @@ def _shapes(path: Path, mode: str, archs: Any) -> list[Shape]:
             shape = Shape(mode=mode, index=i, epoch=int(a["epoch"]), arch=a["arch"],
                           channels={str(k): int(v) for k, v in a["channels"]}, batch_size=int(a["batch_size"]),
                           params=int(a["params"]), inference_flops=float(a["inference_flops"]),
-                          train_flops_per_image=float(a["train_flops_per_image"]))
+                          train_flops_per_image=float(a["train_flops_per_image"]),
+                          budget_trials=len((a.get("function_change") or {}).get("tried") or []))
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"{path}: key '{key}[{i}]' is malformed ({exc!r:.80})") from None
         if out and shape.epoch <= out[-1].epoch:

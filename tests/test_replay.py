@@ -213,3 +213,56 @@ def test_interleaved_run_alternates_the_modes_and_trains_the_same(small_run, tmp
         s = by_key[(r["mode"], r["epoch"])]
         for col in ("train_loss", "test_acc", "train_flops", "params", "batch_size"):
             assert r[col] == s[col], (r["mode"], r["epoch"], col)
+
+
+@pytest.mark.slow
+def test_replay_reads_the_runs_image_folder_given_again(small_run, tmp_path):
+    """Records keep only the folder's name: --data-dir gives it again, checked against the recorded sizes."""
+    from test_data import make_folder
+
+    folder, other = tmp_path / "pets", tmp_path / "other"
+    make_folder(folder, per_class=8, size=(32, 32), ext="png")
+    make_folder(other, per_class=5, size=(32, 32), ext="png")
+    results = tmp_path / "results"
+    run = _invoke(["run", "--profile", "smoke", "--data", "pets", "--data-dir", str(folder), "--subset", "0", "--epochs", "2",
+                   "--interval", "1", "--batch-size", "8", "--mode", "prunetrain", "--lasso", "paper",
+                   "--threshold", "0.2", "--results-dir", str(results), "--quiet"])
+    assert run.exit_code == 0, run.output
+    run_dir = _only_dir(results)
+
+    def replay(*extra: str):
+        out = tmp_path / f"replays{len(list(tmp_path.iterdir()))}"
+        result = CliRunner().invoke(main, ["replay", str(run_dir), "--profile", "smoke", "--results-dir", str(out),
+                                           "--budget", "0.5", "--quiet", *extra])
+        return result, out
+
+    given, out = replay("--data-dir", str(folder))
+    assert given.exit_code == 0, given.output
+    note = json.loads((_only_dir(out) / "run.json").read_text())["replay"]["data"]
+    assert note.startswith("real: pets (24 images")
+    absent, out = replay()
+    assert absent.exit_code == 0, absent.output
+    note = json.loads((_only_dir(out) / "run.json").read_text())["replay"]["data"]
+    assert note.startswith("synthetic") and "'pets' not given (--data-dir FOLDER)" in note
+    for src, extra, needle in [(run_dir, ["--data-dir", str(other)], "train_size 24 recorded, 15 here"),
+                               (small_run, ["--data-dir", str(folder)], "did not read an image folder")]:
+        result = CliRunner().invoke(main, ["replay", str(src), "--profile", "smoke", "--quiet",
+                                           "--results-dir", str(tmp_path / "refused"), *extra])
+        lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(lines) == 1 and needle in lines[0], result.output
+        assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+
+
+def test_a_trajectory_knows_the_budget_searchs_trial_surgeries(small_run, tmp_path):
+    """The replayed reconfiguration repeats the run's change-budget trials, read from its record."""
+    from bench.trajectory import load_trajectory
+
+    src = tmp_path / "budget"
+    src.mkdir()
+    meta = json.loads((small_run / "run.json").read_text())
+    archs = meta["modes"]["prunetrain"]["architectures"]
+    archs[1]["function_change"] = {**(archs[1].get("function_change") or {}), "tried": [[1e-4, 0.0], [1e-3, 0.2]]}
+    (src / "run.json").write_text(json.dumps(meta))
+    (src / "epochs.csv").write_text((small_run / "epochs.csv").read_text())
+    shapes = load_trajectory(src).shapes["prunetrain"]
+    assert [s.budget_trials for s in shapes[:2]] == [0, 2]
