@@ -41,13 +41,23 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+def git_commit(root: Path | None = None) -> str | None:
+    """HEAD of the checkout this code runs from, with ``-dirty`` when the code (bench/, prunetrain_core/)
+    differs from it: a record must not claim a commit whose code it did not run.  None outside a checkout."""
+    root = root or Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if not head:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "bench", "prunetrain_core")
+    return f"{head}-dirty" if changed is None or changed else head
 
 
 def versions() -> dict[str, Any]:

@@ -216,3 +216,27 @@ def test_env_and_profiles_commands():
     assert profiles.exit_code == 0
     for name in ("gtx750ti", "gtx1070", "gtx1080ti", "server", "cpu", "smoke"):
         assert name in profiles.output
+
+
+def test_git_commit_says_when_the_code_differs_from_it(tmp_path):
+    import subprocess
+
+    from bench.run import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    assert git_commit(tmp_path) is None  # not a checkout
+    git("init", "-q")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "x.py").write_text("a = 1\n")
+    (tmp_path / "README.md").write_text("readme\n")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "README.md").write_text("changed\n")        # not code: still the commit's code
+    (tmp_path / "bench" / "new.py").write_text("b = 2\n")  # untracked: not imported by anything committed
+    assert git_commit(tmp_path) == head
+    (tmp_path / "bench" / "x.py").write_text("a = 2\n")
+    assert git_commit(tmp_path) == f"{head}-dirty"
