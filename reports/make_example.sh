@@ -16,6 +16,8 @@ lever budget --lasso paper --change-budget 0.01
 lever proximal --lasso proximal --liveness union --change-budget 0
 lever readers --lasso paper --liveness readers
 lever ratio --lpr 0.9
+lever window --lpr 0.9 --lasso-until 0.3 --interval 1     # penalty window: prune hard early, then train on
+lever window2 --lpr 0.8 --lasso-until 0.5 --interval 1
 rm -rf "$OUT"
 mkdir -p "$OUT/runs"
 for run in "$RESULTS"/*/*/; do            # keep the records (small), not checkpoints or models
@@ -27,5 +29,6 @@ bench report "$OUT/runs"/recipe-* --out "$OUT" --title "PruneTrain on CIFAR-10 (
 r() { ls -d "$OUT/runs/$1"-*; }
 python reports/lever_table.py "$(r recipe)" "paper=$(r paper)" "budget only=$(r budget)" \
     "proximal only=$(r proximal)" "readers only=$(r readers)" "recipe (all three)=$(r recipe)" \
-    "recipe at penalty ratio 0.9=$(r ratio)" > "$OUT/levers.md"
+    "recipe at penalty ratio 0.9=$(r ratio)" "penalty window: ratio 0.9 for 30 % of the epochs=$(r window)" \
+    "penalty window: ratio 0.8 for 50 % of the epochs=$(r window2)" > "$OUT/levers.md"
 rm -rf "$RESULTS"
