@@ -7,6 +7,7 @@ The public API::
     lam = lambda_from_ratio(0.2, ce0, lasso.penalty().item())
     loss = ce + lam * lasso.penalty()                  # or: step on ce, then lasso.proximal_step(...)
     model = reconfigure(model, example, threshold=1e-4, optimizer=opt)   # physically smaller
+    model = reconfigure(model, example, structure="gating")  # per-layer channels at residual streams
     flops = count_flops(model, example)
     arch = describe(model); same = rebuild(arch, model.state_dict())
 
@@ -19,12 +20,12 @@ from .flops import FlopCount, count_flops
 from .graph import ChannelGraph, UnsupportedModelError, analyse
 from .lasso import GroupLasso, lambda_from_ratio, proximal_step_size
 from .models import available_models, build_model
-from .plan import LIVENESS_RULES, Plan
+from .plan import LIVENESS_RULES, STRUCTURES, Plan
 from .reconfig import apply_plan_to, plan_reconfiguration, reconfigure
 
 __all__ = [
     "build_model", "available_models", "analyse", "ChannelGraph", "UnsupportedModelError",
-    "GroupLasso", "lambda_from_ratio", "proximal_step_size", "Plan", "LIVENESS_RULES",
+    "GroupLasso", "lambda_from_ratio", "proximal_step_size", "Plan", "LIVENESS_RULES", "STRUCTURES",
     "plan_reconfiguration", "apply_plan_to", "reconfigure", "count_flops", "FlopCount",
     "describe", "rebuild", "channels", "outputs", "compare", "Outputs", "FunctionChange",
     "plan_within_budget", "threshold_grid", "BudgetChoice",

@@ -14,7 +14,7 @@ import torch
 from torch import fx, nn
 
 from .graph import KNOWN_FUNCTIONS, PASSTHROUGH_MODULES, UnsupportedModelError, function_name, trace
-from .layers import BranchConstant
+from .layers import BranchConstant, ChannelGather, ChannelScatter
 
 FORMAT = 1
 
@@ -35,6 +35,7 @@ _MODULE_ARGS: dict[type, tuple[str, ...]] = {
     nn.ELU: ("alpha", "inplace"), nn.GELU: ("approximate",), nn.Hardtanh: ("min_val", "max_val", "inplace"),
     nn.Sigmoid: (), nn.Tanh: (), nn.Identity: (), nn.Flatten: ("start_dim", "end_dim"),
     BranchConstant: ("num_channels", "spatial_dims"),
+    ChannelGather: ("indices",), ChannelScatter: ("indices", "width", "spatial_dims"),
 }
 _MODULE_TYPES = {t.__name__: t for t in _MODULE_ARGS}
 assert set(PASSTHROUGH_MODULES) <= set(_MODULE_ARGS)

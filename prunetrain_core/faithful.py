@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .graph import analyse
-from .plan import Plan, channel_strength, make_plan
+from .plan import Plan, channel_strength, check_structure, gate, make_plan, member_strengths
 from .reconfig import as_inputs
 from .surgery import apply_plan
 
@@ -97,7 +97,7 @@ class BudgetChoice:
 
 def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: torch.Tensor, *,
                        tolerance: float, thresholds: Sequence[float], liveness: str = "readers",
-                       round_to: int = 1, reference: Outputs | None = None) -> BudgetChoice:
+                       round_to: int = 1, reference: Outputs | None = None, structure: str = "union") -> BudgetChoice:
     """The plan of the largest threshold whose measured function change stays within ``tolerance``.
 
     A larger threshold removes a superset of channels, so the change is taken
@@ -106,12 +106,16 @@ def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: tor
     """
     if tolerance <= 0:
         raise ValueError(f"the function-change tolerance must be > 0, got {tolerance}")
+    check_structure(structure)
     inputs = as_inputs(example_inputs)
     graph = analyse(model, inputs)
     strength = channel_strength(graph, model, liveness)
     reference = reference or outputs(model, x)
     grid = sorted(thresholds)
     plans = [make_plan(graph, strength, threshold=t, round_to=round_to) for t in grid]
+    if structure == "gating":
+        per_layer = member_strengths(graph, model)
+        plans = [gate(graph, p, per_layer, threshold=t, round_to=round_to) for p, t in zip(plans, grid)]
     keep_all = Plan(keep={s.id: list(range(s.size)) for s in graph.prunable_spaces()},
                     sizes={s.id: s.size for s in graph.prunable_spaces()})
     choice = BudgetChoice(keep_all, None, None, [])
@@ -120,7 +124,7 @@ def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: tor
     def change_of(i: int) -> FunctionChange | None:
         if not plans[i].changed:
             return None
-        key = repr(sorted(plans[i].keep.items()))
+        key = repr((sorted(plans[i].keep.items()), sorted(plans[i].layers.items())))
         if key not in measured:
             measured[key] = compare(reference, outputs(apply_plan(graph, plans[i], inputs), x), y)
             choice.tried.append((grid[i], measured[key].max_rel))

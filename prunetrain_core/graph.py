@@ -8,6 +8,11 @@ to it by a residual connection, and a Linear reading it through a flatten
 index from every member of its space at once, which is what keeps residual
 additions aligned without gather/scatter ("channel union").
 
+A gated model (:class:`ChannelGather` / :class:`ChannelScatter`, see
+:mod:`.gating`) is understood too: a gathered or scattered axis is a *view*
+of its space, and its members carry ``index`` (space channel of each of
+their own channels), so a gated model can be analysed and pruned again.
+
 Spaces that touch the network's input or output are fixed.  Any operation the
 analysis cannot reason about (grouped or depthwise convolution, concatenation,
 tensor-tensor products, slicing, ...) raises :class:`UnsupportedModelError`
@@ -16,7 +21,7 @@ naming the layer, so the engine never produces a silently wrong model.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -24,7 +29,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .layers import BranchConstant
+from .layers import BranchConstant, ChannelGather, ChannelScatter
 
 
 class UnsupportedModelError(ValueError):
@@ -86,11 +91,13 @@ class Member:
     role: ``conv_out`` / ``conv_in`` (weight dim 0 / 1), ``linear_out`` / ``linear_in``,
     ``bn`` (γ, β, running stats), ``const`` (a :class:`BranchConstant` left by a removed branch).
     ``positions``: columns per channel for a Linear fed by a flatten.
+    ``index``: for a gated layer, the space channel of each of its channels (None: all, in order).
     """
 
     module: str
     role: str
     positions: int = 1
+    index: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -116,6 +123,8 @@ class NodeInfo:
     reads: int | None = None  # space a conv/linear reads
     pointwise: bool = False  # 1×1 conv without padding: a uniform input gives a uniform output
     uniform_ok: bool = True  # pass-through op that keeps a uniform input uniform
+    index: tuple[int, ...] | None = None  # space channel of each channel of the output (None: all)
+    target: str | None = None  # the module a call_module node runs
 
 
 @dataclass
@@ -133,29 +142,60 @@ class ChannelGraph:
     def prunable_spaces(self) -> list[ChannelSpace]:
         return [s for s in self.spaces if s.prunable]
 
+    def member_index(self, module: str, axis: str) -> tuple[int, ...] | None:
+        """Space channels of a module axis (``in``/``out``/``bn``/``const``); None: the whole space in order."""
+        space = self.spaces[self.module_spaces[module][axis]]
+        return next((m.index for m in space.members if m.module == module and AXIS_OF_ROLE[m.role] == axis), None)
+
+    @property
+    def gated(self) -> bool:
+        return any(m.index is not None for s in self.spaces for m in s.members)
+
+
+#: the module axis a member role uses
+AXIS_OF_ROLE = {"conv_in": "in", "linear_in": "in", "conv_out": "out", "linear_out": "out", "bn": "bn",
+                "const": "const"}
+
 
 # --------------------------------------------------------------------------- union-find
 class _UnionFind:
+    """Union-find over channel axes; an axis may also be a *view* (some channels, by index) of another."""
+
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.size: list[int] = []
+        self.view: list[tuple[int, ...] | None] = []  # channel j of a is channel view[a][j] of parent[a]
         self.fixed: dict[int, str] = {}
 
     def new(self, size: int) -> int:
         self.parent.append(len(self.parent))
         self.size.append(size)
+        self.view.append(None)
         return len(self.parent) - 1
 
+    def locate(self, a: int) -> tuple[int, tuple[int, ...] | None]:
+        """The root of ``a`` and the root channel of each of a's channels (None: identity)."""
+        p = self.parent[a]
+        if p == a:
+            return a, None
+        root, above = self.locate(p)
+        mine = self.view[a]
+        if above is not None:
+            mine = tuple(above[i] for i in (mine if mine is not None else range(self.size[a])))
+        self.parent[a], self.view[a] = root, mine  # path compression, maps composed
+        return root, mine
+
     def find(self, a: int) -> int:
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
-        return a
+        return self.locate(a)[0]
 
     def union(self, a: int, b: int, where: str) -> int:
-        ra, rb = self.find(a), self.find(b)
+        (ra, ma), (rb, mb) = self.locate(a), self.locate(b)
         if ra == rb:
+            if ma != mb:
+                raise UnsupportedModelError(f"{where}: joins differently gathered channels of one tensor")
             return ra
+        if ma is not None or mb is not None:
+            raise UnsupportedModelError(f"{where}: joins a gathered or scattered axis with another axis")
         if self.size[ra] != self.size[rb]:
             raise UnsupportedModelError(f"{where}: joins channel axes of sizes {self.size[ra]} and {self.size[rb]}")
         self.parent[rb] = ra
@@ -163,13 +203,33 @@ class _UnionFind:
             self.fixed.setdefault(ra, self.fixed.pop(rb))
         return ra
 
+    def view_of(self, a: int, index: Sequence[int], where: str) -> int:
+        """A new axis made of channels ``index`` of ``a`` (a gather)."""
+        if any(not 0 <= i < self.size[a] for i in index):
+            raise UnsupportedModelError(f"{where}: gathers channels outside 0..{self.size[a] - 1}")
+        e = self.new(len(index))
+        self.parent[e], self.view[e] = a, tuple(index)
+        return e
+
+    def attach(self, a: int, into: int, index: Sequence[int], where: str) -> None:
+        """Make ``a`` the channels ``index`` of ``into`` (a scatter); ``a`` must not be a view already."""
+        ra, ma = self.locate(a)
+        if ma is not None or self.size[ra] != len(index) or any(not 0 <= i < self.size[into] for i in index):
+            raise UnsupportedModelError(f"{where}: scatters an axis that is not a whole channel space")
+        self.parent[ra], self.view[ra] = into, tuple(index)
+        if ra in self.fixed:
+            self.fixed.setdefault(into, self.fixed.pop(ra))
+
 
 # --------------------------------------------------------------------------- tracing
+ENGINE_LAYERS = (BranchConstant, ChannelGather, ChannelScatter)
+
+
 class _Tracer(fx.Tracer):
-    """Keeps the engine's own BranchConstant as one node (it is a leaf like nn layers)."""
+    """Keeps the engine's own layers (constants, gather, scatter) as one node each, like nn layers."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, BranchConstant) or super().is_leaf_module(m, module_qualified_name)
+        return isinstance(m, ENGINE_LAYERS) or super().is_leaf_module(m, module_qualified_name)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -253,7 +313,8 @@ class _Analyser:
         ax = self.axis.get(node.name)
         self.infos.append(dict(
             name=node.name, kind=kind, inputs=tuple(a.name for a in self._tensor_args(node)),
-            space=ax[1] if ax else None, **kw))
+            space=ax[1] if ax else None,
+            target=node.target if node.op == "call_module" else None, **kw))
 
     # main loop -------------------------------------------------------------
     def run(self) -> ChannelGraph:
@@ -323,6 +384,20 @@ class _Analyser:
             self.members.append((sid, Member(name, "const")))
             self.axis[node.name] = ("ch", sid)
             self._info(node, "scalar")
+        elif isinstance(mod, ChannelGather):
+            ax = self._axis(node.args[0], node)
+            if ax[0] == "flat" and ax[2] != 1:
+                raise UnsupportedModelError(f"{_where(node, self.gm)}: gathers from a flattened feature map")
+            self.axis[node.name] = (ax[0], self.uf.view_of(ax[1], mod.indices, _where(node, self.gm)), *ax[2:])
+            self._info(node, "gather")
+        elif isinstance(mod, ChannelScatter):
+            ax = self._axis(node.args[0], node)
+            if ax[0] != "ch":
+                raise UnsupportedModelError(f"{_where(node, self.gm)}: scatters a flattened tensor")
+            wide = self.uf.new(mod.width)
+            self.uf.attach(ax[1], wide, mod.indices, _where(node, self.gm))
+            self.axis[node.name] = ("ch", wide)
+            self._info(node, "scatter")
         elif isinstance(mod, PASSTHROUGH_MODULES):
             self.axis[node.name] = self._axis(node.args[0], node)
             self._info(node, "pass", uniform_ok=isinstance(mod, UNIFORM_PRESERVING_MODULES))
@@ -449,7 +524,8 @@ class _Analyser:
             return roots[root]
 
         for sid, member in self.members:
-            spaces[space_id(sid)].members.append(member)
+            index = uf.locate(sid)[1]
+            spaces[space_id(sid)].members.append(member if index is None else replace(member, index=index))
         for root, reason in uf.fixed.items():
             spaces[space_id(root)].fixed_reason = reason
         for space in spaces:
@@ -457,7 +533,9 @@ class _Analyser:
                 space.fixed_reason = "no layer reads it"
         nodes = []
         for info in self.infos:
-            info["space"] = space_id(info["space"]) if info["space"] is not None else None
+            if info["space"] is not None:
+                info["index"] = uf.locate(info["space"])[1]
+                info["space"] = space_id(info["space"])
             if info.get("reads") is not None:
                 info["reads"] = space_id(info["reads"])
             nodes.append(NodeInfo(**info))

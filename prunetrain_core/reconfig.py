@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .graph import analyse
-from .plan import Plan, channel_strength, make_plan
+from .plan import Plan, channel_strength, check_structure, gate, make_plan, member_strengths
 from .surgery import apply_plan
 
 
@@ -16,14 +16,21 @@ def as_inputs(example_inputs: Sequence[torch.Tensor] | torch.Tensor) -> tuple[to
 
 
 def plan_reconfiguration(model: nn.Module, example_inputs, *, threshold: float = 1e-4, round_to: int = 1,
-                         liveness: str = "union") -> Plan:
+                         liveness: str = "union", structure: str = "union") -> Plan:
     """Decide, without changing anything, which channels each channel space keeps.
 
     ``liveness``: ``union`` (a channel goes when it is dead in every layer that
     writes or reads it) or ``readers`` (when every layer that reads it ignores it).
+    ``structure``: ``union`` (one channel set per space) or ``gating`` (at a
+    residual stream each reading and branch-writing layer keeps its own set;
+    the stream keeps their union).
     """
+    check_structure(structure)
     graph = analyse(model, as_inputs(example_inputs))
-    return make_plan(graph, channel_strength(graph, model, liveness), threshold=threshold, round_to=round_to)
+    plan = make_plan(graph, channel_strength(graph, model, liveness), threshold=threshold, round_to=round_to)
+    if structure == "gating":
+        plan = gate(graph, plan, member_strengths(graph, model), threshold=threshold, round_to=round_to)
+    return plan
 
 
 def apply_plan_to(model: nn.Module, plan: Plan, example_inputs, *,
@@ -39,7 +46,8 @@ def apply_plan_to(model: nn.Module, plan: Plan, example_inputs, *,
 
 def reconfigure(model: nn.Module, example_inputs, *, threshold: float = 1e-4,
                 optimizer: torch.optim.Optimizer | None = None, round_to: int = 1,
-                liveness: str = "union") -> nn.Module:
-    """A physically smaller dense model without the dead channels: plan, then apply."""
-    plan = plan_reconfiguration(model, example_inputs, threshold=threshold, round_to=round_to, liveness=liveness)
+                liveness: str = "union", structure: str = "union") -> nn.Module:
+    """A physically smaller model without the dead channels: plan, then apply."""
+    plan = plan_reconfiguration(model, example_inputs, threshold=threshold, round_to=round_to, liveness=liveness,
+                                structure=structure)
     return apply_plan_to(model, plan, example_inputs, optimizer=optimizer)

@@ -4,8 +4,9 @@ New Conv2d / BatchNorm2d / Linear modules receive sliced weights, biases and
 running statistics; removed residual branches disappear from the graph and
 their constant contribution (the BN shift they still added) becomes a
 :class:`BranchConstant` at the residual node.  The result is an ``fx.GraphModule`` with the
-original module names, so state-dict keys stay readable.  No masks and no
-index_select remain in the forward pass.
+original module names, so state-dict keys stay readable.  No masks remain in
+the forward pass, and under union no index_select either; a gating plan (or a
+gated model) goes through :func:`.gating.regate`.
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
+from .gating import regate
 from .graph import ChannelGraph
 from .layers import BranchConstant
 from .plan import Plan
+from .probe import uniform_values
 
 CONST_PREFIX = "pt_const_"
 
@@ -32,12 +35,31 @@ def apply_plan(
     _check_plan_matches(graph, plan)
     gm = graph.graph_module
     index = _Index(graph, plan)
-    constants = _branch_constants(graph, plan, example_inputs) if plan.merges else {}
-
     new_graph = copy.deepcopy(gm.graph)
+    root: dict[str, Any] = {}
+    if plan.merges:
+        _merge_removed_branches(graph, plan, index, new_graph, root, example_inputs)
+    _eliminate_dead_code(new_graph)
+    if plan.structure == "gating" or graph.gated:
+        index = regate(graph, plan, new_graph, root, example_inputs)
+
+    remap: dict[nn.Parameter, tuple[nn.Parameter, tuple]] = {}
+    for node in new_graph.nodes:
+        if node.op == "call_module" and node.target not in root:
+            root[node.target] = _sliced_module(gm.get_submodule(node.target), node.target, graph, index, remap)
+    model = fx.GraphModule(root, new_graph, class_name=gm.__class__.__name__)
+    model.train(gm.training)
+    if optimizer is not None:
+        _move_optimizer(optimizer, remap)
+    return model
+
+
+def _merge_removed_branches(graph: ChannelGraph, plan: Plan, index: "_Index", new_graph: fx.Graph,
+                            root: dict[str, Any], example_inputs: Sequence[torch.Tensor]) -> None:
+    """Replace each addition of a removed branch by a BranchConstant on the live operand."""
+    constants = _branch_constants(graph, plan, example_inputs)
     by_name = {n.name: n for n in new_graph.nodes}
     taken = {n.target for n in new_graph.nodes if n.op == "call_module"}
-    root: dict[str, Any] = {}
     counter = 0
     for add_name, operand_name in plan.merges:
         while f"{CONST_PREFIX}{counter}" in taken:
@@ -56,17 +78,6 @@ def apply_plan(
         const.train_value.copy_(train_value.index_select(1, keep.to(train_value.device)))
         const.eval_value.copy_(eval_value.index_select(1, keep.to(eval_value.device)))
         root[target] = const
-    _eliminate_dead_code(new_graph)
-
-    remap: dict[nn.Parameter, tuple[nn.Parameter, tuple]] = {}
-    for node in new_graph.nodes:
-        if node.op == "call_module" and node.target not in root:
-            root[node.target] = _sliced_module(gm.get_submodule(node.target), node.target, graph, index, remap)
-    model = fx.GraphModule(root, new_graph, class_name=gm.__class__.__name__)
-    model.train(gm.training)
-    if optimizer is not None:
-        _move_optimizer(optimizer, remap)
-    return model
 
 
 def _check_plan_matches(graph: ChannelGraph, plan: Plan) -> None:
@@ -181,52 +192,15 @@ def _eliminate_dead_code(graph: fx.Graph) -> None:
                 changed = True
 
 
-@torch.no_grad()
 def _branch_constants(graph: ChannelGraph, plan: Plan, example_inputs: Sequence[torch.Tensor]
                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train- and eval-mode value of each constant a removed branch adds at a residual node.
 
-    Layers reading an emptied space are run on zeros (their dead inputs), so
-    the values are exact when the removed weights were exactly zero.  Buffers
-    (BN running statistics) are restored after the train-mode pass.
+    Layers reading an emptied space are run on zeros (their dead inputs).
     """
-    gm = graph.graph_module
     readers = {n.name for n in graph.nodes if n.kind in ("conv", "linear") and n.reads in set(plan.emptied)}
     wanted = {operand for _, operand in plan.merges}
-
-    def probe(training: bool) -> dict[str, torch.Tensor]:
-        captured: dict[str, torch.Tensor] = {}
-
-        class _Probe(fx.Interpreter):
-            def run_node(self, n: fx.Node) -> Any:
-                if n.name in readers:
-                    result = self.module.get_submodule(n.target)(torch.zeros_like(self.env[n.args[0]]))
-                else:
-                    result = super().run_node(n)
-                if n.name in wanted:  # spatially uniform: one value per channel
-                    v = result[:1]
-                    for dim in range(2, v.dim()):
-                        v = v.narrow(dim, 0, 1)
-                    captured[n.name] = v.detach().clone()
-                return result
-
-        # two samples: train-mode BatchNorm needs more than one value per channel
-        inputs = [torch.cat([x[:1], x[:1]]) for x in example_inputs]
-        gm.train(training)
-        _Probe(gm).run(*inputs)
-        return captured
-
-    modes = [(m, m.training) for m in gm.modules()]
-    buffers = {name: b.clone() for name, b in gm.named_buffers()}
-    try:
-        eval_values = probe(False)  # first: the train pass moves BN running statistics
-        train_values = probe(True)
-    finally:
-        for m, training in modes:
-            m.training = training
-        for name, b in gm.named_buffers():
-            b.copy_(buffers[name])
-    return {name: (train_values[name], eval_values[name]) for name in wanted}
+    return uniform_values(graph.graph_module, example_inputs, wanted, zero_inputs=readers)
 
 
 def _move_optimizer(optimizer: torch.optim.Optimizer, remap: dict) -> None:
