@@ -81,6 +81,9 @@ def main() -> None:
 @click.option("--liveness", type=click.Choice(["union", "readers"]), default=None,
               help="union: a channel goes when dead in every layer that writes or reads it; readers: when every "
                    "layer that reads it ignores it. Default: union with --lasso paper, else the profile's.")
+@click.option("--structure", type=click.Choice(["union", "gating"]), default="union", show_default=True,
+              help="union: every layer touching a channel space keeps one channel set (PruneTrain's default); "
+                   "gating: at residual streams each layer keeps its own, joined by gather/scatter.")
 @click.option("--change-budget", type=float, default=None,
               help="Choose the largest threshold whose removal changes the held-out logits by at most this "
                    "fraction of their scale (0 = fixed --threshold). Default: 0 with --lasso paper, else the profile's.")
@@ -192,6 +195,7 @@ def build_config(opts: dict, dist=None):
     paper = opts["lasso"] == "paper"  # the published method unless a lever is asked for explicitly
     cfg = RunConfig(
         lasso=pick("lasso", d.lasso), liveness=pick("liveness", "union" if paper else d.liveness),
+        structure=opts.get("structure") or "union",
         change_budget=pick("change_budget", 0.0 if paper else d.change_budget), held_out=opts["held_out"],
         lasso_until=pick("lasso_until", 1.0 if paper else d.lasso_until),
         batch_policy=pick("batch_policy", d.batch_policy),

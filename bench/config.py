@@ -9,6 +9,7 @@ from .errors import ConfigError
 MODES = ("dense", "prunetrain")
 LASSO_STEPS = ("paper", "proximal")
 LIVENESS = ("union", "readers")
+STRUCTURES = ("union", "gating")
 BATCH_POLICIES = ("freed", "fill")
 
 
@@ -35,6 +36,7 @@ class RunConfig:
     threshold: float = 1e-4
     lasso: str = "paper"          # paper: penalty in the loss (subgradient) | proximal: soft-threshold after the step
     liveness: str = "union"       # union: dead in every writer and reader | readers: every reader ignores it
+    structure: str = "union"      # union: one channel set per space | gating: own sets around residual streams
     change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
     lasso_until: float = 1.0      # fraction of the epochs under the penalty (1: all, as published); then no penalty
     held_out: int = 256           # test images of the fixed batch that measures each reconfiguration
@@ -79,6 +81,8 @@ class RunConfig:
             (self.threshold > 0, "--threshold must be > 0"),
             (self.lasso in LASSO_STEPS, f"--lasso must be one of {', '.join(LASSO_STEPS)}"),
             (self.liveness in LIVENESS, f"--liveness must be one of {', '.join(LIVENESS)}"),
+            (self.structure in STRUCTURES, f"--structure must be one of {', '.join(STRUCTURES)}, "
+                                           f"got {self.structure!r}"),
             (0.0 <= self.change_budget < 1.0, "--change-budget must be 0 (off) or a fraction below 1"),
             (0.0 < self.lasso_until <= 1.0, "--lasso-until must be a fraction of the epochs in (0, 1]"),
             (self.held_out >= 1, "--held-out must be >= 1"),

@@ -252,7 +252,8 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
         _sync(device)
         t0 = time.perf_counter()
         plan = pc.plan_reconfiguration(model, example, threshold=cfg.threshold, round_to=cfg.round_channels,
-                                       **({"liveness": cfg.liveness} if hasattr(cfg, "liveness") else {}))
+                                       liveness=getattr(cfg, "liveness", "union"),
+                                       structure=getattr(cfg, "structure", "union"))
         if held_x is not None and dst.budget_trials:
             pc.outputs(model, held_x)                      # the search's reference
             for _ in range(dst.budget_trials):             # each trial: a surgery measured on the held-out batch

@@ -358,10 +358,12 @@ class ModeTrainer:
         cfg = self.cfg
         if not cfg.change_budget:
             return pc.plan_reconfiguration(self.module, self.example, threshold=cfg.threshold,
-                                           round_to=cfg.round_channels, liveness=cfg.liveness)
+                                           round_to=cfg.round_channels, liveness=cfg.liveness,
+                                           structure=cfg.structure)
         choice = pc.plan_within_budget(self.module, self.example, self.held_x, self.held_y,
                                        tolerance=cfg.change_budget, thresholds=pc.threshold_grid(cfg.threshold),
-                                       liveness=cfg.liveness, round_to=cfg.round_channels, reference=before)
+                                       liveness=cfg.liveness, round_to=cfg.round_channels, reference=before,
+                                       structure=cfg.structure)
         chosen.update(threshold=choice.threshold, tried=choice.tried)
         return choice.plan
 

@@ -133,3 +133,47 @@ def test_gating_plan_is_plain_data():
 def test_unknown_structure_is_refused():
     with pytest.raises(ValueError, match="structure must be one of union, gating"):
         pc.plan_reconfiguration(_model("resnet20"), X[:2], structure="intersection")
+
+
+# ------------------------------------------------------------------ the harness
+
+
+def test_run_config_structure_is_validated_in_one_line():
+    from bench.config import RunConfig
+    from bench.errors import ConfigError
+
+    assert RunConfig().structure == "union"
+    with pytest.raises(ConfigError) as err:
+        RunConfig(structure="intersection").validate()
+    assert str(err.value) == "--structure must be one of union, gating, got 'intersection'"
+    assert RunConfig.from_dict(RunConfig(structure="gating").to_dict()).structure == "gating"
+
+
+def test_a_study_can_vary_the_structure_with_one_dense_run():
+    from bench.config import RunConfig
+    from bench.sweep import parse_vary, plan_study
+
+    key, values = parse_vary("structure=union,gating")
+    assert (key, values) == ("structure", ["union", "gating"])
+    entries = plan_study(RunConfig(), {key: values}, repeat=1)
+    assert [e.mode for e in entries].count("dense") == 1
+    assert {e.config(RunConfig()).structure for e in entries if e.mode == "prunetrain"} == {"union", "gating"}
+
+
+def test_bench_run_trains_a_gated_model_and_records_the_structure(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = ["--profile", "smoke", "--subset", "128", "--epochs", "2", "--interval", "1", "--batch-size", "16",
+            "--max-batch", "32", "--mode", "prunetrain", "--lasso", "proximal", "--lpr", "0.95",
+            "--structure", "gating", "--quiet", "--results-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (run_json,) = tmp_path.rglob("run.json")
+    assert json.loads(run_json.read_text())["config"]["structure"] == "gating"
+    bad = subprocess.run([sys.executable, "-m", "bench", "run", "--structure", "both"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--structure" in bad.stderr

@@ -246,8 +246,9 @@ def _memory_budget(run: Run) -> float:
 SETTING_KEYS: list[tuple[str, str]] = [
     ("batch_size", "batch"), ("max_batch", "max batch"), ("adjust_batch", "adjust batch"),
     ("lr", "lr"), ("interval", "reconfigure every"), ("lpr", "lasso penalty ratio"),
-    ("threshold", "threshold"), ("lasso", "lasso"), ("liveness", "liveness"),
-    ("change_budget", "change budget"), ("lasso_until", "penalty until"), ("batch_policy", "batch policy"), ("subset", "subset"),
+    ("threshold", "threshold"), ("lasso", "lasso"), ("liveness", "liveness"), ("structure", "structure"),
+    ("change_budget", "change budget"), ("lasso_until", "penalty until"), ("batch_policy", "batch policy"),
+    ("subset", "subset"),
 ]
 
 

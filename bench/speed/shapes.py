@@ -77,7 +77,8 @@ def zero_channels(model: nn.Module, graph, keep: Mapping[int, int], seed: int = 
             if m.role not in ("conv_out", "conv_in", "linear_out", "linear_in"):
                 continue
             w = model.get_submodule(m.module).weight
-            for c in dead:
+            local = {c: j for j, c in enumerate(m.index)} if m.index is not None else None
+            for c in dead if local is None else [local[c] for c in dead if c in local]:
                 if m.role in ("conv_out", "linear_out"):
                     w[c] = 0
                 elif m.role == "conv_in":
