@@ -177,3 +177,16 @@ def test_bench_run_trains_a_gated_model_and_records_the_structure(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bench", "run", "--structure", "both"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--structure" in bad.stderr
+
+
+def test_speed_section_times_union_against_gating_on_a_tiny_input():
+    from bench.speed import SECTIONS
+    from bench.speed.gating import measure_gating
+
+    assert "gating" in SECTIONS
+    rows = measure_gating("resnet20", batch=2, rounds=1, warmup=0)
+    names = [r.name for r in rows]
+    assert names[1:] == ["gating convs", "union step", "gating step", "conv time gating ÷ union (> 1: union faster)",
+                         "step time gating ÷ union (> 1: union faster)"]
+    assert all(r.value > 0 for r in rows)
+    assert "training FLOPs gating ÷ union 0." in rows[-2].note  # gating's convs are narrower

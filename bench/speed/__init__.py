@@ -27,6 +27,9 @@ the per-round ratios).  Sections (:data:`SECTIONS`, one module each):
               see :func:`bench.speed.decisions.channels_last_hazard`, are
               listed, not run).
 ``rounding``  what :func:`bench.speed.decisions.auto_round_channels` measures and picks.
+``gating``    channel union against channel gating at equal pruning (every
+              layer's own random half of its channels dead): the convolutions
+              alone and the whole training step, gating ÷ union.
 ``data``      the in-memory uint8 :class:`~bench.data.Loader` against
               torchvision ``ImageFolder`` + ``DataLoader`` decoding JPEGs.
 
@@ -43,4 +46,4 @@ names without loading torch.
 """
 from __future__ import annotations
 
-SECTIONS: tuple[str, ...] = ("penalty", "reconfig", "harness", "sweep", "rounding", "data")
+SECTIONS: tuple[str, ...] = ("penalty", "reconfig", "harness", "sweep", "rounding", "data", "gating")

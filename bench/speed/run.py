@@ -9,6 +9,7 @@ import torch
 
 from . import SECTIONS
 from .datapath import measure_data
+from .gating import measure_gating
 from .harness import measure_harness
 from .penalty import measure_penalty
 from .reconfig import measure_reconfig
@@ -55,6 +56,7 @@ MEASURE: dict[str, Callable[[Settings], list[Row]]] = {
                                         batch=s.batch if s.quick else None, warmup=s.warmup),
     "data": lambda s: measure_data(s.data_images, s.batch, s.device, rounds=max(1, min(s.rounds, 3)),
                                    workers=s.workers, step_s=s.step_s, warmup=s.warmup),
+    "gating": lambda s: measure_gating(s.model, s.batch, s.device, rounds=s.rounds, warmup=s.warmup),
 }
 assert tuple(MEASURE) == SECTIONS
 
