@@ -58,7 +58,7 @@ class _Regate:
         self.gm = graph.graph_module
         self.info = {n.name: n for n in graph.nodes}
         self.ids: dict[fx.Node, list[int]] = {}
-        self.taken = {n.target for n in new_graph.nodes if n.op == "call_module"} | set(root)
+        self.taken: set[str] = set()
 
     def module(self, target: str) -> nn.Module:
         return self.root[target] if target in self.root else self.gm.get_submodule(target)
@@ -73,7 +73,10 @@ class _Regate:
             return list(self.plan.layers[key])
         image = self.graph.member_index(module, axis)
         stream = self.stream(self.graph.module_spaces[module][axis])
-        return stream if image is None else [c for c in stream if c in set(image)]
+        if image is None:
+            return stream
+        have = set(image)
+        return [c for c in stream if c in have]
 
     def old_ids(self, name: str) -> list[int]:
         n = self.info[name]
@@ -98,6 +101,7 @@ class _Regate:
             if node.op == "call_module" and isinstance(self.module(node.target), (ChannelGather, ChannelScatter)):
                 node.replace_all_uses_with(node.args[0])
                 self.g.erase_node(node)
+        self.taken = {n.target for n in self.g.nodes if n.op == "call_module"} | set(self.root)  # names free again
 
     def propagate(self, joins: dict) -> None:
         for node in self.g.nodes:
