@@ -46,7 +46,18 @@ def _only_dir(parent: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory) -> Path:
+def one_thread():
+    """One torch thread for the run and its replay.  With two, on a machine at load ~3.5, the measured dense
+    CPU time once came out at 74 s against 11 s replayed (OpenMP workers waiting for a core spin, and the
+    spinning counts as CPU time); with one there is no worker to spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, one_thread) -> Path:
     results = tmp_path_factory.mktemp("results")
     result = _invoke(["run", *RUN_ARGS, "--results-dir", str(results)])
     assert result.exit_code == 0, result.output
