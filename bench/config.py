@@ -1,21 +1,37 @@
-"""The configuration of one benchmark run: everything that decides its results, recorded in run.json."""
+"""The configuration of one benchmark run (everything that decides its results, recorded in run.json),
+and the one loader that every source of it goes through.
+
+A run's settings come from up to three sources: a profile's ``[defaults]``, the command line, and a
+resumed run.json.  Each is read by :func:`partial_from` into checked, typed :class:`Overrides` (unknown
+keys and wrong types are one line naming the source and the key), and :func:`resolve` merges them over
+:class:`RunConfig`'s field defaults, the only place a run default is written, then validates the result.
+"""
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from .errors import ConfigError
+from .errors import BenchError, ConfigError, ProfileError, RecordError
 
 MODES = ("dense", "prunetrain")
 LASSO_STEPS = ("paper", "proximal")
 LIVENESS = ("union", "readers")
 STRUCTURES = ("union", "gating")
 BATCH_POLICIES = ("freed", "fill")
+AMP = ("off", "bf16", "fp16")
+#: field metadata of a setting added after records exist: an older run.json without it resumes with the default
+ADDED = {"added": True}
 
 
 @dataclass
 class RunConfig:
-    """Defaults are PruneTrain's published CIFAR settings and its method (``lasso="paper"``)."""
+    """Defaults are PruneTrain's published CIFAR settings and its method (``lasso="paper"``).
+
+    A new setting is one line here (``metadata=ADDED``, so older records still load) plus its
+    ``bench run`` option in bench/cli.py; profiles, run.json and ``--vary`` take it from here.
+    """
 
     model: str = "resnet32"
     data: str = "cifar10"
@@ -36,9 +52,10 @@ class RunConfig:
     threshold: float = 1e-4
     lasso: str = "paper"          # paper: penalty in the loss (subgradient) | proximal: soft-threshold after the step
     liveness: str = "union"       # union: dead in every writer and reader | readers: every reader ignores it
-    structure: str = "union"      # union: one channel set per space | gating: own sets around residual streams
+    structure: str = field(default="union", metadata=ADDED)  # union: one channel set per space | gating: own sets
+                                                             # around residual streams
     change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
-    lasso_until: float = 1.0      # fraction of the epochs under the penalty (1: all, as published); then no penalty
+    lasso_until: float = field(default=1.0, metadata=ADDED)  # fraction of the epochs under the penalty (1: all)
     held_out: int = 256           # test images of the fixed batch that measures each reconfiguration
     batch_policy: str = "freed"   # freed: grow only into memory pruning freed | fill: both modes fill the budget
     seed: int = 0
@@ -50,8 +67,8 @@ class RunConfig:
     channels_last: bool = False
     compile: bool = False
     test_batch: int = 500
-    world_size: int = 1
-    interleave: bool = False  # alternate the modes epoch by epoch (both models kept)
+    world_size: int = field(default=1, metadata=ADDED)
+    interleave: bool = field(default=False, metadata=ADDED)  # alternate the modes epoch by epoch (both kept)
 
     def milestone_epochs(self) -> list[int]:
         """1-based epochs from which the LR is multiplied by gamma (91 and 136 of 182, as the original)."""
@@ -72,30 +89,36 @@ class RunConfig:
         return epoch % self.interval == 0 or (epoch == self.lasso_last_epoch() and self.lasso_until < 1.0)
 
     def validate(self) -> "RunConfig":
+        """ConfigError for the first broken rule; its ``key`` is the field, so a loader can name its source."""
         checks = [
-            (self.epochs >= 1, "--epochs must be >= 1"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (self.max_batch >= self.batch_size, "--max-batch must be >= --batch-size"),
-            (self.interval >= 1, "--interval must be >= 1"),
-            (0.0 < self.lpr < 1.0, "--lpr must be between 0 and 1 (exclusive)"),
-            (self.threshold > 0, "--threshold must be > 0"),
-            (self.lasso in LASSO_STEPS, f"--lasso must be one of {', '.join(LASSO_STEPS)}"),
-            (self.liveness in LIVENESS, f"--liveness must be one of {', '.join(LIVENESS)}"),
-            (self.structure in STRUCTURES, f"--structure must be one of {', '.join(STRUCTURES)}, "
-                                           f"got {self.structure!r}"),
-            (0.0 <= self.change_budget < 1.0, "--change-budget must be 0 (off) or a fraction below 1"),
-            (0.0 < self.lasso_until <= 1.0, "--lasso-until must be a fraction of the epochs in (0, 1]"),
-            (self.held_out >= 1, "--held-out must be >= 1"),
-            (self.batch_policy in BATCH_POLICIES, f"--batch-policy must be one of {', '.join(BATCH_POLICIES)}"),
-            (self.lr > 0, "--lr must be > 0"),
-            (self.subset >= 0, "--subset must be >= 0"),
-            (self.round_channels >= 1, "--round-channels must be >= 1"),
-            (self.amp in ("off", "bf16", "fp16"), "--amp must be off, bf16 or fp16"),
-            (all(m in MODES for m in self.modes) and self.modes, f"--mode must be one of {', '.join(MODES)} or both"),
+            ("epochs", self.epochs >= 1, "--epochs must be >= 1"),
+            ("batch_size", self.batch_size >= 1, "--batch-size must be >= 1"),
+            ("max_batch", self.max_batch >= self.batch_size, "--max-batch must be >= --batch-size"),
+            ("interval", self.interval >= 1, "--interval must be >= 1"),
+            ("lpr", 0.0 < self.lpr < 1.0, "--lpr must be between 0 and 1 (exclusive)"),
+            ("threshold", self.threshold > 0, "--threshold must be > 0"),
+            ("lasso", self.lasso in LASSO_STEPS, f"--lasso must be one of {', '.join(LASSO_STEPS)}"),
+            ("liveness", self.liveness in LIVENESS, f"--liveness must be one of {', '.join(LIVENESS)}"),
+            ("structure", self.structure in STRUCTURES, f"--structure must be one of {', '.join(STRUCTURES)}, "
+                                                     f"got {self.structure!r}"),
+            ("change_budget", 0.0 <= self.change_budget < 1.0, "--change-budget must be 0 (off) or a fraction below 1"),
+            ("lasso_until", 0.0 < self.lasso_until <= 1.0, "--lasso-until must be a fraction of the epochs in (0, 1]"),
+            ("held_out", self.held_out >= 1, "--held-out must be >= 1"),
+            ("batch_policy", self.batch_policy in BATCH_POLICIES,
+             f"--batch-policy must be one of {', '.join(BATCH_POLICIES)}"),
+            ("lr", self.lr > 0, "--lr must be > 0"),
+            ("lr_milestones", all(0 < m < 1 for m in self.lr_milestones),
+             "--lr-milestones must be fractions between 0 and 1"),
+            ("subset", self.subset >= 0, "--subset must be >= 0"),
+            ("round_channels", self.round_channels >= 1, "--round-channels must be >= 1"),
+            ("amp", self.amp in AMP, "--amp must be off, bf16 or fp16"),
+            ("modes", all(m in MODES for m in self.modes) and self.modes, f"--mode must be one of {', '.join(MODES)} or both"),
         ]
-        for ok, message in checks:
+        for key, ok, message in checks:
             if not ok:
-                raise ConfigError(message)
+                error = ConfigError(message)
+                error.key = key
+                raise error
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,7 +126,190 @@ class RunConfig:
         d["lr_milestone_epochs"] = self.milestone_epochs()
         return d
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+FIELDS = {f.name: f for f in fields(RunConfig)}
+DERIVED = ("lr_milestone_epochs",)  # written by to_dict for the reader; never read back
+#: what a resumed run may change: its image folder (records keep only the name) and the process count
+RESUMABLE = ("data_dir", "world_size")
+#: fields a profile's [defaults] may not set: the device and the profile are chosen before it is read; the launch
+#: sets world_size
+NOT_IN_PROFILES = frozenset({"profile", "device", "world_size"})
+_TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+
+
+def default(key: str) -> Any:
+    """RunConfig's default for ``key`` (lists as tuples: a default is never shared)."""
+    f = FIELDS[key]
+    value = f.default_factory() if callable(f.default_factory) else f.default
+    return tuple(value) if isinstance(value, list) else value
+
+
+# ------------------------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class Source:
+    """Where settings come from, for error lines: a file's table (profile, run.json) or the command line."""
+
+    file: str | None = None           # None: the command line, whose keys are its --options
+    table: str = ""
+    error: type[BenchError] = ConfigError
+    exclude: frozenset[str] = frozenset()  # fields this source may not set
+
+    def where(self, key: str) -> str:
+        return "--" + key.replace("_", "-") if self.file is None else f"{self.file}: key '{self.table}.{key}'"
+
+    def fail(self, key: str, problem: str) -> BenchError:
+        return self.error(" ".join(f"{self.where(key)}{problem}".split()))
+
+    def invalid(self, key: str, rule: str) -> BenchError:
+        """A value against a rule of RunConfig.validate, named as this source spells it."""
+        return self.error(rule if self.file is None else f"{self.where(key)} is invalid: {rule}")
+
+
+CLI = Source()
+
+
+def profile_source(path: Any) -> Source:
+    return Source(str(path), "defaults", ProfileError, NOT_IN_PROFILES)
+
+
+def record_source(path: Any, table: str = "config") -> Source:
+    return Source(str(path), table, RecordError)
+
+
+# ------------------------------------------------------------------------------------------- types
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def parse_bool(text: str) -> bool:
+    if text.strip().lower() not in _TRUE + _FALSE:
+        raise ValueError(text)
+    return text.strip().lower() in _TRUE
+
+
+def _parse_list(text: str, item: Callable[[str], Any]) -> tuple:
+    text = text.strip().lower()
+    return () if text in ("", "none") else tuple(item(v.strip()) for v in text.split(","))
+
+
+# annotation -> (what it must be, does a value qualify, its value, its value from command-line text)
+_KINDS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any], Callable[[str], Any]]] = {
+    "bool": ("true or false", lambda v: isinstance(v, bool), bool, parse_bool),
+    "int": ("an integer", lambda v: type(v) is int, int, int),
+    "float": ("a number", _is_number, float, float),
+    "str": ("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()), str, str),
+    "str | None": ("a string or null", lambda v: v is None or isinstance(v, str), lambda v: v, str),
+    "list[str]": ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+                  tuple, lambda t: _parse_list(t, str)),
+    "list[float]": ("a list of numbers", lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v),
+                    lambda v: tuple(float(x) for x in v), lambda t: _parse_list(t, float)),
+}
+
+
+def parse_text(key: str, text: str) -> Any:
+    """A setting's value from text (command line, ``--vary``); ValueError when the text is not one."""
+    return _KINDS[FIELDS[key].type][3](text)
+
+
+# ------------------------------------------------------------------------------------------- the loader
+class Overrides(Mapping[str, Any]):
+    """A partial RunConfig from one source: checked values of the fields it sets (lists as tuples).
+
+    Reading a field as an attribute gives what this source alone resolves to (RunConfig's default
+    where it is silent), e.g. ``profile.defaults.batch_size``.
+    """
+
+    def __init__(self, values: Mapping[str, Any], source: Source = CLI) -> None:
+        self._values, self.source = dict(values), source
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._values.items()))
+
+    def __repr__(self) -> str:
+        return f"Overrides({self._values!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in FIELDS:
+            raise AttributeError(name)
+        value = getattr(_merge([self]), name)
+        return tuple(value) if isinstance(value, list) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly (lists again)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items()}
+
+
+def partial_from(values: Mapping[str, Any], source: Source = CLI, *, complete: bool = False) -> Overrides:
+    """``values`` checked and typed as RunConfig settings; None means "not given" (the command line's default).
+
+    Text is parsed where a number, flag or list is due (command-line options arrive as text).
+    ``complete``: a record, which must hold every field (but those added later) and may hold DERIVED keys.
+    """
+    allowed = [k for k in FIELDS if k not in source.exclude]
+    out: dict[str, Any] = {}
+    for key, v in values.items():
+        if key not in allowed:
+            if complete and key in DERIVED:
+                continue
+            near = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise source.fail(key, f" is unknown ({hint}known: {', '.join(allowed)})")
+        if v is None and (source.file is None or FIELDS[key].type != "str | None"):
+            continue  # not given (a record's null data_dir is a value)
+        what, ok, typed, from_text = _KINDS[FIELDS[key].type]
+        try:
+            out[key] = typed(v) if ok(v) else from_text(v) if isinstance(v, str) and source.file is None else None
+        except ValueError:
+            out[key] = None
+        if out[key] is None and v is not None:
+            raise source.fail(key, f": expected {what}, got {v!r:.80}")
+    if complete:
+        missing = [k for k in allowed if k not in out and not FIELDS[k].metadata.get("added")]
+        if missing:
+            raise source.fail(missing[0], " is missing")
+    return Overrides(out, source)
+
+
+def _merge(layers: list[Overrides]) -> RunConfig:
+    """RunConfig's defaults overridden by ``layers``, lowest precedence first; validated, errors named by source."""
+    values: dict[str, Any] = {}
+    origin: dict[str, Source] = {}
+    for layer in layers:
+        if layer.get("lasso") == "paper":  # the published method: levers set below this source do not apply
+            for key in ("liveness", "change_budget"):
+                values.pop(key, None)
+        batch = layer.get("batch_size")
+        if batch is not None and "max_batch" not in layer and values.get("max_batch", default("max_batch")) < batch:
+            values["max_batch"] = batch  # a larger batch lifts a cap set below it
+        values.update(layer)
+        origin.update(dict.fromkeys(layer, layer.source))
+    cfg = RunConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+    try:
+        return cfg.validate()
+    except ConfigError as exc:
+        key = getattr(exc, "key", "")
+        raise origin.get(key, layers[-1].source if layers else CLI).invalid(key, str(exc)) from None
+
+
+def resolve(profile: Overrides | None = None, given: Overrides | None = None,
+            resumed: Overrides | None = None) -> RunConfig:
+    """The run's configuration.  Precedence, stated here only: the command line (``given``) over a resumed
+    run.json over the profile's [defaults] over RunConfig's field defaults.  A resumed run keeps its
+    record: the command line may change only RESUMABLE (the profile does not apply; the record is complete).
+    """
+    given = given or Overrides({})
+    if resumed is not None:
+        for key in given:
+            if key not in RESUMABLE:
+                raise given.source.fail(key, ": a resumed run keeps its recorded value; drop the option")
+        profile = None
+    return _merge([layer for layer in (profile, resumed, given) if layer is not None])

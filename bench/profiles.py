@@ -4,10 +4,8 @@ A profile says which device it describes (to pick it automatically), the
 memory a run must fit (so a big GPU can emulate a small one's batch
 decisions) and sensible run defaults for that device.  Profiles are small
 TOML files; every key is validated so that a typo fails at load time with
-one line naming the file and the key, not hours into a run.
-
-(Over 400 lines on purpose: the TOML checker, the profile and its matching to a
-device stay together so that a key's rule and its error message are read in one place.)
+one line naming the file and the key, not hours into a run.  The run
+defaults are a partial RunConfig, checked by the loader of bench.config.
 """
 from __future__ import annotations
 
@@ -22,8 +20,8 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .config import BATCH_POLICIES, LASSO_STEPS, LIVENESS
-from .errors import ProfileError
+from .config import Overrides, partial_from, profile_source, resolve
+from .errors import BenchError, ProfileError
 from .hardware import GIB, DeviceInfo
 
 DEVICE_KINDS = ("cuda", "cpu")
@@ -34,28 +32,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def builtin_profile_dir() -> Path:
     """The built-in profiles: TOML files shipped inside the package (package data), so any install has them."""
     return Path(__file__).resolve().parent / "builtin_profiles"
-
-
-@dataclass(frozen=True)
-class RunDefaults:
-    """Defaults of ``bench run`` for a device; the thesis's ResNet-32/CIFAR-10 setup."""
-
-    model: str = "resnet32"
-    data: str = "cifar10"
-    batch_size: int = 128
-    max_batch: int = 1024
-    epochs: int = 182
-    interval: int = 10
-    subset: int = 0
-    lpr: float = 0.2
-    threshold: float = 1e-4
-    lr: float = 0.1
-    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the epochs where the LR drops ×0.1
-    lasso: str = "paper"
-    liveness: str = "union"
-    change_budget: float = 0.0
-    lasso_until: float = 1.0
-    batch_policy: str = "freed"
 
 
 @dataclass(frozen=True)
@@ -72,7 +48,7 @@ class Profile:
     budget_bytes: int | None
     reserve_bytes: int
     headroom: float
-    defaults: RunDefaults = field(default_factory=RunDefaults)
+    defaults: Overrides = field(default_factory=lambda: Overrides({}))  # a partial RunConfig
     source: str = ""
 
     # -- behaviour -----------------------------------------------------------
@@ -119,6 +95,7 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form for run.json."""
         d = asdict(self)
+        d["defaults"] = self.defaults.to_dict()
         d["name_patterns"] = list(self.name_patterns)
         d["compute_capability"] = (None if self.compute_capability is None
                                    else list(self.compute_capability))
@@ -140,10 +117,10 @@ class Profile:
                 budget_bytes=_opt_int(d.get("budget_bytes")),
                 reserve_bytes=int(d["reserve_bytes"]),
                 headroom=float(d["headroom"]),
-                defaults=RunDefaults(**dict(d.get("defaults", {}))),
+                defaults=partial_from(d.get("defaults", {}), profile_source(d.get("source", "profile"))),
                 source=str(d.get("source", "")),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, BenchError) as e:
             raise ValueError(f"malformed profile: {e!r}") from None
 
 
@@ -196,14 +173,6 @@ class _Checker:
             raise self.fail(name, "must be a non-empty string", v)
         if choices is not None and v not in choices:
             raise self.fail(name, "must be one of " + ", ".join(f'"{c}"' for c in choices), v)
-        return v
-
-    def integer(self, data: Mapping[str, Any], key: str, name: str, default: int,
-                minimum: int, minimum_name: str | None = None) -> int:
-        v = data.get(key, default)
-        bound = f"{minimum_name} ({minimum})" if minimum_name else str(minimum)
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise self.fail(name, f"must be an integer >= {bound}", v)
         return v
 
     def number(self, data: Mapping[str, Any], key: str, name: str, default: float | None,
@@ -309,33 +278,11 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
     headroom = c.number(bud, "headroom", "budget.headroom", 0.9,
                         "a fraction with 0 < headroom <= 1", lambda x: 0 < x <= 1)
 
-    # [defaults]
-    base = RunDefaults()
-    d = c.table(data, "defaults", tuple(RunDefaults.__dataclass_fields__), required=False)
-    batch = c.integer(d, "batch_size", "defaults.batch_size", base.batch_size, 1)
-    defaults = RunDefaults(
-        model=c.string(d, "model", "defaults.model", base.model),
-        data=c.string(d, "data", "defaults.data", base.data),
-        batch_size=batch,
-        max_batch=c.integer(d, "max_batch", "defaults.max_batch",
-                            max(base.max_batch, batch), batch, "defaults.batch_size"),
-        epochs=c.integer(d, "epochs", "defaults.epochs", base.epochs, 1),
-        interval=c.integer(d, "interval", "defaults.interval", base.interval, 1),
-        subset=c.integer(d, "subset", "defaults.subset", base.subset, 0),
-        lpr=c.number(d, "lpr", "defaults.lpr", base.lpr, "a fraction with 0 < lpr < 1",
-                     lambda x: 0 < x < 1),
-        threshold=c.number(d, "threshold", "defaults.threshold", base.threshold,
-                           "a number > 0", lambda x: x > 0),
-        lr=c.number(d, "lr", "defaults.lr", base.lr, "a number > 0", lambda x: x > 0),
-        lr_milestones=_milestones(c, d, base.lr_milestones),
-        lasso=c.string(d, "lasso", "defaults.lasso", base.lasso, LASSO_STEPS),
-        liveness=c.string(d, "liveness", "defaults.liveness", base.liveness, LIVENESS),
-        change_budget=c.number(d, "change_budget", "defaults.change_budget", base.change_budget,
-                               "0 (off) or a fraction below 1", lambda x: 0 <= x < 1),
-        lasso_until=c.number(d, "lasso_until", "defaults.lasso_until", base.lasso_until,
-                             "a fraction of the epochs in (0, 1]", lambda x: 0 < x <= 1),
-        batch_policy=c.string(d, "batch_policy", "defaults.batch_policy", base.batch_policy, BATCH_POLICIES),
-    )
+    # [defaults]: a partial RunConfig, read by the loader every source of settings goes through
+    if not isinstance(data.get("defaults", {}), dict):
+        raise c.fail("defaults", "must be a table [defaults]", data["defaults"])
+    defaults = partial_from(data.get("defaults", {}), profile_source(path))
+    resolve(profile=defaults)  # its values together (a cap below its own batch): refused now, not in a run
 
     return Profile(
         name=name, description=description, auto=auto, device_kind=kind,
@@ -343,14 +290,6 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         budget_bytes=budget, reserve_bytes=reserve, headroom=headroom,
         defaults=defaults, source=str(path),
     )
-
-
-def _milestones(c: "_Checker", d: Mapping[str, Any], default: tuple[float, ...]) -> tuple[float, ...]:
-    value = d.get("lr_milestones", list(default))
-    if not isinstance(value, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in value):
-        raise c.fail("defaults.lr_milestones", "must be a list of fractions between 0 and 1", value)
-    return tuple(float(v) for v in value)
 
 
 def builtin_profiles() -> dict[str, Profile]:
@@ -465,7 +404,7 @@ def describe_budget(p: Profile) -> str:
     return f"{size} - {_gib(p.reserve_bytes)} reserve, x{p.headroom:g}"
 
 
-def describe_defaults(d: RunDefaults) -> str:
+def describe_defaults(d: Overrides) -> str:
     """The run defaults in a few words."""
     subset = f" subset {d.subset}" if d.subset else ""
     return (f"{d.model}/{d.data}{subset} batch {d.batch_size}..{d.max_batch} "

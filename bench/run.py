@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import math
 import os
 import platform
 import secrets
 import subprocess
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,7 +24,7 @@ import prunetrain_core as pc
 
 from . import __version__, checkpoint, gpu
 from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
-from .config import MODES, RunConfig
+from .config import MODES, Overrides, RunConfig, partial_from, record_source, resolve
 from .data import load_data
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
 from .hardware import DeviceInfo, detect
@@ -141,14 +140,14 @@ def portable_command(argv: list[str]) -> str:
     return " ".join(words)
 
 
-def resumed_data_dir(path: Path, cfg: RunConfig, data_dir: Path | None) -> str | None:
+def resumed_data_dir(path: Path, recorded: str | None, data_dir: Path | None) -> str | None:
     """The image folder of a resumed run: given again with --data-dir (run.json keeps only its name)."""
-    if cfg.data_dir is None:
+    if recorded is None:
         if data_dir is not None:
             raise ConfigError(f"{path}: the run did not read an image folder; drop --data-dir")
         return None
     if data_dir is None:
-        raise ConfigError(f"{path}: the run read the image folder '{cfg.data_dir}' (records keep only its name); "
+        raise ConfigError(f"{path}: the run read the image folder '{recorded}' (records keep only its name); "
                           "give it again with --data-dir FOLDER")
     return str(data_dir)
 
@@ -177,35 +176,16 @@ def _read_resumed(run_dir: Path) -> dict:
     return read_run_json(run_dir / "run.json", strict=True)
 
 
+def recorded_settings(path: Path, d: Any, table: str = "config") -> Overrides:
+    """The RunConfig a record holds, every key present and typed (RecordError names the key)."""
+    if not isinstance(d, dict):
+        raise RecordError(f"{path}: key '{table}' is missing or not a table")
+    return partial_from(d, record_source(path, table), complete=True)
+
+
 def config_from_record(path: Path, d: dict) -> RunConfig:
-    """The RunConfig recorded in run.json, with types and values checked (RecordError names the key)."""
-    defaults = RunConfig()
-    for f in fields(RunConfig):
-        key, default = f.name, getattr(defaults, f.name)
-        if key not in d:
-            if key in ("world_size", "interleave"):  # records from before these keys: their defaults
-                continue
-            raise RecordError(f"{path}: key 'config.{key}' is missing")
-        v = d[key]
-        if isinstance(default, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(default, int):
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        elif isinstance(default, float):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        elif isinstance(default, str):
-            ok = isinstance(v, str)
-        elif isinstance(default, list):
-            ok = isinstance(v, list) and all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in v)
-        else:  # data_dir: a path or null
-            ok = v is None or isinstance(v, str)
-        if not ok:
-            raise RecordError(f"{path}: key 'config.{key}' has the wrong type (got {v!r:.80})")
-    cfg = RunConfig.from_dict(d)
-    try:
-        return cfg.validate()
-    except ConfigError as exc:
-        raise RecordError(f"{path}: key 'config' is invalid: {exc}") from None
+    """The RunConfig recorded in run.json, checked by the loader every source of settings goes through."""
+    return resolve(resumed=recorded_settings(path, d))
 
 
 def _lock_run_dir(run_dir: Path):
@@ -251,10 +231,11 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         resume = Path(resume)
         # under torchrun rank 0 reads run.json and broadcasts it: every rank resumes the same record
         old = dist.from_rank0(lambda: _read_resumed(resume)) if dist is not None else _read_resumed(resume)
-        cfg = config_from_record(resume / "run.json", old["config"])
-        cfg.data_dir = resumed_data_dir(resume / "run.json", cfg, data_dir)
+        recorded = recorded_settings(resume / "run.json", old["config"])
+        cfg = resolve(resumed=recorded, given=partial_from({  # batch is global: any process count resumes
+            "data_dir": resumed_data_dir(resume / "run.json", recorded.get("data_dir"), data_dir),
+            "world_size": dist.world_size if dist is not None else 1}))
         profile = _recorded_profile(resume / "run.json", old)
-        cfg.world_size = dist.world_size if dist is not None else 1  # batch is global: any process count resumes
         if old.get("status") == "finished":
             echo(f"{resume} is already finished")
             return resume

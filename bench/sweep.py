@@ -21,11 +21,11 @@ import itertools
 import json
 import secrets
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import RunConfig
+from .config import FIELDS, RunConfig, parse_text, partial_from, resolve
 from .errors import BenchError, ConfigError, DivergenceError, RecordError
 from .atomic import atomic_write_json
 from .records import read_run_json
@@ -37,43 +37,26 @@ PRUNETRAIN_ONLY = frozenset({"interval", "lpr", "threshold", "round_channels", "
                              "change_budget", "lasso_until", "structure"})
 #: fields a study may not vary: they name the run rather than a setting of it
 NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate"})
-_TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 Echo = Callable[[str], None]
-
-
-def _field_defaults() -> dict[str, Any]:
-    cfg = RunConfig()
-    return {f.name: getattr(cfg, f.name) for f in fields(RunConfig)}
 
 
 def parse_vary(spec: str) -> tuple[str, list[Any]]:
     """``"interval=2,5,10"`` → ``("interval", [2, 5, 10])``, each value typed like the setting."""
     key, sep, text = spec.partition("=")
     key = key.strip().replace("-", "_")
-    defaults = _field_defaults()
     if not sep or not text.strip():
         raise ConfigError(f"--vary {spec!r}: write SETTING=V1,V2,... (e.g. --vary interval=2,5,10)")
-    if key not in defaults or key in NOT_VARIABLE or isinstance(defaults[key], list):
-        allowed = sorted(k for k, v in defaults.items() if k not in NOT_VARIABLE and not isinstance(v, list))
+    variable = sorted(k for k, f in FIELDS.items() if k not in NOT_VARIABLE and not f.type.startswith("list"))
+    if key not in variable:
         raise ConfigError(f"--vary {spec!r}: '{key}' is not a setting a study can vary; "
-                          f"choose one of {', '.join(allowed)}")
-    kind = defaults[key]
+                          f"choose one of {', '.join(variable)}")
     values: list[Any] = []
     for raw in (v.strip() for v in text.split(",")):
         try:
-            if isinstance(kind, bool):
-                if raw.lower() not in _TRUE + _FALSE:
-                    raise ValueError
-                value: Any = raw.lower() in _TRUE
-            elif isinstance(kind, int):
-                value = int(raw)
-            elif isinstance(kind, float):
-                value = float(raw)
-            else:
-                value = raw
+            value = parse_text(key, raw)
         except ValueError:
-            what = "on or off" if isinstance(kind, bool) else type(kind).__name__
+            what = "on or off" if FIELDS[key].type == "bool" else FIELDS[key].type
             raise ConfigError(f"--vary {spec!r}: value {raw!r} is not {what}") from None
         if value in values:
             raise ConfigError(f"--vary {spec!r}: value {raw!r} is given twice")
@@ -92,9 +75,7 @@ class Entry:
     repeat: int
 
     def config(self, base: RunConfig) -> RunConfig:
-        d = base.to_dict()
-        d.update(self.setting, modes=[self.mode], seed=self.seed)
-        return RunConfig.from_dict(d).validate()
+        return replace(base, **self.setting, modes=[self.mode], seed=self.seed).validate()
 
 
 def _label(setting: dict[str, Any]) -> str:
@@ -193,11 +174,12 @@ class Study:
 
     def base_config(self) -> RunConfig:
         """The recorded base configuration, its image folder the one given now (a missing one is a ConfigError)."""
-        from .run import resumed_data_dir
+        from .run import recorded_settings, resumed_data_dir
 
-        cfg = RunConfig.from_dict(self.data["base_config"])
-        cfg.data_dir = resumed_data_dir(self.path, cfg, None if self.data_dir is None else Path(self.data_dir))
-        return cfg.validate()
+        recorded = recorded_settings(self.path, self.data["base_config"], "base_config")
+        data_dir = None if self.data_dir is None else Path(self.data_dir)
+        return resolve(resumed=recorded, given=partial_from(
+            {"data_dir": resumed_data_dir(self.path, recorded.get("data_dir"), data_dir)}))
 
     def entry_config(self, entry: dict) -> RunConfig:
         return Entry(entry["id"], entry["mode"], entry["setting"], entry["seed"], entry["repeat"]).config(
@@ -331,6 +313,7 @@ def replay_study(folder: Path, results_dir: Path, settings: Any = None, *, echo:
     same section with this machine's times (accuracy stays the original's).
     """
     from .replay import replay
+    from .run import recorded_settings
 
     src = Study.open(Path(folder))
     todo = [e for e in src.data["entries"] if e["status"] == "finished" and e["run"]]
@@ -338,7 +321,7 @@ def replay_study(folder: Path, results_dir: Path, settings: Any = None, *, echo:
         raise BenchError(f"{src.path}: no finished run to replay yet")
     varied = {k: list(v) for k, v in src.data["varied"].items()}
     # the replays read each run's own records: the study's image folder is not needed here
-    base = RunConfig.from_dict(src.data["base_config"]).validate()
+    base = resolve(resumed=recorded_settings(src.path, src.data["base_config"], "base_config"))
     study = Study.create(Path(results_dir), base, varied, src.data["repeat"], tag="replay")
     study.data["replay_of"] = src.data["study_id"]
     study.data["entries"] = [{**e, "run": None, "status": "pending"} for e in src.data["entries"]]
