@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from .config import AMP, BATCH_POLICIES, FIELDS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -52,65 +53,71 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- run
+def _setting(*decls: str, **kw):
+    """An option that sets a RunConfig field: None when not given, so that the profile or RunConfig decides
+    (the default is written there only); --help shows which."""
+    name = kw.pop("field", None) or decls[0].split("/")[0].lstrip("-").replace("-", "_")
+    value = default(name)
+    shown = kw.pop("shown", None) or (("on" if value else "off") if isinstance(value, bool)
+                                      else ",".join(map(str, value)) if isinstance(value, tuple) else value)
+    if "type" not in kw and FIELDS[name].type in ("int", "float"):
+        kw.setdefault("metavar", "FLOAT" if FIELDS[name].type == "float" else "INTEGER")
+    from_profile = kw.pop("from_profile", name not in NOT_IN_PROFILES)
+    show = False if value is None else f"the profile's, else {shown}" if from_profile else shown
+    return click.option(*decls, default=None, show_default=show, **kw)
+
+
 @main.command()
-@click.option("--profile", default="auto", show_default=True,
-              help="Hardware profile: a name from `bench profiles`, a path to a .toml file, or auto.")
-@click.option("--model", default=None, help="Model (default from the profile): resnet20/32/56/110/50, vgg8/11/13/16, "
-                                            "resnet50-imagenet, vgg16-imagenet.")
-@click.option("--data", default=None, help="cifar10, cifar100, synthetic (embedded, no files), or any name with --data-dir.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
-                   "run's folder again (records keep only its name).")
-@click.option("--subset", type=int, default=None, help="Train on a class-balanced subset of N images (0 = all).")
-@click.option("--mode", "mode", type=click.Choice(["both", "dense", "prunetrain"]), default="both", show_default=True)
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None, help="Base (global) mini-batch.")
-@click.option("--max-batch", type=int, default=None, help="Cap for the dynamic mini-batch.")
-@click.option("--lr", type=float, default=None, help="Base learning rate (scaled linearly with the batch).")
-@click.option("--lr-milestones", default=None,
-              help="Fractions of the epochs where the LR drops ×0.1, e.g. 0.5,0.75 (default from the profile; "
-                   "'none' keeps it constant).")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--interval", type=int, default=None, help="Reconfigure every N epochs.")
-@click.option("--lpr", type=float, default=None, help="Lasso penalty ratio that sets λ.")
-@click.option("--threshold", type=float, default=None, help="A channel is dead when max|w| < threshold.")
-@click.option("--lasso", type=click.Choice(["paper", "proximal"]), default=None,
-              help="paper: the penalty in the loss, union liveness, fixed threshold (PruneTrain as published); "
-                   "proximal: block soft-thresholding after each optimizer step. Default from the profile.")
-@click.option("--liveness", type=click.Choice(["union", "readers"]), default=None,
-              help="union: a channel goes when dead in every layer that writes or reads it; readers: when every "
-                   "layer that reads it ignores it. Default: union with --lasso paper, else the profile's.")
-@click.option("--structure", type=click.Choice(["union", "gating"]), default="union", show_default=True,
-              help="union: every layer touching a channel space keeps one channel set (PruneTrain's default); "
-                   "gating: at residual streams each layer keeps its own, joined by gather/scatter.")
-@click.option("--change-budget", type=float, default=None,
-              help="Choose the largest threshold whose removal changes the held-out logits by at most this "
-                   "fraction of their scale (0 = fixed --threshold). Default: 0 with --lasso paper, else the profile's.")
-@click.option("--lasso-until", type=float, default=None,
-              help="Fraction of the epochs trained under the penalty; after it the pruned network trains without "
-                   "it (1 = throughout, as published). Default: 1 with --lasso paper, else the profile's.")
-@click.option("--held-out", type=int, default=256, show_default=True,
-              help="Test images in the fixed batch that measures every reconfiguration's function change.")
-@click.option("--batch-policy", type=click.Choice(["freed", "fill"]), default=None,
-              help="freed: PruneTrain's batch grows only into memory pruning freed (dense's need at the start); "
-                   "fill: both modes fill the memory budget.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--adjust-batch/--no-adjust-batch", default=True, show_default=True,
-              help="Dynamic mini-batch adjustment after each reconfiguration.")
-@click.option("--round-channels", default="1", show_default=True,
-              help="Keep channel counts at multiples of N, or 'auto' to measure what this device prefers.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--emulate/--no-emulate", default=False, show_default=True,
-              help="On a GPU larger than the profile's budget, cap this process at the budget.")
-@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
-              help="Mixed precision (CUDA only).")
-@click.option("--channels-last/--no-channels-last", default=False, show_default=True)
-@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
-              help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
+@_setting("--profile", help="Hardware profile: a name from `bench profiles`, a path to a .toml file, or auto.")
+@_setting("--model", help="Model: resnet20/32/56/110/50, vgg8/11/13/16, resnet50-imagenet, vgg16-imagenet.")
+@_setting("--data", help="cifar10, cifar100, synthetic (embedded, no files), or any name with --data-dir.")
+@_setting("--data-dir", type=click.Path(file_okay=False),
+          help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
+               "run's folder again (records keep only its name).")
+@_setting("--subset", help="Train on a class-balanced subset of N images (0 = all).")
+@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", *MODES]))
+@_setting("--epochs")
+@_setting("--batch-size", help="Base (global) mini-batch.")
+@_setting("--max-batch", help="Cap for the dynamic mini-batch.")
+@_setting("--lr", help="Base learning rate (scaled linearly with the batch).")
+@_setting("--lr-milestones", metavar="F,F,...",
+          help="Fractions of the epochs where the LR drops ×0.1, e.g. 0.5,0.75 ('none' keeps it constant).")
+@_setting("--momentum")
+@_setting("--weight-decay")
+@_setting("--interval", help="Reconfigure every N epochs.")
+@_setting("--lpr", help="Lasso penalty ratio that sets λ.")
+@_setting("--threshold", help="A channel is dead when max|w| < threshold.")
+@_setting("--lasso", type=click.Choice(LASSO_STEPS),
+          help="paper: the penalty in the loss, union liveness, fixed threshold (PruneTrain as published); "
+               "proximal: block soft-thresholding after each optimizer step.")
+@_setting("--liveness", type=click.Choice(LIVENESS),
+          help="union: a channel goes when dead in every layer that writes or reads it; readers: when every "
+               "layer that reads it ignores it. With --lasso paper given: union unless given too.")
+@_setting("--structure", type=click.Choice(STRUCTURES),
+          help="union: every layer touching a channel space keeps one channel set (PruneTrain's default); "
+               "gating: at residual streams each layer keeps its own, joined by gather/scatter.")
+@_setting("--change-budget",
+          help="Choose the largest threshold whose removal changes the held-out logits by at most this "
+               "fraction of their scale (0 = fixed --threshold). With --lasso paper given: 0 unless given too.")
+@_setting("--lasso-until",
+          help="Fraction of the epochs trained under the penalty; after it the pruned network trains without "
+               "it (1 = throughout, as published). With --lasso paper given: 1 unless given too.")
+@_setting("--held-out", help="Test images in the fixed batch that measures every reconfiguration's function change.")
+@_setting("--batch-policy", type=click.Choice(BATCH_POLICIES),
+          help="freed: PruneTrain's batch grows only into memory pruning freed (dense's need at the start); "
+               "fill: both modes fill the memory budget.")
+@_setting("--seed")
+@_setting("--adjust-batch/--no-adjust-batch", help="Dynamic mini-batch adjustment after each reconfiguration.")
+@_setting("--round-channels", metavar="N|auto",
+          help="Keep channel counts at multiples of N, or 'auto' to measure what this device prefers.")
+@_setting("--device", help="auto, cpu, cuda or cuda:N.")
+@_setting("--emulate/--no-emulate", help="On a GPU larger than the profile's budget, cap this process at the budget.")
+@_setting("--amp", type=click.Choice(AMP), help="Mixed precision (CUDA only).")
+@_setting("--channels-last/--no-channels-last")
+@_setting("--compile/--no-compile", help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
-@click.option("--interleave/--no-interleave", default=False, show_default=True,
-              help="Alternate dense and PruneTrain epoch by epoch (both models kept), so that a busy phase of "
+@_setting("--interleave/--no-interleave",
+          help="Alternate dense and PruneTrain epoch by epoch (both models kept), so that a busy phase of "
                    "a shared machine hits both alike.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue an interrupted run folder (its recorded configuration is used).")
@@ -160,59 +167,29 @@ def _exit_now(code: int) -> None:
 
 
 def build_config(opts: dict, dist=None):
-    """Command-line options over the profile's defaults."""
-    from .config import RunConfig
+    """The options given (not None) over the profile's defaults, through bench.config's one loader."""
+    from .config import partial_from, resolve
     from .gpu import select
     from .hardware import detect
     from .profiles import resolve_profile
 
-    device, info = select(opts["device"], detect(), dist)  # the card trained on, checked against this torch
-    profile = resolve_profile(opts["profile"], info)
-    d = profile.defaults
-
-    def pick(key, default):
-        return default if opts[key] is None else opts[key]
-
-    round_channels = opts["round_channels"]
-    if round_channels == "auto":
+    given = {k: v for k, v in opts.items() if k in FIELDS and v is not None}
+    if opts.get("mode"):
+        given["modes"] = list(MODES) if opts["mode"] == "both" else [opts["mode"]]
+    given["world_size"] = dist.world_size if dist is not None else 1
+    auto_round = given.get("round_channels") == "auto"
+    if auto_round:
+        del given["round_channels"]
+    cli = partial_from(given)  # wrong types are one line before any device or profile is looked at
+    device, info = select(cli.get("device", default("device")), detect(), dist)  # the card trained on
+    spec = cli.get("profile", default("profile"))
+    profile = resolve_profile(spec, info)
+    given["profile"] = profile.name if spec == "auto" else spec
+    if auto_round:
         from .speed.decisions import auto_round_channels
 
-        round_channels = auto_round_channels(pick("model", d.model), device)
-    else:
-        try:
-            round_channels = int(round_channels)
-        except ValueError:
-            raise BenchError(f"--round-channels must be a positive integer or 'auto', got {round_channels!r}") from None
-    milestones = list(d.lr_milestones)
-    if opts["lr_milestones"] is not None:
-        text = opts["lr_milestones"].strip().lower()
-        try:
-            milestones = [] if text in ("", "none") else [float(v) for v in text.split(",")]
-        except ValueError:
-            raise BenchError(f"--lr-milestones must be fractions like 0.5,0.75 or 'none', got {text!r}") from None
-        if not all(0 < v < 1 for v in milestones):
-            raise BenchError(f"--lr-milestones must be fractions between 0 and 1, got {text!r}")
-    paper = opts["lasso"] == "paper"  # the published method unless a lever is asked for explicitly
-    cfg = RunConfig(
-        lasso=pick("lasso", d.lasso), liveness=pick("liveness", "union" if paper else d.liveness),
-        structure=opts.get("structure") or "union",
-        change_budget=pick("change_budget", 0.0 if paper else d.change_budget), held_out=opts["held_out"],
-        lasso_until=pick("lasso_until", 1.0 if paper else d.lasso_until),
-        batch_policy=pick("batch_policy", d.batch_policy),
-        model=pick("model", d.model), data=pick("data", d.data), data_dir=opts["data_dir"],
-        subset=pick("subset", d.subset), profile=opts["profile"] if opts["profile"] != "auto" else profile.name,
-        modes=["dense", "prunetrain"] if opts["mode"] == "both" else [opts["mode"]],
-        epochs=pick("epochs", d.epochs), batch_size=pick("batch_size", d.batch_size),
-        max_batch=pick("max_batch", d.max_batch), lr=pick("lr", d.lr), momentum=opts["momentum"],
-        weight_decay=opts["weight_decay"], lr_milestones=milestones, interval=pick("interval", d.interval), lpr=pick("lpr", d.lpr),
-        threshold=pick("threshold", d.threshold), seed=opts["seed"], adjust_batch=opts["adjust_batch"],
-        round_channels=round_channels, device=opts["device"], emulate=opts["emulate"], amp=opts["amp"],
-        channels_last=opts["channels_last"], compile=opts["compile_"],
-        world_size=dist.world_size if dist is not None else 1, interleave=opts["interleave"],
-    )
-    if opts["max_batch"] is None and cfg.max_batch < cfg.batch_size:
-        cfg.max_batch = cfg.batch_size
-    return cfg.validate()
+        given["round_channels"] = auto_round_channels(cli.get("model", profile.defaults.model), device)
+    return resolve(profile=profile.defaults, given=partial_from(given))
 
 
 # ---------------------------------------------------------------------------------------------- sweep
@@ -271,11 +248,10 @@ def report(paths, out, title) -> None:
 # ---------------------------------------------------------------------------------------------- replay
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--profile", default="auto", show_default=True,
-              help="Target profile whose memory rule decides each shape's batch (name, .toml path, or auto).")
-@click.option("--emulate/--no-emulate", default=False, show_default=True,
-              help="On a GPU larger than the profile's budget, cap this process at the budget.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_setting("--profile", help="Target profile whose memory rule decides each shape's batch (name, .toml path, or auto).")
+@_setting("--emulate/--no-emulate", from_profile=False,
+          help="On a GPU larger than the profile's budget, cap this process at the budget.")
+@_setting("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--synthetic", is_flag=True, help="Random images of the recorded shape even where the data set loads.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -289,12 +265,13 @@ def report(paths, out, title) -> None:
 @friendly_errors
 def replay(run_dir, profile, emulate, device, results_dir, synthetic, data_dir, budget_s, spread, quiet) -> None:
     """Time a recorded run's (or a whole study's) pruning trajectory here, without training."""
+    from .config import partial_from
     from .replay import ReplaySettings, replay as run_replay
 
     if budget_s <= 0 or not 0 < spread < 1:
         raise BenchError("--budget must be > 0 and --spread between 0 and 1")
-    settings = ReplaySettings(profile=profile, device=device, emulate=emulate, synthetic=synthetic,
-                              data_dir=data_dir, budget_s=budget_s, spread=spread)
+    given = partial_from({"profile": profile, "device": device, "emulate": emulate})  # None: RunConfig's default
+    settings = ReplaySettings(**given, synthetic=synthetic, data_dir=data_dir, budget_s=budget_s, spread=spread)
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     if (Path(run_dir) / "study.json").exists():  # a study (bench sweep): replay every run of it
         from .sweep import replay_study

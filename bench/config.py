@@ -52,8 +52,7 @@ class RunConfig:
     threshold: float = 1e-4
     lasso: str = "paper"          # paper: penalty in the loss (subgradient) | proximal: soft-threshold after the step
     liveness: str = "union"       # union: dead in every writer and reader | readers: every reader ignores it
-    structure: str = field(default="union", metadata=ADDED)  # union: one channel set per space | gating: own sets
-                                                             # around residual streams
+    structure: str = field(default="union", metadata=ADDED)  # union: one channel set per space | gating
     change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
     lasso_until: float = field(default=1.0, metadata=ADDED)  # fraction of the epochs under the penalty (1: all)
     held_out: int = 256           # test images of the fixed batch that measures each reconfiguration
@@ -285,7 +284,7 @@ def _merge(layers: list[Overrides]) -> RunConfig:
     origin: dict[str, Source] = {}
     for layer in layers:
         if layer.get("lasso") == "paper":  # the published method: levers set below this source do not apply
-            for key in ("liveness", "change_budget"):
+            for key in ("liveness", "change_budget", "lasso_until"):
                 values.pop(key, None)
         batch = layer.get("batch_size")
         if batch is not None and "max_batch" not in layer and values.get("max_batch", default("max_batch")) < batch:

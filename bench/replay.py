@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import prunetrain_core as pc
 
 from .batching import BatchPolicy
+from .config import default
 from .contention import ContentionProbe
 from .data import ImageData, Loader, load_data
 from .errors import BenchError, ConfigError, DataError
@@ -56,9 +57,9 @@ LIMITS = ("the trajectory (shapes, reconfiguration epochs) is the original run's
 
 @dataclass
 class ReplaySettings:
-    profile: str = "auto"
-    device: str = "auto"
-    emulate: bool = False
+    profile: str = default("profile")   # as `bench run`: RunConfig holds these defaults
+    device: str = default("device")
+    emulate: bool = default("emulate")
     synthetic: bool = False          # synthetic images of the recorded shape even where the data set loads
     data_dir: str | None = None      # the run's image folder on this machine (records keep only its name)
     budget_s: float = 20.0           # timing budget per shape (all shapes share the rounds)
