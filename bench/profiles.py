@@ -6,6 +6,9 @@ decisions) and sensible run defaults for that device.  Profiles are small
 TOML files; every key is validated so that a typo fails at load time with
 one line naming the file and the key, not hours into a run.  The run
 defaults are a partial RunConfig, checked by the loader of bench.config.
+
+(Over 400 lines on purpose: the TOML checker, the profile and its matching to a
+device stay together so that a key's rule and its error message are read in one place.)
 """
 from __future__ import annotations
 
