@@ -76,9 +76,9 @@ def test_the_command_line_overrides_the_profile(tmp_path):
 
 
 def test_lasso_paper_given_drops_the_profiles_levers(tmp_path):
-    p = profile(tmp_path, 'lasso = "proximal"\nliveness = "readers"\nchange_budget = 0.01\n')
+    p = profile(tmp_path, 'lasso = "proximal"\nliveness = "readers"\nchange_budget = 0.01\nlasso_until = 0.5\n')
     cfg = resolve(profile=p.defaults, given=partial_from({"lasso": "paper"}))
-    assert (cfg.lasso, cfg.liveness, cfg.change_budget) == ("paper", "union", 0.0)
+    assert (cfg.lasso, cfg.liveness, cfg.change_budget, cfg.lasso_until) == ("paper", "union", 0.0, 1.0)
     cfg = resolve(profile=p.defaults, given=partial_from({"lasso": "paper", "liveness": "readers"}))
     assert cfg.liveness == "readers"
 
@@ -124,8 +124,9 @@ def test_a_resumed_run_keeps_its_record_but_its_image_folder(tmp_path):
 
 def test_records_from_before_a_setting_was_added_still_load(tmp_path):
     record = json.loads(json.dumps(RunConfig().to_dict()))
-    del record["interleave"], record["world_size"]
-    assert config_from_record(tmp_path / "run.json", record).interleave is False
+    del record["interleave"], record["world_size"], record["lasso_until"]
+    cfg = config_from_record(tmp_path / "run.json", record)
+    assert (cfg.interleave, cfg.world_size, cfg.lasso_until) == (False, 1, 1.0)
 
 
 # ------------------------------------------------------------------ the three agree
