@@ -125,6 +125,11 @@ class RunConfig:
         d["lr_milestone_epochs"] = self.milestone_epochs()
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """Inverse of :meth:`to_dict`, through the loader a record goes through (every key checked)."""
+        return resolve(resumed=partial_from(d, record_source("configuration"), complete=True))
+
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
 DERIVED = ("lr_milestone_epochs",)  # written by to_dict for the reader; never read back
