@@ -169,7 +169,7 @@ def test_replay_of_a_study_replays_every_run_and_reports_it(finished_study, tmp_
         assert meta["source"] == "replay" and meta["config"]["modes"] == [e["mode"]]
     result = build_report([finished_study, tmp_path / "replayed"], tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Study: interval\n" in md and "## Study: interval (replayed)" in md
+    assert "## Study: interval\n" in md and "## Study: interval (replayed on cpu" in md and "(emulating gtx750ti))" in md
     assert set(result.table["source"]) == {"measured", "replay"}
 
 

@@ -68,10 +68,13 @@ def finding(r: pd.Series) -> str | None:
     else:
         text = f"none of {int(n)} reconfigurations changed the function (largest logit change {_sci(worst)})"
     unit = r["dense_time_s"]
+
+    def reached(metric: str) -> str:  # a dash alone means never reached; a dash inside is a min–max range
+        cell = fmt.cell(r, metric, "time", unit)
+        return "not reached" if cell.startswith(fmt.DASH) else cell
     tta = "" if fmt.missing(r["accuracy_target"]) else (f"; to reach {fmt.cell(r, 'accuracy_target', 'acc')} % dense needed "
-           f"{fmt.cell(r, 'dense_time_to_acc_s', 'time', unit)}, PruneTrain "
-           f"{fmt.cell(r, 'prunetrain_time_to_acc_s', 'time', unit)}")
+           f"{reached('dense_time_to_acc_s')}, PruneTrain {reached('prunetrain_time_to_acc_s')}")
     batch = r["saved_with_larger_batch_pct"]
     share = ("" if fmt.missing(batch) else
              f"; {batch:.0f} % of the time saved came in epochs where PruneTrain used a larger batch than dense")
-    return f"{r['label']}: {text}{tta.replace(fmt.DASH + ' ', 'not reached ').replace(fmt.DASH, 'not reached')}{share}."
+    return f"{r['label']}: {text}{tta}{share}."

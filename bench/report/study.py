@@ -251,5 +251,7 @@ def study_section(view: StudyView, index: int) -> tuple["Section", Plot | None]:
     plot = study_plot(view, index)
     if plot is not None:
         blocks.append(Image(plot))
-    title = f"Study: {', '.join(view.varied)}" + (" (replayed)" if d.get("replay_of") else "")
+    where = sorted({str(dev).replace(" · replayed", "") for dev in ([] if t.empty else t["device"])})
+    replayed = f" (replayed on {', '.join(where)})" if where else " (replayed)"
+    title = f"Study: {', '.join(view.varied)}" + (replayed if d.get("replay_of") else "")
     return Section(title, blocks), plot
