@@ -224,8 +224,8 @@ class BatchPolicy:
         if not decision.fits:
             raise OutOfMemoryBudget(
                 f"{self.mode}: even batch {decision.batch} needs {decision.predicted_bytes / 2**20:.0f} MiB, "
-                f"more than the budget of {self.usable_bytes / 2**20:.0f} MiB usable "
-                f"({self.budget_name}); choose a smaller model or a larger profile")
+                f"more than the {decision.usable_bytes / 2**20:.0f} MiB the budget allows ({budget / 2**20:.0f} MiB "
+                f"usable × headroom {self.headroom:g}, {self.budget_name}); choose a smaller model or a larger profile")
         batch = decision.batch * world
         reason = decision.reason
         if at_start and self.policy == "freed" and batch > self.base_batch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bench.batching import (
+    BatchPolicy,
     BatchDecision,
     choose_batch,
     fit_linear_need,
@@ -57,6 +58,15 @@ def test_nothing_fits():
         d.require_fit()
     assert "\n" not in str(err.value)
     assert choose_batch(128, 0, 1, 10**9).require_fit().fits
+
+
+def test_a_model_too_large_for_the_budget_names_the_limit_it_missed():
+    """1,695 MiB needed against 1,741 MiB usable: the limit missed is the headroom's 1,567 MiB, and the line says so."""
+    policy = BatchPolicy("dense", 8, 8, 1, 1741 * MiB, 0.9, "gtx750ti")
+    with pytest.raises(OutOfMemoryBudget) as err:
+        policy.after_reshape(1694 * MiB, 1 * MiB, at_start=True)
+    assert str(err.value) == ("dense: even batch 1 needs 1695 MiB, more than the 1567 MiB the budget allows "
+                              "(1741 MiB usable × headroom 0.9, gtx750ti); choose a smaller model or a larger profile")
 
 
 def test_min_batch_floor():

@@ -654,7 +654,7 @@ def test_budget_too_small_for_any_batch(jobs):
 
     line = one_error_line(res["rule"]["proc"].stderr)
     assert res["rule"]["proc"].returncode == 2
-    assert re.search(r"even batch \d+ needs \d+ MiB, more than the budget of 1 MiB", line), line
+    assert re.search(r"even batch \d+ needs \d+ MiB, more than the \d+ MiB the budget allows \(1 MiB usable × headroom", line), line
     assert res["rule"]["meta"]["status"] == "failed"
 
 
