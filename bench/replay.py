@@ -91,7 +91,10 @@ class StepRunner:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        lasso = pc.GroupLasso(model, _example(data, device)) if shape.mode == "prunetrain" else None
+        # Every reconfiguration is recorded and the last one closes the penalty window (--lasso-until), so a
+        # PruneTrain shape trains wholly inside the window (with the penalty) or wholly after it (without).
+        penalised = shape.mode == "prunetrain" and shape.epoch < cfg.lasso_last_epoch()
+        lasso = pc.GroupLasso(model, _example(data, device)) if penalised else None
         proximal = lasso is not None and cfg.lasso == "proximal"
         self.step = TrainStep(model, opt, device=device, amp=cfg.amp, scaler=make_scaler(cfg.amp, device),
                               lasso=lasso, lpr=cfg.lpr, lam=lam, channels_last=channels_last,
@@ -253,8 +256,7 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
         _sync(device)
         t0 = time.perf_counter()
         plan = pc.plan_reconfiguration(model, example, threshold=cfg.threshold, round_to=cfg.round_channels,
-                                       liveness=getattr(cfg, "liveness", "union"),
-                                       structure=getattr(cfg, "structure", "union"))
+                                       liveness=cfg.liveness, structure=cfg.structure)
         if held_x is not None and dst.budget_trials:
             pc.outputs(model, held_x)                      # the search's reference
             for _ in range(dst.budget_trials):             # each trial: a surgery measured on the held-out batch

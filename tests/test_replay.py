@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import prunetrain_core as pc
 from bench.cli import main
+from bench.data import load_data
 from bench.report import build_report, load_runs
 
 TINY_GPU = """
@@ -277,3 +278,22 @@ def test_a_trajectory_knows_the_budget_searchs_trial_surgeries(small_run, tmp_pa
     (src / "epochs.csv").write_text((small_run / "epochs.csv").read_text())
     shapes = load_trajectory(src).shapes["prunetrain"]
     assert [s.budget_trials for s in shapes[:2]] == [0, 2]
+
+
+def test_shapes_after_the_penalty_window_are_timed_without_the_penalty(small_run):
+    """As bench run: the penalty acts up to the window's last epoch, whose reconfiguration starts the next shape."""
+    from dataclasses import replace
+
+    from bench.replay import StepRunner
+    from bench.trajectory import load_trajectory
+
+    traj = load_trajectory(small_run)  # 3 epochs, a shape after each of epochs 1 and 2
+    data = load_data("synthetic", subset=64).train
+    penalised = {}
+    for until in (1.0, 0.34):  # the whole run; epoch 1 only
+        cfg = replace(traj.cfg, lasso_until=until)
+        penalised[until] = [StepRunner(s, data, 8, torch.device("cpu"), cfg, 1e-4).step.lasso is not None
+                            for s in traj.shapes["prunetrain"]]
+        assert StepRunner(traj.shapes["dense"][0], data, 8, torch.device("cpu"), cfg, 1e-4).step.lasso is None
+    assert [s.epoch for s in traj.shapes["prunetrain"]] == [0, 1, 2]
+    assert penalised == {1.0: [True, True, True], 0.34: [True, False, False]}
