@@ -18,7 +18,7 @@ lever readers --lasso paper --liveness readers
 lever ratio --lpr 0.9
 lever window --lpr 0.9 --lasso-until 0.3 --interval 1     # penalty window: prune hard early, then train on
 lever window2 --lpr 0.8 --lasso-until 0.5 --interval 1
-rm -rf "$OUT"
+mkdir -p "$OUT" && find "$OUT" -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +   # the README is written by hand
 mkdir -p "$OUT/runs"
 for run in "$RESULTS"/*/*/; do            # keep the records (small), not checkpoints or models
   name=$(basename "$(dirname "$run")")-$(basename "$run"); mkdir -p "$OUT/runs/$name"

@@ -22,8 +22,7 @@ for study in batch structure; do
         --results-dir "$RESULTS/replay-$study-$profile" > /dev/null
   done
 done
-rm -rf "$OUT"
-mkdir -p "$OUT"
+mkdir -p "$OUT" && find "$OUT" -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +   # the README is written by hand
 for d in "$RESULTS"/*/; do   # the records (small), not checkpoints or exported models
   (cd "$d" && find . \( -name epochs.csv -o -name run.json -o -name study.json \) -print0 |
      while IFS= read -r -d '' f; do mkdir -p "$OLDPWD/$OUT/$(basename "$d")/$(dirname "$f")"; cp "$f" "$OLDPWD/$OUT/$(basename "$d")/$f"; done)
