@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, FIELDS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, FIELDS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PENALISE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -93,6 +93,14 @@ def _setting(*decls: str, **kw):
 @_setting("--liveness", type=click.Choice(LIVENESS),
           help="union: a channel goes when dead in every layer that writes or reads it; readers: when every "
                "layer that reads it ignores it. With --lasso paper given: union unless given too.")
+@_setting("--penalise", type=click.Choice(PENALISE),
+          help="all: every writer's filter and reader's slice (as published); readers: only the readers' slices "
+               "(needs --liveness readers; a BatchNorm-followed filter need not shrink to go). With --lasso paper "
+               "given: all unless given too.")
+@_setting("--keep-bn-scale/--no-keep-bn-scale",
+          help="After each proximal step, scale every filter that only a BatchNorm reads back to its norm (and "
+               "the BN's running statistics): the function is unchanged and the penalty moves only the filter's "
+               "direction, which is all BN lets matter. With --lasso paper given: off unless given too.")
 @_setting("--structure", type=click.Choice(STRUCTURES),
           help="union: every layer touching a channel space keeps one channel set (PruneTrain's default); "
                "gating: at residual streams each layer keeps its own, joined by gather/scatter.")

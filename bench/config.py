@@ -19,6 +19,7 @@ MODES = ("dense", "prunetrain")
 LASSO_STEPS = ("paper", "proximal")
 LIVENESS = ("union", "readers")
 STRUCTURES = ("union", "gating")
+PENALISE = ("all", "readers")
 BATCH_POLICIES = ("freed", "fill")
 AMP = ("off", "bf16", "fp16")
 #: field metadata of a setting added after records exist: an older run.json without it resumes with the default
@@ -52,6 +53,8 @@ class RunConfig:
     threshold: float = 1e-4
     lasso: str = "paper"          # paper: penalty in the loss (subgradient) | proximal: soft-threshold after the step
     liveness: str = "union"       # union: dead in every writer and reader | readers: every reader ignores it
+    penalise: str = field(default="all", metadata=ADDED)  # all: writers and readers (paper) | readers: readers' slices
+    keep_bn_scale: bool = field(default=False, metadata=ADDED)  # proximal: BN-read filters keep their norm
     structure: str = field(default="union", metadata=ADDED)  # union: one channel set per space | gating
     change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
     lasso_until: float = field(default=1.0, metadata=ADDED)  # fraction of the epochs under the penalty (1: all)
@@ -98,6 +101,12 @@ class RunConfig:
             ("threshold", self.threshold > 0, "--threshold must be > 0"),
             ("lasso", self.lasso in LASSO_STEPS, f"--lasso must be one of {', '.join(LASSO_STEPS)}"),
             ("liveness", self.liveness in LIVENESS, f"--liveness must be one of {', '.join(LIVENESS)}"),
+            ("penalise", self.penalise in PENALISE, f"--penalise must be one of {', '.join(PENALISE)}"),
+            ("penalise", self.penalise == "all" or (self.liveness == "readers" and self.lasso != "paper"),
+             "--penalise readers needs --liveness readers and a --lasso other than paper (under the union rule "
+             "a writer's filter must be zero too, so it must be penalised)"),
+            ("keep_bn_scale", not self.keep_bn_scale or self.lasso == "proximal",
+             "--keep-bn-scale rescales after the proximal step: it needs --lasso proximal"),
             ("structure", self.structure in STRUCTURES, f"--structure must be one of {', '.join(STRUCTURES)}, "
                                                      f"got {self.structure!r}"),
             ("change_budget", 0.0 <= self.change_budget < 1.0, "--change-budget must be 0 (off) or a fraction below 1"),
@@ -289,7 +298,7 @@ def _merge(layers: list[Overrides]) -> RunConfig:
     origin: dict[str, Source] = {}
     for layer in layers:
         if layer.get("lasso") == "paper":  # the published method: levers set below this source do not apply
-            for key in ("liveness", "change_budget", "lasso_until"):
+            for key in ("liveness", "change_budget", "lasso_until", "penalise", "keep_bn_scale"):
                 values.pop(key, None)
         batch = layer.get("batch_size")
         if batch is not None and "max_batch" not in layer and values.get("max_batch", default("max_batch")) < batch:

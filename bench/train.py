@@ -157,7 +157,7 @@ class ModeTrainer:
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
         model, self.channels_last = memory_format(model, self.ctx.device, self.cfg.channels_last, self.mode)
         self.module, self.optimizer = model, optimizer
-        self.lasso = pc.GroupLasso(model, self.example) if self.prune else None
+        self.lasso = pc.GroupLasso(model, self.example, groups=self.cfg.penalise) if self.prune else None
         self.flops = pc.count_flops(model, self.example)
         amp = autocast_dtype(self.cfg.amp, self.ctx.device)  # the memory model sees the activations the step keeps
         self.memory = halve_on_oom(lambda n: measure_training_memory(
@@ -177,7 +177,8 @@ class ModeTrainer:
         if not self.step.penalty_on:
             return
         lr = self.optimizer.param_groups[0]["lr"]
-        self.lasso.proximal_step(pc.proximal_step_size(lr, self.step.lam, self.cfg.momentum))
+        self.lasso.proximal_step(pc.proximal_step_size(lr, self.step.lam, self.cfg.momentum),
+                                 keep_bn_scale=self.cfg.keep_bn_scale)
 
     def _mean_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
         return self.ctx.dist.all_reduce_sum(t.reshape(1))[0] / self.ctx.dist.world_size

@@ -9,6 +9,14 @@ The classifier's rows belong to the network output and are never grouped.
 penalty = Σ_g sqrt(‖w_g‖² + ε), with one global λ.  The norms are computed
 with one squared-weight tensor and two reductions per layer, not per channel.
 
+Which groups: ``groups="all"`` (the paper: writers' filters and readers' slices) or
+``groups="readers"`` (only the input slices and columns, the groups that decide
+liveness under the reader rule).  A writer's filter followed by BatchNorm is
+scale-invariant: shrinking it does not change the function, so the CE gradient
+does not resist and its effective learning rate grows as 1/‖w‖² (filters blow
+up and training slows).  Under the reader rule that filter need not be zero to
+go, so penalising it costs accuracy and buys nothing.
+
 Two ways to apply it: add ``λ·penalty()`` to the loss (the subgradient
 w/‖w‖; a collapsing group then oscillates at a size set by lr·λ and never
 reaches zero), or take the optimizer step on the loss alone and then call
@@ -26,6 +34,8 @@ from torch import nn
 from .graph import ChannelGraph, analyse
 
 EPS = 1e-8
+#: all: every writer's filter and every reader's slice (the paper) | readers: readers' slices only
+GROUPS = ("all", "readers")
 
 
 @dataclass(frozen=True)
@@ -34,25 +44,30 @@ class _LayerGroups:
     out_groups: bool   # rows / filters (dim 0)
     in_groups: bool    # input channels (dim 1)
     positions: int     # columns per input channel (Linear fed by a flatten)
+    bn: nn.Module | None = None  # the BatchNorm that alone reads this bias-free conv: each filter is scale-free
 
 
 class GroupLasso:
     """The PruneTrain regulariser for one model shape (rebuild it after each reconfiguration)."""
 
     def __init__(self, model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor,
-                 graph: ChannelGraph | None = None):
+                 graph: ChannelGraph | None = None, groups: str = "all"):
+        if groups not in GROUPS:
+            raise ValueError(f"groups must be one of {', '.join(GROUPS)}, got {groups!r}")
         graph = graph or analyse(model, example_inputs)
         params = dict(model.named_parameters())
         flags: dict[str, dict] = {}
         for space in graph.prunable_spaces():
             for m in space.members:
-                if m.role in ("conv_out", "linear_out"):
+                if m.role in ("conv_out", "linear_out") and groups == "all":
                     flags.setdefault(m.module, {})["out"] = True
                 elif m.role in ("conv_in", "linear_in"):
                     f = flags.setdefault(m.module, {})
                     f["in"], f["k"] = True, m.positions
+        normalised = _normalised_by_batchnorm(model, graph)
         self.layers = [
-            _LayerGroups(params[f"{name}.weight"], f.get("out", False), f.get("in", False), f.get("k", 1))
+            _LayerGroups(params[f"{name}.weight"], f.get("out", False), f.get("in", False), f.get("k", 1),
+                         normalised.get(name))
             for name, f in flags.items()
         ]
         self.graph = graph
@@ -88,18 +103,29 @@ class GroupLasso:
         return torch.sqrt(self.squared_norms() + EPS).sum()
 
     @torch.no_grad()
-    def proximal_step(self, step: float) -> int:
+    def proximal_step(self, step: float, keep_bn_scale: bool = False) -> int:
         """Block soft-threshold every group: w_g ← w_g · max(0, 1 − step/‖w_g‖); returns groups now zero.
 
         This is the proximal operator of ``step · Σ_g ‖w_g‖``.  Out-filters are
         shrunk before in-slices of the same weight (the groups overlap; the
         order is fixed so every rank computes the same result).
+
+        ``keep_bn_scale``: then every filter that only a BatchNorm reads is
+        scaled back to its norm before the step, and that BN's running mean and
+        variance with it, so the network computes what it did (train and eval
+        mode, up to BN's ε).  BN undoes a filter's scale anyway; shrinking it
+        only raises its effective learning rate (∝ 1/‖w‖²) until training is
+        noise.  Kept at its scale, the penalty moves what BN lets matter: the
+        filter's direction, so weak input slices still reach exact zeros.
         """
         if step < 0:
             raise ValueError(f"the proximal step must be >= 0, got {step}")
         zero = 0
         for layer in self.layers:
             w = layer.weight
+            rescale = keep_bn_scale and layer.bn is not None
+            if rescale:
+                before = w.flatten(1).norm(dim=1)
             if layer.out_groups:
                 norms = w.flatten(1).norm(dim=1)
                 w.mul_(_shrink(norms, step).view(-1, *([1] * (w.dim() - 1))))
@@ -113,7 +139,34 @@ class GroupLasso:
                     norms = w.transpose(0, 1).flatten(1).norm(dim=1)
                     w.mul_(_shrink(norms, step).view(1, -1, *([1] * (w.dim() - 2))))
                 zero += int((norms <= step).sum())
+            if rescale:
+                after = w.flatten(1).norm(dim=1)
+                scale = torch.where(after > 0, before / after.clamp_min(1e-30), torch.ones_like(after))
+                w.mul_(scale.view(-1, *([1] * (w.dim() - 1))))
+                if layer.bn.running_mean is not None:
+                    layer.bn.running_mean.mul_(scale)
+                    layer.bn.running_var.mul_(scale * scale)
         return zero
+
+
+def _normalised_by_batchnorm(model: nn.Module, graph: ChannelGraph) -> dict[str, nn.Module]:
+    """conv name → the BatchNorm that is the only reader of its output, for bias-free convs.
+
+    Scaling such a filter scales its BN channel's input and statistics alike: BN's output is unchanged.
+    """
+    users: dict[str, list] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            users.setdefault(name, []).append(node)
+    found = {}
+    for node in graph.nodes:
+        if node.kind != "conv" or node.target is None:
+            continue
+        readers = users.get(node.name, [])
+        conv = model.get_submodule(node.target)
+        if len(readers) == 1 and readers[0].kind == "bn" and readers[0].target and conv.bias is None:
+            found[node.target] = model.get_submodule(readers[0].target)
+    return found
 
 
 def _shrink(norms: torch.Tensor, step: float) -> torch.Tensor:

@@ -83,6 +83,16 @@ def test_lasso_paper_given_drops_the_profiles_levers(tmp_path):
     assert cfg.liveness == "readers"
 
 
+def test_penalising_only_readers_needs_the_reader_rule(tmp_path):
+    p = profile(tmp_path, 'lasso = "proximal"\nliveness = "readers"\npenalise = "readers"\n')
+    assert resolve(profile=p.defaults).penalise == "readers"
+    assert resolve(profile=p.defaults, given=partial_from({"lasso": "paper"})).penalise == "all"
+    with pytest.raises(ProfileError, match="key 'defaults.penalise' is invalid: --penalise readers needs --liveness"):
+        resolve(profile=p.defaults, given=partial_from({"liveness": "union"}))
+    with pytest.raises(ConfigError, match="^--keep-bn-scale rescales after the proximal step"):
+        resolve(given=partial_from({"keep_bn_scale": True}))
+
+
 def test_cli_options_default_to_not_given_and_help_shows_the_effective_default():
     assert all(p.default is None for p in cli.run.params if p.name not in
                ("results_dir", "resume", "nproc_per_node", "quiet"))

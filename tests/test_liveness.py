@@ -89,6 +89,55 @@ def test_proximal_step_gives_exact_zeros_and_their_removal_keeps_the_function(na
     _assert_same_function(model, pruned, x)
 
 
+@pytest.mark.parametrize("name", NETWORKS)
+def test_reader_groups_leave_writers_filters_alone_and_their_zeros_go_without_changing_the_function(name):
+    model = _model(name)
+    x = torch.randn(4, 3, 32, 32)
+    everything, readers = pc.GroupLasso(model, x), pc.GroupLasso(model, x, groups="readers")
+    graph = everything.graph
+    reads = sum(s.size * sum(m.role in ("conv_in", "linear_in") for m in s.members) for s in graph.prunable_spaces())
+    assert readers.group_count == reads < everything.group_count
+    stem = next(m.module for s in graph.prunable_spaces() for m in s.members if m.role == "conv_out"
+                and not any(n.module == m.module and n.role == "conv_in" for t in graph.prunable_spaces()
+                            for n in t.members))
+    snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
+    norms = readers.squared_norms().sqrt()
+    assert readers.proximal_step(float(norms.quantile(0.3))) >= int(0.3 * len(norms))
+    assert torch.equal(model.get_submodule(stem).weight, snapshot[f"{stem}.weight"])  # a pure writer: untouched
+    everything.proximal_step(1e-3)
+    assert not torch.equal(model.get_submodule(stem).weight, snapshot[f"{stem}.weight"])  # the paper's groups: shrunk
+    pruned = pc.reconfigure(model, x, liveness="readers", threshold=1e-12)  # the exact zeros, nothing near them
+    assert _params(pruned) < _params(model)
+    _assert_same_function(model, pruned, x)
+    with pytest.raises(ValueError, match="groups"):
+        pc.GroupLasso(model, x, groups="writers")
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_keeping_bn_scale_changes_only_what_batchnorm_undoes(name):
+    x = torch.randn(8, 3, 32, 32)
+    shrunk, kept = _model(name), _model(name)
+    for model in (shrunk, kept):  # running statistics of this input, so eval mode is a real check too
+        model.train()
+        with torch.no_grad():
+            model(x)
+    step = float(pc.GroupLasso(kept, x, groups="readers").squared_norms().sqrt().detach().quantile(0.3))
+    pc.GroupLasso(shrunk, x, groups="readers").proximal_step(step)
+    lasso = pc.GroupLasso(kept, x, groups="readers")
+    filters = {layer.weight: layer.weight.detach().flatten(1).norm(dim=1) for layer in lasso.layers if layer.bn}
+    assert all((layer.bn is not None) == (layer.weight.dim() == 4) for layer in lasso.layers)  # convs: BN; fc: none
+    lasso.proximal_step(step, keep_bn_scale=True)
+    for weight, before in filters.items():  # every filter BN reads is back at its norm (or exactly zero)
+        after = weight.detach().flatten(1).norm(dim=1)
+        assert torch.allclose(after[after > 0], before[after > 0], rtol=1e-5)
+    assert [int(n.eq(0).sum()) for n in (lasso.squared_norms(),)] == [
+        int(pc.GroupLasso(shrunk, x, groups="readers").squared_norms().eq(0).sum())]  # the same exact zeros
+    change = pc.compare(pc.outputs(shrunk, x), pc.outputs(kept, x), torch.zeros(8, dtype=torch.long))
+    assert change.eval_rel < 1e-4 and change.train_rel < 1e-4  # BN's ε is all that differs
+    moved = max(float((a - b).abs().max()) for a, b in zip(shrunk.parameters(), kept.parameters()))
+    assert moved > 1e-3  # ... though the weights differ
+
+
 def test_proximal_step_is_block_soft_thresholding():
     model = pc.build_model("vgg8", 10)
     x = torch.randn(2, 3, 32, 32)
