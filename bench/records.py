@@ -89,8 +89,8 @@ class EpochRow:
     train_acc: float | None = column("percent; empty in a replay")
     test_loss: float | None = column("after the epoch; empty in a replay")
     test_acc: float | None = column("percent; empty in a replay")
-    epoch_time_s: float = column("synchronised wall clock of the training epoch (a replay: images / batch × step)",
-                                 machine=True)
+    epoch_time_s: float | None = column("synchronised wall clock of the training epoch (a replay: images / batch × "
+                                        "step); empty only where fits is 0", machine=True)
     eval_time_s: float | None = column("evaluation after the epoch; empty in a replay", machine=True)
     reconfig_time_s: float = column("reconfiguration after this epoch (0 if none)", machine=True)
     compile_time_s: float = column("torch.compile (re)compilation, kept out of epoch_time_s", machine=True)
@@ -99,7 +99,12 @@ class EpochRow:
     train_flops: float = column("whole epoch: fwd + loss + bwd, FlopCounterMode")
     inference_flops: float = column("per image")
     params: int = column("parameters of the shape the epoch trained")
-    peak_memory_bytes: int = column("peak training memory of the epoch (see peak_memory_source)")
+    peak_memory_bytes: int = column("peak training memory of the epoch (see peak_memory_source); where fits is 0, "
+                                    "the need at batch 1")
+    fits: int = column("1: the shape fit the profile's memory; 0: not even at batch 1 (a replay's result: the "
+                       "epoch is not timed, epoch_time_s empty)", absent=1)
+    memory_limit_bytes: int | None = column("bytes the batch rule allows (usable budget × headroom); empty in "
+                                            "files from before this column")
     peak_memory_source: str | None = column("measured (the CUDA allocator's peak) | predicted (the memory model: "
                                             "CPU runs and replays); empty in files from before this column")
     peak_memory_reserved_bytes: int | None = column("CUDA: max_memory_reserved, what the emulation cap limits; "
@@ -129,6 +134,9 @@ class EpochRow:
     func_acc_delta_train: float | None = column("the same in train mode", low=None)
 
     def __post_init__(self) -> None:
+        if (self.epoch_time_s is None) != (self.fits == 0):
+            raise TypeError(f"EpochRow.epoch_time_s is {self.epoch_time_s!r} with fits {self.fits!r}: a shape that "
+                            "does not fit (fits 0) goes untimed, every other epoch has a time")
         for name, (typ, nullable) in _TYPES.items():
             value = getattr(self, name)
             if value is None:
@@ -407,8 +415,14 @@ def row_problem(values: Mapping[str, Any]) -> str | None:
         return f"mode {values['mode']!r} is not one of {', '.join(MODES)}"
     if values["epoch"] is None:
         return "epoch is empty"
-    t = values["epoch_time_s"]
-    if t is None or not math.isfinite(t) or t < 0:
+    t, fits = values["epoch_time_s"], values.get("fits")
+    if fits not in (0, 1, None):
+        return f"fits {fits!r} is not 0 or 1"
+    if fits == 0 and t is not None:
+        return f"epoch_time_s {t!r} given for a shape that did not fit (fits 0)"
+    if t is None and fits == 0:
+        pass  # a shape that did not fit the profile's memory: recorded, not timed
+    elif t is None or not math.isfinite(t) or t < 0:
         return f"epoch_time_s {t!r} is not a finite time"
     for name, typ in COLUMN_TYPES.items():
         v, low = values.get(name), _META[name]["low"]

@@ -91,6 +91,7 @@ def _row(fr: FakeRun, mode: str, epoch: int) -> dict[str, Any]:
         "peak_memory_reserved_bytes": int(fr.peak_dense * keep * batch / 128 * 1.1),
         "memory_budget_bytes": fr.budget,
         "peak_memory_source": "predicted" if fr.device.startswith("cpu") else "measured",
+        "fits": 1, "memory_limit_bytes": int(0.9 * fr.budget),
         "lasso_lambda": 1e-4 if pt else 0.0, "lasso_ratio": 0.2 if pt else 0.0,
         "grad_bytes_per_step": 0, "comm_wait_s": 0.0, "oom_retries": 0, "steps": 391,
         "source": "measured", "replay_of": "",

@@ -15,7 +15,7 @@ def _values(**changes) -> dict:
     v.update(schema_version=1, run_id="r1", mode="prunetrain", model="resnet20", dataset="synthetic",
              profile="cpu", device="cpu: test", world_size=1, epoch=1, batch_size=32, lr=0.1,
              train_loss=2.302585092994046, epoch_time_s=1.25, comm_wait_s=None, source="measured", replay_of=None,
-             busy_processes=None, peak_memory_source="predicted")
+             busy_processes=None, peak_memory_source="predicted", fits=1, memory_limit_bytes=None)
     v.update(changes)
     return v
 
@@ -136,3 +136,33 @@ def test_rows_from_before_the_source_column_read_as_measured(tmp_path):
     _old_file(path, "source")
     ((_, row),) = read_epochs(path, strict=True)
     assert row.source == "measured" and row.replay_of is None
+
+
+def test_rows_from_before_the_fits_column_read_as_fitting(tmp_path):
+    path = tmp_path / "epochs.csv"
+    _old_file(path, "fits")
+    ((_, row),) = read_epochs(path, strict=True)
+    assert row.fits == 1 and row.epoch_time_s == 1.25
+
+
+def test_only_a_shape_that_does_not_fit_goes_untimed(tmp_path):
+    """fits 0: epoch_time_s empty (nothing made up); every other row needs its time, and a no-fit row none."""
+    path = tmp_path / "epochs.csv"
+    log = EpochLog(path)
+    log.append(_values(epoch=1, fits=0, epoch_time_s=None, peak_memory_bytes=1695 * 2**20,
+                       memory_limit_bytes=1567 * 2**20))
+    ((_, row),) = read_epochs(path, strict=True)
+    assert row.fits == 0 and row.epoch_time_s is None and row.memory_limit_bytes == 1567 * 2**20
+    for bad in ({"fits": 1, "epoch_time_s": None}, {"fits": 0, "epoch_time_s": 2.0}):
+        with pytest.raises(TypeError, match="fits"):
+            EpochRow(**_values(**bad))
+    text = path.read_text()
+    header, line = text.splitlines()
+    cols = header.split(",")
+    cells = line.split(",")
+    cells[cols.index("fits")] = "1"          # an untimed row that claims to fit is not an epoch
+    path.write_text(header + "\n" + ",".join(cells) + "\n")
+    with pytest.raises(RecordError, match="epoch_time_s None is not a finite time"):
+        read_epochs(path, strict=True)
+    warnings: list[str] = []
+    assert not read_epochs(path, strict=False, warnings=warnings) and "row skipped" in warnings[0]
