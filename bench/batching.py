@@ -225,7 +225,8 @@ class BatchPolicy:
             raise OutOfMemoryBudget(
                 f"{self.mode}: even batch {decision.batch} needs {decision.predicted_bytes / 2**20:.0f} MiB, "
                 f"more than the {decision.usable_bytes / 2**20:.0f} MiB the budget allows ({budget / 2**20:.0f} MiB "
-                f"usable × headroom {self.headroom:g}, {self.budget_name}); choose a smaller model or a larger profile")
+                f"usable × headroom {self.headroom:g}, {self.budget_name}); choose a smaller model or a larger profile",
+                batch=decision.batch, need_bytes=decision.predicted_bytes, limit_bytes=decision.usable_bytes)
         batch = decision.batch * world
         reason = decision.reason
         if at_start and self.policy == "freed" and batch > self.base_batch:

@@ -35,7 +35,15 @@ class ConfigError(BenchError):
 
 
 class OutOfMemoryBudget(BenchError):
-    """Even the smallest batch does not fit the memory budget."""
+    """Even the smallest batch does not fit the memory budget.
+
+    Where the batch rule knows them: ``batch`` tried, ``need_bytes`` at it and the ``limit_bytes`` it missed.
+    """
+
+    def __init__(self, message: str, *, batch: int | None = None, need_bytes: int | None = None,
+                 limit_bytes: int | None = None):
+        super().__init__(message)
+        self.batch, self.need_bytes, self.limit_bytes = batch, need_bytes, limit_bytes
 
 
 class DivergenceError(BenchError):

@@ -9,12 +9,17 @@ shared machine hits them alike) until each median is stable or the time
 budget runs out, times each reconfiguration as real surgery between the two
 recorded shapes, and writes a run folder of the ``bench run`` schema with
 ``source = replay``: ``epoch_time_s`` = the epoch's images / batch × the
-median step time.  What it cannot know: how a different batch would have
+median step time.  A shape the target card cannot train even at batch 1 is
+recorded as such (``fits`` 0, its need and the limit, no time: bench.replay_fit),
+and when all shapes together would not fit in this machine's memory they are
+timed one at a time instead of interleaved (the records say which and why).
+What it cannot know: how a different batch would have
 changed the pruning itself (the trajectory is not re-trained), and accuracy
 (left empty; the original run's is in its own records).
 """
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import sys
@@ -32,10 +37,13 @@ from .batching import BatchPolicy
 from .config import default
 from .contention import ContentionProbe
 from .data import ImageData, Loader, load_data
-from .errors import BenchError, ConfigError, DataError
+from .errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
 from .memory import MemoryEstimate, measure_training_memory
 from .atomic import atomic_write_json
 from .records import SCHEMA_VERSION, write_epochs
+from .replay_records import arch_record, replay_row
+from . import replay_fit
+from .replay_fit import NoFit, decide_batch
 from .step import EpochMeter, TrainStep, make_scaler
 from .speed.decisions import channels_last_hazard
 from .speed.shapes import zero_channels
@@ -79,6 +87,11 @@ class TimedShape:
     step_cpu: Stat = field(default_factory=lambda: Stat.of([]))   # this process's CPU seconds per step
     reconfig_s: float | None = None      # surgery into the next shape (PruneTrain), median
     reconfig_exact: bool = True          # the surgery produced exactly the next recorded shape
+    nofit: NoFit | None = None           # the target card cannot train it even at batch 1: not timed
+
+    @property
+    def label(self) -> str:
+        return f"{self.shape.mode} after epoch {self.shape.epoch}"
 
 
 class StepRunner:
@@ -169,22 +182,6 @@ def replay_data(traj: Trajectory, synthetic: bool, pool: int,
     return data, f"synthetic: {pool} random {size}x{size} images, same loader and augmentation ({why})"
 
 
-# ------------------------------------------------------------------------------------------ batch
-def decide_batch(traj: Trajectory, shape: Shape, memory: MemoryEstimate, usable: int, headroom: float,
-                 profile: str, start_need: int = 0) -> tuple[int, str]:
-    """The target profile's rule for this shape, exactly as ``bench run`` applies it (bench.batching).
-
-    ``start_need``: bytes the mode's first shape needed at its batch (the "freed" policy's cap).
-    """
-    cfg = traj.cfg
-    if not cfg.adjust_batch:
-        return cfg.batch_size, "--no-adjust-batch: the base batch"
-    policy = BatchPolicy(f"{shape.mode} shape after epoch {shape.epoch}", cfg.batch_size, cfg.max_batch, 1,
-                         usable, headroom, profile, cfg.batch_policy)
-    return policy.after_reshape(memory.fixed, memory.per_sample_activations, at_start=shape.index == 0,
-                                start_need=start_need)
-
-
 # ------------------------------------------------------------------------------------------ timing
 def time_rounds(cases: dict, s: ReplaySettings, device,
                 echo: Callable[[str], None]) -> tuple[dict, dict, int, str]:
@@ -216,6 +213,38 @@ def time_rounds(cases: dict, s: ReplaySettings, device,
             break
     echo(f"timed {len(cases)} shape(s) in {r} interleaved rounds: {why}")
     return {n: Stat.of(v) for n, v in wall.items()}, {n: Stat.of(v) for n, v in cpu.items()}, r, why
+
+
+def time_shapes(timed: dict, timing: str, data: ImageData, device, cfg, lam: float, s: ReplaySettings,
+                echo: Callable[[str], None]) -> tuple[int, str]:
+    """Time every shape in ``timed`` (sets its step and step_cpu): all in interleaved rounds, or one at a time.
+
+    ``sequential``: each shape's steps are built, timed and freed before the next is built, so only one is
+    held at once (bench.replay_fit.timing_plan chose it: together they do not fit here).
+    Returns the rounds run (summed over the shapes one at a time) and why timing stopped.
+    """
+    def build(ts: TimedShape) -> Case:
+        return Case(StepRunner(ts.shape, data, ts.batch, device, cfg, lam), inner=STEPS_PER_SAMPLE)
+
+    if not timed:
+        return 0, "no shape fits the target card: nothing timed"
+    if timing == "interleaved":
+        walls, cpus, rounds, stop = time_rounds({k: build(ts) for k, ts in timed.items()}, s, device, echo)
+        for key in walls:
+            timed[key].step, timed[key].step_cpu = walls[key], cpus[key]
+        return rounds, stop
+    total, stops = 0, []
+    for key, ts in timed.items():
+        cases = {key: build(ts)}
+        walls, cpus, rounds, stop = time_rounds(cases, s, device, echo)
+        ts.step, ts.step_cpu = walls[key], cpus[key]
+        total += rounds
+        stops.append(f"{ts.label}: {stop}")
+        del cases                      # the runner's batch generator refers back to it: collect the cycle
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return total, "; ".join(stops)
 
 
 def _rel_iqr(xs: list[float]) -> float:
@@ -265,8 +294,12 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
         pc.GroupLasso(new, example, groups=cfg.penalise)
         pc.count_flops(new, example)
         memory = measure_training_memory(new, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
-        BatchPolicy("prunetrain", cfg.batch_size, cfg.max_batch, 1, usable, headroom, "").after_reshape(
-            memory.fixed, memory.per_sample_activations, at_start=False)
+        try:
+            BatchPolicy("prunetrain", cfg.batch_size, cfg.max_batch, 1, usable, headroom, "").after_reshape(
+                memory.fixed, memory.per_sample_activations, at_start=False)
+        except OutOfMemoryBudget:
+            pass  # the next shape does not fit the card: the run records it, the decision took its time
+
         _sync(device)
         times.append(time.perf_counter() - t0)
         exact = exact and pc.channels(new) == dst.channels
@@ -283,8 +316,9 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
            echo: Callable[[str], None] = lambda s: None) -> Path:
     """Replay ``run_dir``'s trajectory here under ``settings.profile``; returns the new run folder.
 
-    Everything that can fail on user input (records, profile, device, memory
-    budget) is checked before the run folder is created.
+    Everything that can fail on user input (records, profile, device, data) is
+    checked before the run folder is created; a shape too large for the target
+    card is a result (``fits`` 0), not a failure.
     """
     from .run import (_now, git_commit, new_run_dir, portable_command, portable_profile, prepare_device,
                       select_device_name, versions)
@@ -315,25 +349,29 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
             opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
             memory = measure_training_memory(model, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
             del model, opt
-            batch, reason = decide_batch(traj, sh, memory, usable, profile.headroom, profile.name, start_need)
-            start_need = start_need or memory.total_for_batch(batch)
-            timed[(mode, sh.index)] = TimedShape(sh, batch, reason, memory)
-    for key, ts in timed.items():       # every batch fits: only now build the timed steps
-        if len(traj.shapes[key[0]]) > ts.shape.index + 1 and key[0] == "prunetrain":
-            nxt = traj.shapes[key[0]][ts.shape.index + 1]
+            batch, reason, nofit = decide_batch(traj, sh, memory, usable, profile.headroom, profile.name, start_need)
+            if nofit is None:
+                start_need = start_need or memory.total_for_batch(batch)
+            else:
+                echo(f"{nofit.text(mode)}: shape after epoch {sh.epoch} recorded as not fitting, not timed")
+            timed[(mode, sh.index)] = TimedShape(sh, batch, reason, memory, nofit=nofit)
+    fitting = {key: ts for key, ts in timed.items() if ts.nofit is None}
+    for key, ts in fitting.items():
+        nxt = traj.next_shape(ts.shape)
+        if nxt is not None and key[0] == "prunetrain":
             ts.reconfig_s, ts.reconfig_exact = time_reconfiguration(traj, ts.shape, nxt, data, device,
                                                                     s.reconfig_repeats, usable, profile.headroom)
-        cases[key] = Case(StepRunner(ts.shape, data, ts.batch, device, cfg, lam), inner=STEPS_PER_SAMPLE)
+    plan = replay_fit.timing_plan({ts.label: ts.memory.total_for_batch(ts.batch) for ts in fitting.values()}, device)
+    echo(f"timing {plan['timing']}: {plan['why']}")
     probe = ContentionProbe((device.index or 0) if device.type == "cuda" else None)
     probe.start()
-    walls, cpus, rounds, stop = time_rounds(cases, s, device, echo)
+    rounds, stop = time_shapes(fitting, plan["timing"], data, device, cfg, lam, s, echo)
     contention = probe.stop()
-    for key in walls:
-        timed[key].step, timed[key].step_cpu = walls[key], cpus[key]
 
     run_id, out = new_run_dir(Path(results_dir), f"{profile.name}-replay", cfg.model)
     device_name = select_device_name(info, device)
-    rows = [replay_row(traj, r, timed, run_id, profile.name, device_name, emulated, budget) for r in traj.rows]
+    limit = int(profile.headroom * (usable or 1))
+    rows = [replay_row(traj, r, timed, run_id, profile.name, device_name, emulated, budget, limit) for r in traj.rows]
     write_epochs(out / "epochs.csv", rows)
     meta = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "finished",
@@ -344,7 +382,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
         "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(),
         "git_commit": git_commit(), "seed": cfg.seed, "torch_threads": torch.get_num_threads(),
         "command": portable_command(sys.argv),
-        "modes": {mode: {"status": "finished", "architectures": [_arch_record(timed[(mode, sh.index)])
+        "modes": {mode: {"status": "finished", "architectures": [arch_record(timed[(mode, sh.index)])
                                                                  for sh in shapes]}
                   for mode, shapes in traj.shapes.items()},
         "replay": {
@@ -355,52 +393,12 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
                    "status": traj.meta.get("status"),
                    "trajectory": traj.meta.get("trajectory_source", "measured by bench run")},
             "data": data_note, "rounds": rounds, "stopped": stop, "contention": contention.columns(), "spread_target": s.spread,
+            "timing": plan["timing"], "order": plan["order"], "timing_why": plan["why"],
+            "memory_here": {k: plan[k] for k in ("need_bytes", "total_need_bytes", "available_bytes", "share")},
+            "not_fitting": [f"{ts.label}: {ts.nofit.text(ts.shape.mode)}" for ts in timed.values() if ts.nofit],
             "budget_s_per_shape": s.budget_s, "epoch_time": "images of the epoch / batch x median step time",
             "limits": LIMITS,
         },
     }
     atomic_write_json(out / "run.json", meta)
     return out
-
-
-def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: str, device: str,
-               emulated: bool, budget: int) -> dict:
-    """One original epoch, timed here: the trajectory's FLOPs and shape, this machine's step time."""
-    mode, epoch = row["mode"], row["epoch"]
-    ts = timed[(mode, traj.shape_for(mode, epoch).index)]
-    samples = traj.samples(row)
-    cfg = traj.cfg
-    reconfigured = bool(row.get("reconfig_time_s")) and ts.reconfig_s is not None
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "mode": mode, "model": row.get("model") or cfg.model,
-        "dataset": row.get("dataset"), "profile": profile, "device": device, "emulated": int(emulated),
-        "world_size": 1, "epoch": epoch, "batch_size": ts.batch,
-        "lr": cfg.lr * cfg.schedule_factor(epoch) * ts.batch / cfg.batch_size,
-        "epoch_time_s": samples / ts.batch * ts.step.median,
-        "reconfig_time_s": ts.reconfig_s if reconfigured else 0.0, "compile_time_s": 0.0, "warmup_time_s": None,
-        "peak_memory_reserved_bytes": None,
-        "train_flops": ts.shape.train_flops_per_image * samples, "inference_flops": ts.shape.inference_flops,
-        "params": ts.shape.params, "peak_memory_bytes": ts.memory.total_for_batch(ts.batch),
-        "peak_memory_source": "predicted",
-        "memory_budget_bytes": budget, "lasso_lambda": row.get("lasso_lambda"), "grad_bytes_per_step": 0,
-        "oom_retries": 0, "steps": math.ceil(samples / ts.batch),
-        "source": "replay", "replay_of": traj.run_id, "cpu_time_s": samples / ts.batch * ts.step_cpu.median,
-        # not trained here: the original run's are in its own records
-        "train_loss": None, "train_acc": None, "test_loss": None, "test_acc": None, "eval_time_s": None,
-        "lasso_ratio": None, "comm_wait_s": None,
-        # the machine's load while timing is one figure for the whole replay: run.json replay.contention
-        "load_avg": None, "other_cpu_cores": None, "busy_processes": None,
-        "lasso_ratio": None, "comm_wait_s": None, "prune_threshold": None, "func_change_eval": None,
-        "func_change_train": None, "func_acc_delta_eval": None, "func_acc_delta_train": None,
-    }
-
-
-def _arch_record(ts: TimedShape) -> dict:
-    sh = ts.shape
-    return {"epoch": sh.epoch, "channels": list(sh.channels.items()), "params": sh.params,
-            "inference_flops": sh.inference_flops, "train_flops_per_image": sh.train_flops_per_image,
-            "batch_size": ts.batch, "original_batch_size": sh.batch_size, "batch_reason": ts.batch_reason,
-            "memory": ts.memory.to_dict(),
-            "step_time_s": {"median": ts.step.median, "q1": ts.step.q1, "q3": ts.step.q3, "rounds": ts.step.n},
-            "step_cpu_s": {"median": ts.step_cpu.median, "q1": ts.step_cpu.q1, "q3": ts.step_cpu.q3},
-            "reconfig_time_s": ts.reconfig_s, "reconfig_exact": ts.reconfig_exact, "arch": sh.arch}

@@ -7,6 +7,11 @@ reconfig_time_s is 0 and the same formula applies to both.  Evaluation
 (eval_time_s) and torch.compile (compile_time_s) are not training and are left
 out of both; their totals are reported separately.
 
+A replayed shape that does not fit the target card even at batch 1 has epochs
+with ``fits`` 0 and no time: that mode's training time is unknown (never a
+partial sum), so no time saved is computed from it, and ``fit_note`` says in
+words what did not fit, by how much, and from which epoch each mode fits.
+
 Only runs with a complete pair are compared: both modes, neither failed,
 epochs 1..E recorded for both with the same E (the configured number when
 run.json gives it).  Repeated runs of one configuration are summarised as the
@@ -142,7 +147,7 @@ def run_metrics(run: Run) -> dict[str, Any]:
     d, p = run.mode_epochs("dense"), run.mode_epochs("prunetrain")
     m: dict[str, Any] = {}
     for name, df in (("dense", d), ("prunetrain", p)):
-        m[f"{name}_time_s"] = float(train_time(df).sum())
+        m[f"{name}_time_s"] = float(train_time(df).sum()) if not (df["fits"] == 0).any() else math.nan
         m[f"{name}_train_flops"] = _sum(df, "train_flops", all_required=True)
         m[f"{name}_inference_flops"] = _last(df, "inference_flops")
         m[f"{name}_params"] = _last(df, "params")
@@ -169,7 +174,41 @@ def run_metrics(run: Run) -> dict[str, Any]:
     m["epochs_with_load"] = int((e["other_cpu_cores"].notna() | e["cpu_time_s"].notna()
                                  | e["busy_processes"].notna()).sum()) if "cpu_time_s" in e else 0
     m["peak_memory_source"] = memory_source(pd.concat([d, p])["peak_memory_source"])
+    m["fit_note"] = fit_note(run.profile or "the profile", d, p)
     return m
+
+
+def fit_note(profile: str, dense: pd.DataFrame, pt: pd.DataFrame) -> str:
+    """What did not fit the profile's memory even at batch 1, and from which epoch each mode fits ("" if all did).
+
+    E.g. "dense does not fit gtx750ti (needs 1,695 MiB at batch 1, limit 1,567 MiB); PruneTrain fits from
+    epoch 2, dense never".
+    """
+    parts, since = [], {}
+    for label, df in (("dense", dense), ("PruneTrain", pt)):
+        bad = df[df["fits"] == 0]
+        ok = df[df["fits"] != 0]
+        since[label] = int(ok["epoch"].min()) if not ok.empty else None
+        if bad.empty:
+            continue
+        first = bad.iloc[0]
+        limit = first["memory_limit_bytes"]
+        limit_text = "limit unknown" if pd.isna(limit) else f"limit {limit / 2**20:,.0f} MiB"
+        until = "" if ok.empty else f" in epoch{'s' if len(bad) > 1 else ''} {_epoch_span(bad['epoch'])}"
+        parts.append(f"{label} does not fit {profile}{until} (needs {first['peak_memory_bytes'] / 2**20:,.0f} MiB "
+                     f"at batch {int(first['batch_size'])}, {limit_text})")
+    if not parts:
+        return ""
+    fits = [f"{label} fits from epoch {e}" if e and e > 1 else f"{label} fits" for label, e in since.items() if e]
+    never = [label for label, e in since.items() if e is None]
+    parts.append(", ".join(fits + ([f"{' and '.join(never)} never"] if never else []))
+                 if fits else "neither mode fits in any epoch")
+    return "; ".join(parts)
+
+
+def _epoch_span(epochs: pd.Series) -> str:
+    lo, hi = int(epochs.min()), int(epochs.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
 def memory_source(values: pd.Series) -> str:
@@ -357,6 +396,7 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         row["peak_memory_source"] = memory_source(g["peak_memory_source"])
         row["contended_epochs"] = int(g["contended_epochs"].sum())
         row["epochs_with_load"] = int(g["epochs_with_load"].sum())
+        row["fit_note"] = "; ".join(dict.fromkeys(n for n in g["fit_note"] if n))
         for mname in METRICS:
             values = pd.to_numeric(g[mname], errors="coerce").dropna()
             row[mname] = float(values.median()) if not values.empty else math.nan

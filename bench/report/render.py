@@ -141,14 +141,18 @@ def _findings(table: pd.DataFrame) -> Items:
                 ", too few to say how much of a FLOP saving becomes time" if few else
                 f", i.e. {ratio:.2f} of the FLOP saving became time saved")
         unit = r["dense_time_s"]
-        items.append(f"{r['label']}: PruneTrain trained in "
-                     f"{fmt.cell(r, 'prunetrain_time_s', 'time', unit)} instead of "
-                     f"{fmt.cell(r, 'dense_time_s', 'time', unit)} "
-                     f"({_more_or_less(r['time_saved_pct'])}) with "
-                     f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
-                     + ("accuracy is the original run's (a replay does not train)." if r.get("source") == "replay"
-                        else f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
-                             f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense."))
+        if r.get("fit_note"):
+            items.append(f"{r['label']}: {r['fit_note']}; no time saved is computed from a mode that did not fit "
+                         f"(training FLOPs {fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer).")
+        else:
+            items.append(f"{r['label']}: PruneTrain trained in "
+                         f"{fmt.cell(r, 'prunetrain_time_s', 'time', unit)} instead of "
+                         f"{fmt.cell(r, 'dense_time_s', 'time', unit)} "
+                         f"({_more_or_less(r['time_saved_pct'])}) with "
+                         f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
+                         + ("accuracy is the original run's (a replay does not train)." if r.get("source") == "replay"
+                            else f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
+                                 f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense."))
         sentence = faithful.finding(r)
         if sentence is not None:
             items.append(sentence)
@@ -277,7 +281,10 @@ def replay_blocks(agg: Aggregation) -> list[Block]:
         items.append(f"{run.device_label}: step times measured here for the pruning trajectory of run "
                      f"{run.replay_of} ({of.get('trajectory', 'trajectory source not recorded')}; recorded on "
                      f"{of.get('device', '?')}, profile {of.get('profile', '?')}); data {info.get('data', '?')}; "
-                     f"{info.get('rounds', '?')} interleaved rounds ({info.get('stopped', '?')}).")
+                     + (f"shapes timed one at a time ({info.get('timing_why', 'reason not recorded')}); "
+                        f"{info.get('rounds', '?')} rounds ({info.get('stopped', '?')})."
+                        if info.get("timing") == "sequential" else
+                        f"{info.get('rounds', '?')} interleaved rounds ({info.get('stopped', '?')})."))
         if info.get("limits") and info["limits"] not in limits:
             limits.append(str(info["limits"]))
     return [Para("Rows marked “replayed” were not trained on the device named: `bench replay` rebuilt every "
