@@ -391,7 +391,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
                    "device": traj.meta.get("hardware", {}).get("device_name")
                    if isinstance(traj.meta.get("hardware"), dict) else None,
                    "status": traj.meta.get("status"),
-                   "trajectory": traj.meta.get("trajectory_source", "measured by bench run")},
+                   "trajectory": traj.meta.get("trajectory_source") or _trajectory_source(traj)},
             "data": data_note, "rounds": rounds, "stopped": stop, "contention": contention.columns(), "spread_target": s.spread,
             "timing": plan["timing"], "order": plan["order"], "timing_why": plan["why"],
             "memory_here": {k: plan[k] for k in ("need_bytes", "total_need_bytes", "available_bytes", "share")},
@@ -402,3 +402,11 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     }
     atomic_write_json(out / "run.json", meta)
     return out
+
+
+def _trajectory_source(traj: Trajectory) -> str:
+    """Where the replayed shapes came from, for a run that does not say (a run trained by `bench run`)."""
+    data = traj.meta.get("data") if isinstance(traj.meta.get("data"), dict) else {}
+    epochs = max((r["epoch"] for r in traj.rows), default=0)
+    return (f"measured by bench run: {epochs} epoch(s) of {traj.cfg.model} on {data.get('train_size', '?')} "
+            f"images of {data.get('name') or traj.cfg.data}")

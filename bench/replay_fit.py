@@ -92,6 +92,8 @@ def timing_plan(needs: dict[str, int], device: torch.device) -> dict:
     total, avail = sum(needs.values()), available_memory(device)
     where = "GPU free memory" if device.type == "cuda" else "MemAvailable"
     record = {"need_bytes": needs, "total_need_bytes": total, "available_bytes": avail, "share": HOST_SHARE}
+    if not needs:
+        return {"timing": "interleaved", "order": [], **record, "why": "no shape fits the target card: nothing to time"}
     if avail is None:
         return {"timing": "interleaved", "order": list(needs), **record,
                 "why": f"{where} unknown: all shapes held at once, as without a check"}
