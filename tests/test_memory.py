@@ -198,3 +198,19 @@ def test_cpu_prediction_against_measured_peak_memory():
     measured = rss[192] - rss[64]
     predicted = measure_training_memory(pc.build_model("resnet20", 10), (64, 3, 32, 32)).per_sample_activations * 128
     assert 0.3 * measured <= predicted <= measured, (predicted, measured)
+
+
+def test_measuring_keeps_nothing_alive():
+    """The saved-tensor hook must not hand back the tensor it saw: a saved output (ReLU's) would hold its own
+    grad_fn, a cycle the collector cannot see, and the model and every activation would outlive the call (the
+    replay of VGG-16 at 224x224 grew by 2.5 GB per shape measured)."""
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    measure_training_memory(model, (4, 3, 8, 8), optimizer=opt)
+    gone = weakref.ref(model[0].weight)
+    del model, opt
+    gc.collect()
+    assert gone() is None
