@@ -303,6 +303,8 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
         _sync(device)
         times.append(time.perf_counter() - t0)
         exact = exact and pc.channels(new) == dst.channels
+        del model, new, opt, graph, plan
+        gc.collect()  # the traced graph and the surgery leave cycles: free a VGG-16 (1.5 GB with its state) now
     return statistics.median(times), exact
 
 
@@ -349,6 +351,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
             opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
             memory = measure_training_memory(model, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
             del model, opt
+            gc.collect()
             batch, reason, nofit = decide_batch(traj, sh, memory, usable, profile.headroom, profile.name, start_need)
             if nofit is None:
                 start_need = start_need or memory.total_for_batch(batch)
