@@ -53,16 +53,28 @@ class FunctionChange:
         return asdict(self)
 
 
+TRAIN_MODE_SEED = 0
+
+
 @torch.no_grad()
 def outputs(model: nn.Module, x: torch.Tensor) -> Outputs:
-    """Logits in eval and train mode; the model's mode, BN buffers and the RNG are left as they were."""
+    """Logits in eval and train mode; the model's mode, BN buffers and the RNG are left as they were.
+
+    Train mode runs under a fixed seed: dropout then draws the same masks before and after a surgery
+    (which may itself draw random numbers), so only the model's change shows in the comparison.
+    """
     was_training = model.training
     buffers = [(b, b.clone()) for b in model.buffers()]
     try:
         model.eval()
         ev = model(x).float()
         model.train()
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        cuda = x.device.type == "cuda"
+        with torch.random.fork_rng(devices=[x.device] if cuda else []):
+            torch.default_generator.manual_seed(TRAIN_MODE_SEED)
+            if cuda:
+                with torch.cuda.device(x.device):  # the forked device's generator, not only the current one
+                    torch.cuda.manual_seed(TRAIN_MODE_SEED)
             tr = model(x).float()
     finally:
         for b, saved in buffers:

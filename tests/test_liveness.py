@@ -174,6 +174,22 @@ def test_outputs_leave_buffers_mode_and_rng_alone():
     assert not torch.allclose(out.eval, out.train)  # batch statistics differ from the running ones
 
 
+def test_train_mode_outputs_draw_the_same_dropout_masks_whatever_ran_in_between():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Dropout(0.5),
+                          nn.Linear(8 * 6 * 6, 10))
+    x = torch.randn(4, 3, 8, 8)
+    before = pc.outputs(model, x)
+    torch.randn(1000)  # a surgery may draw random numbers (new modules initialise their weights)
+    after = pc.outputs(model, x)
+    assert torch.equal(before.train, after.train) and torch.equal(before.eval, after.eval)
+    change = pc.compare(before, after, torch.zeros(4, dtype=torch.long))
+    assert change.max_rel == 0
+    rng = torch.get_rng_state()
+    pc.outputs(model, x)
+    assert torch.equal(rng, torch.get_rng_state())  # the caller's stream is untouched
+
+
 def test_function_change_is_relative_to_the_logit_scale():
     before = pc.Outputs(torch.tensor([[4.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     after = pc.Outputs(torch.tensor([[4.0, 0.4], [0.0, 2.0]]), torch.tensor([[0.0, 2.0], [0.0, 1.0]]))
