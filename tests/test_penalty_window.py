@@ -26,7 +26,7 @@ def test_no_penalty_after_the_window(tmp_path, lasso):
     calls = []
     if lasso == "proximal":
         shrink = trainer.lasso.proximal_step
-        trainer.lasso.proximal_step = lambda step: calls.append(step) or shrink(step)
+        trainer.lasso.proximal_step = lambda step, **kw: calls.append(step) or shrink(step, **kw)
     inside = trainer.train_epoch(2)
     proximal_inside = len(calls)
     after = trainer.train_epoch(3)
