@@ -97,6 +97,11 @@ def scaled_lr(base_lr: float, batch: int, base_batch: int) -> float:
     return base_lr * batch / base_batch
 
 
+def memory_limit(budget: float, headroom: float) -> int:
+    """Bytes a step may need under the rule: ``headroom`` × the usable budget (a budget of 0, unset, counts as 1)."""
+    return int(headroom * (budget or 1))
+
+
 def choose_batch(
     base_batch: int,
     need_fixed: float,
@@ -115,7 +120,7 @@ def choose_batch(
         raise ValueError("memory needs must be >= 0")
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    usable = int(headroom * budget)
+    usable = memory_limit(budget, headroom)
 
     def decision(b: int, reason: str, fits: bool = True) -> BatchDecision:
         return BatchDecision(
@@ -210,6 +215,11 @@ class BatchPolicy:
     headroom: float
     budget_name: str
     policy: str = "freed"   # freed: grow only into memory pruning freed | fill: every mode fills the budget
+
+    @property
+    def limit_bytes(self) -> int:
+        """What the rule allows a step before the freed policy's cap: the record's ``memory_limit_bytes``."""
+        return memory_limit(self.usable_bytes, self.headroom)
 
     def after_reshape(self, need_fixed: float, need_per_sample: float, *, at_start: bool,
                       start_need: int = 0) -> tuple[int, str]:

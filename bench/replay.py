@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 import prunetrain_core as pc
 
-from .batching import BatchPolicy
+from .batching import BatchPolicy, memory_limit
 from .config import default
 from .contention import ContentionProbe
 from .data import ImageData, Loader, load_data
@@ -338,7 +338,6 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
          f"profile {profile.name}{' (emulated)' if emulated else ''} on {device}; data {data_note}")
     lam = next((r["lasso_lambda"] for r in traj.rows if r["mode"] == "prunetrain" and r.get("lasso_lambda")), 1e-4)
     timed: dict[tuple[str, int], TimedShape] = {}
-    cases: dict[tuple[str, int], Case] = {}
     example = _example(data, device)
     for mode, shapes in traj.shapes.items():
         start_need = 0
@@ -373,7 +372,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
 
     run_id, out = new_run_dir(Path(results_dir), f"{profile.name}-replay", cfg.model)
     device_name = select_device_name(info, device)
-    limit = int(profile.headroom * (usable or 1))
+    limit = memory_limit(usable, profile.headroom)
     rows = [replay_row(traj, r, timed, run_id, profile.name, device_name, emulated, budget, limit) for r in traj.rows]
     write_epochs(out / "epochs.csv", rows)
     meta = {

@@ -431,7 +431,7 @@ class ModeTrainer:
                 "params": params_now,
                 "peak_memory_bytes": stats.peak_memory_bytes, "memory_budget_bytes": ctx.budget_bytes,
                 "peak_memory_source": "measured" if ctx.device.type == "cuda" else "predicted",
-                "fits": 1, "memory_limit_bytes": int(ctx.headroom * (ctx.usable_budget or 1)),
+                "fits": 1, "memory_limit_bytes": self.policy.limit_bytes,
                 "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
                 "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
                 "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured", "replay_of": None,
