@@ -124,10 +124,9 @@ class GroupLasso:
         for layer in self.layers:
             w = layer.weight
             rescale = keep_bn_scale and layer.bn is not None
-            if rescale:
-                before = w.flatten(1).norm(dim=1)
+            before = w.flatten(1).norm(dim=1) if rescale or layer.out_groups else None  # filter norms
             if layer.out_groups:
-                norms = w.flatten(1).norm(dim=1)
+                norms = before
                 w.mul_(_shrink(norms, step).view(-1, *([1] * (w.dim() - 1))))
                 zero += int((norms <= step).sum())
             if layer.in_groups:
