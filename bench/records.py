@@ -420,9 +420,7 @@ def row_problem(values: Mapping[str, Any]) -> str | None:
         return f"fits {fits!r} is not 0 or 1"
     if fits == 0 and t is not None:
         return f"epoch_time_s {t!r} given for a shape that did not fit (fits 0)"
-    if t is None and fits == 0:
-        pass  # a shape that did not fit the profile's memory: recorded, not timed
-    elif t is None or not math.isfinite(t) or t < 0:
+    if fits != 0 and (t is None or not math.isfinite(t) or t < 0):  # fits 0: recorded, not timed
         return f"epoch_time_s {t!r} is not a finite time"
     for name, typ in COLUMN_TYPES.items():
         v, low = values.get(name), _META[name]["low"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -409,5 +408,5 @@ def test_shapes_are_timed_one_at_a_time_when_they_do_not_fit_here_together(small
     seq, inter = _rows(results["sequential"][0]), _rows(results["interleaved"][0])
     assert list(seq[0]) == list(inter[0]) and [(r["mode"], r["epoch"]) for r in seq] == [(r["mode"], r["epoch"]) for r in inter]
     assert all(float(r["epoch_time_s"]) > 0 for r in seq + inter)
-    res = build_report([results["sequential"][0].parent], tmp_path / "report")
+    build_report([results["sequential"][0].parent], tmp_path / "report")
     assert "shapes timed one at a time" in (tmp_path / "report" / "report.md").read_text()
