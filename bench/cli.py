@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, FIELDS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PENALISE, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PENALISE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -97,6 +97,10 @@ def _setting(*decls: str, **kw):
           help="all: every writer's filter and reader's slice (as published); readers: only the readers' slices "
                "(needs --liveness readers; a BatchNorm-followed filter need not shrink to go). With --lasso paper "
                "given: all unless given too.")
+@_setting("--group-weight", type=click.Choice(GROUP_WEIGHTS),
+          help="uniform: every group's norm counts once (as published); size: times √(its element count), so "
+               "the pressure per unit of norm follows each layer's weight scale and small-init classifier "
+               "columns do not die first. With --lasso paper given: uniform unless given too.")
 @_setting("--keep-bn-scale/--no-keep-bn-scale",
           help="After each proximal step, scale every filter that only a BatchNorm reads back to its norm (and "
                "the BN's running statistics): the function is unchanged and the penalty moves only the filter's "

@@ -20,6 +20,7 @@ LASSO_STEPS = ("paper", "proximal")
 LIVENESS = ("union", "readers")
 STRUCTURES = ("union", "gating")
 PENALISE = ("all", "readers")
+GROUP_WEIGHTS = ("uniform", "size")
 BATCH_POLICIES = ("freed", "fill")
 AMP = ("off", "bf16", "fp16")
 #: field metadata of a setting added after records exist: an older run.json without it resumes with the default
@@ -55,6 +56,7 @@ class RunConfig:
     liveness: str = "union"       # union: dead in every writer and reader | readers: every reader ignores it
     penalise: str = field(default="all", metadata=ADDED)  # all: writers and readers (paper) | readers: readers' slices
     keep_bn_scale: bool = field(default=False, metadata=ADDED)  # proximal: BN-read filters keep their norm
+    group_weight: str = field(default="uniform", metadata=ADDED)  # uniform (paper) | size: norm × √elements
     structure: str = field(default="union", metadata=ADDED)  # union: one channel set per space | gating
     change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
     lasso_until: float = field(default=1.0, metadata=ADDED)  # fraction of the epochs under the penalty (1: all)
@@ -105,6 +107,8 @@ class RunConfig:
             ("penalise", self.penalise == "all" or (self.liveness == "readers" and self.lasso != "paper"),
              "--penalise readers needs --liveness readers and a --lasso other than paper (under the union rule "
              "a writer's filter must be zero too, so it must be penalised)"),
+            ("group_weight", self.group_weight in GROUP_WEIGHTS,
+             f"--group-weight must be one of {', '.join(GROUP_WEIGHTS)}"),
             ("keep_bn_scale", not self.keep_bn_scale or self.lasso == "proximal",
              "--keep-bn-scale rescales after the proximal step: it needs --lasso proximal"),
             ("structure", self.structure in STRUCTURES, f"--structure must be one of {', '.join(STRUCTURES)}, "
@@ -298,7 +302,7 @@ def _merge(layers: list[Overrides]) -> RunConfig:
     origin: dict[str, Source] = {}
     for layer in layers:
         if layer.get("lasso") == "paper":  # the published method: levers set below this source do not apply
-            for key in ("liveness", "change_budget", "lasso_until", "penalise", "keep_bn_scale"):
+            for key in ("liveness", "change_budget", "lasso_until", "penalise", "keep_bn_scale", "group_weight"):
                 values.pop(key, None)
         batch = layer.get("batch_size")
         if batch is not None and "max_batch" not in layer and values.get("max_batch", default("max_batch")) < batch:

@@ -107,7 +107,7 @@ class StepRunner:
         # Every reconfiguration is recorded and the last one closes the penalty window (--lasso-until), so a
         # PruneTrain shape trains wholly inside the window (with the penalty) or wholly after it (without).
         penalised = shape.mode == "prunetrain" and shape.epoch < cfg.lasso_last_epoch()
-        lasso = pc.GroupLasso(model, _example(data, device), groups=cfg.penalise) if penalised else None
+        lasso = pc.GroupLasso(model, _example(data, device), groups=cfg.penalise, weighting=cfg.group_weight) if penalised else None
         proximal = lasso is not None and cfg.lasso == "proximal"
         self.step = TrainStep(model, opt, device=device, amp=cfg.amp, scaler=make_scaler(cfg.amp, device),
                               lasso=lasso, lpr=cfg.lpr, lam=lam, channels_last=channels_last,
@@ -291,7 +291,7 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
             for _ in range(dst.budget_trials):             # each trial: a surgery measured on the held-out batch
                 pc.outputs(pc.apply_plan_to(model, plan, example), held_x)
         new = pc.apply_plan_to(model, plan, example, optimizer=opt)
-        pc.GroupLasso(new, example, groups=cfg.penalise)
+        pc.GroupLasso(new, example, groups=cfg.penalise, weighting=cfg.group_weight)
         pc.count_flops(new, example)
         memory = measure_training_memory(new, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
         try:

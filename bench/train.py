@@ -157,7 +157,7 @@ class ModeTrainer:
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
         model, self.channels_last = memory_format(model, self.ctx.device, self.cfg.channels_last, self.mode)
         self.module, self.optimizer = model, optimizer
-        self.lasso = pc.GroupLasso(model, self.example, groups=self.cfg.penalise) if self.prune else None
+        self.lasso = pc.GroupLasso(model, self.example, groups=self.cfg.penalise, weighting=self.cfg.group_weight) if self.prune else None
         self.flops = pc.count_flops(model, self.example)
         amp = autocast_dtype(self.cfg.amp, self.ctx.device)  # the memory model sees the activations the step keeps
         self.memory = halve_on_oom(lambda n: measure_training_memory(

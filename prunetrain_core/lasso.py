@@ -17,6 +17,16 @@ does not resist and its effective learning rate grows as 1/‖w‖² (filters bl
 up and training slows).  Under the reader rule that filter need not be zero to
 go, so penalising it costs accuracy and buys nothing.
 
+Group weights: ``weighting="uniform"`` (the paper's default: every group
+counts once) or ``"size"`` (each group's norm times √(its element count), the
+textbook group lasso of Yuan & Lin and the authors' ``get_group_lasso_group``).
+Uniform weights press hardest, per unit of norm, on the groups whose weights
+are small: a 10-row classifier column at PyTorch's default init has norm ≈ 0.08
+against ≈ √2 for a conv input slice, so it dies first and, in a plain network
+where the classifier is the last conv's only reader, takes that conv down to
+a few channels.  Size weights make the pressure per unit of norm follow each
+layer's weight scale instead (≈ uniform across layers at He init).
+
 Two ways to apply it: add ``λ·penalty()`` to the loss (the subgradient
 w/‖w‖; a collapsing group then oscillates at a size set by lr·λ and never
 reaches zero), or take the optimizer step on the loss alone and then call
@@ -25,6 +35,7 @@ falls below the step become exactly zero).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -36,6 +47,8 @@ from .graph import ChannelGraph, analyse
 EPS = 1e-8
 #: all: every writer's filter and every reader's slice (the paper) | readers: readers' slices only
 GROUPS = ("all", "readers")
+#: uniform: every group once (the paper) | size: each group's norm times √(elements in it)
+WEIGHTINGS = ("uniform", "size")
 
 
 @dataclass(frozen=True)
@@ -45,15 +58,19 @@ class _LayerGroups:
     in_groups: bool    # input channels (dim 1)
     positions: int     # columns per input channel (Linear fed by a flatten)
     bn: nn.Module | None = None  # the BatchNorm that alone reads this bias-free conv: each filter is scale-free
+    out_weight: float = 1.0  # the weight of each filter's (row's) norm
+    in_weight: float = 1.0   # the weight of each input slice's (column block's) norm
 
 
 class GroupLasso:
     """The PruneTrain regulariser for one model shape (rebuild it after each reconfiguration)."""
 
     def __init__(self, model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor,
-                 graph: ChannelGraph | None = None, groups: str = "all"):
+                 graph: ChannelGraph | None = None, groups: str = "all", weighting: str = "uniform"):
         if groups not in GROUPS:
             raise ValueError(f"groups must be one of {', '.join(GROUPS)}, got {groups!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
         graph = graph or analyse(model, example_inputs)
         params = dict(model.named_parameters())
         flags: dict[str, dict] = {}
@@ -65,11 +82,14 @@ class GroupLasso:
                     f = flags.setdefault(m.module, {})
                     f["in"], f["k"] = True, m.positions
         normalised = _normalised_by_batchnorm(model, graph)
-        self.layers = [
-            _LayerGroups(params[f"{name}.weight"], f.get("out", False), f.get("in", False), f.get("k", 1),
-                         normalised.get(name))
-            for name, f in flags.items()
-        ]
+        self.layers = []
+        for name, f in flags.items():
+            w = params[f"{name}.weight"]
+            sized = weighting == "size"
+            self.layers.append(_LayerGroups(
+                w, f.get("out", False), f.get("in", False), f.get("k", 1), normalised.get(name),
+                out_weight=math.sqrt(w[0].numel()) if sized else 1.0,
+                in_weight=math.sqrt(w.numel() // (w.shape[1] // f.get("k", 1))) if sized else 1.0))
         self.graph = graph
 
     @property
@@ -98,15 +118,29 @@ class GroupLasso:
             return torch.zeros(0)
         return torch.cat(parts)
 
+    def group_weights(self) -> torch.Tensor:
+        """The weight c_g of every group, in the order of :meth:`squared_norms`."""
+        parts = []
+        for layer in self.layers:
+            w = layer.weight
+            if layer.out_groups:
+                parts.append(torch.full((w.shape[0],), layer.out_weight))
+            if layer.in_groups:
+                parts.append(torch.full((w.shape[1] // layer.positions,), layer.in_weight))
+        return torch.cat(parts) if parts else torch.zeros(0)
+
     def penalty(self) -> torch.Tensor:
-        """G(W) = Σ_g sqrt(‖w_g‖² + ε)."""
-        return torch.sqrt(self.squared_norms() + EPS).sum()
+        """G(W) = Σ_g c_g·sqrt(‖w_g‖² + ε) (c_g = 1 unless size-weighted)."""
+        norms = torch.sqrt(self.squared_norms() + EPS)
+        if all(layer.out_weight == layer.in_weight == 1.0 for layer in self.layers):
+            return norms.sum()
+        return (norms * self.group_weights().to(norms.device, norms.dtype)).sum()
 
     @torch.no_grad()
     def proximal_step(self, step: float, keep_bn_scale: bool = False) -> int:
-        """Block soft-threshold every group: w_g ← w_g · max(0, 1 − step/‖w_g‖); returns groups now zero.
+        """Block soft-threshold every group: w_g ← w_g · max(0, 1 − step·c_g/‖w_g‖); returns groups now zero.
 
-        This is the proximal operator of ``step · Σ_g ‖w_g‖``.  Out-filters are
+        This is the proximal operator of ``step · Σ_g c_g·‖w_g‖``.  Out-filters are
         shrunk before in-slices of the same weight (the groups overlap; the
         order is fixed so every rank computes the same result).
 
@@ -127,17 +161,19 @@ class GroupLasso:
             before = w.flatten(1).norm(dim=1) if rescale or layer.out_groups else None  # filter norms
             if layer.out_groups:
                 norms = before
-                w.mul_(_shrink(norms, step).view(-1, *([1] * (w.dim() - 1))))
-                zero += int((norms <= step).sum())
+                out_step = step * layer.out_weight
+                w.mul_(_shrink(norms, out_step).view(-1, *([1] * (w.dim() - 1))))
+                zero += int((norms <= out_step).sum())
             if layer.in_groups:
+                in_step = step * layer.in_weight
                 if w.dim() == 2:
                     cols = w.view(w.shape[0], -1, layer.positions)
                     norms = cols.pow(2).sum((0, 2)).sqrt()
-                    cols.mul_(_shrink(norms, step).view(1, -1, 1))
+                    cols.mul_(_shrink(norms, in_step).view(1, -1, 1))
                 else:
                     norms = w.transpose(0, 1).flatten(1).norm(dim=1)
-                    w.mul_(_shrink(norms, step).view(1, -1, *([1] * (w.dim() - 2))))
-                zero += int((norms <= step).sum())
+                    w.mul_(_shrink(norms, in_step).view(1, -1, *([1] * (w.dim() - 2))))
+                zero += int((norms <= in_step).sum())
             if rescale:
                 after = w.flatten(1).norm(dim=1)
                 scale = torch.where(after > 0, before / after.clamp_min(1e-30), torch.ones_like(after))

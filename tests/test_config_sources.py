@@ -93,6 +93,14 @@ def test_penalising_only_readers_needs_the_reader_rule(tmp_path):
         resolve(given=partial_from({"keep_bn_scale": True}))
 
 
+def test_group_weights_are_a_lever_the_paper_method_resets(tmp_path):
+    p = profile(tmp_path, 'lasso = "proximal"\ngroup_weight = "size"\n')
+    assert resolve(profile=p.defaults).group_weight == "size"
+    assert resolve(profile=p.defaults, given=partial_from({"lasso": "paper"})).group_weight == "uniform"
+    with pytest.raises(ProfileError, match="key 'defaults.group_weight' is invalid: --group-weight must be one of"):
+        resolve(profile=profile(tmp_path, 'group_weight = "sqrt"\n').defaults)
+
+
 def test_cli_options_default_to_not_given_and_help_shows_the_effective_default():
     assert all(p.default is None for p in cli.run.params if p.name not in
                ("results_dir", "resume", "nproc_per_node", "quiet"))

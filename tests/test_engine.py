@@ -156,8 +156,8 @@ def test_untraceable_model_is_refused():
 
 
 # --------------------------------------------------------------------------- group lasso
-def _reference_penalty(model: nn.Module, graph: ChannelGraph) -> tuple[float, int]:
-    """The penalty with a Python loop over every group: the definition, slowly."""
+def _reference_penalty(model: nn.Module, graph: ChannelGraph, sized: bool = False) -> tuple[float, int]:
+    """The penalty with a Python loop over every group: the definition, slowly (``sized``: × √elements)."""
     total, count = 0.0, 0
     seen = set()
     for space in graph.prunable_spaces():
@@ -173,19 +173,22 @@ def _reference_penalty(model: nn.Module, graph: ChannelGraph) -> tuple[float, in
                     g = w[:, c]
                 else:
                     g = w[:, c * m.positions:(c + 1) * m.positions]
-                total += math.sqrt((g * g).sum().item() + 1e-8)
+                total += math.sqrt((g * g).sum().item() + 1e-8) * (math.sqrt(g.numel()) if sized else 1.0)
                 count += 1
     return total, count
 
 
 @pytest.mark.parametrize("name", ["resnet32", "vgg8"])
-def test_group_lasso_equals_the_per_group_definition(name):
+@pytest.mark.parametrize("weighting", ["uniform", "size"])
+def test_group_lasso_equals_the_per_group_definition(name, weighting):
     model = pc.build_model(name, 10)
     x = torch.randn(2, 3, 32, 32)
-    lasso = pc.GroupLasso(model, x)
-    ref, count = _reference_penalty(model, lasso.graph)
-    assert lasso.group_count == count
+    lasso = pc.GroupLasso(model, x, weighting=weighting)
+    ref, count = _reference_penalty(model, lasso.graph, sized=weighting == "size")
+    assert lasso.group_count == count == len(lasso.group_weights())
     assert lasso.penalty().item() == pytest.approx(ref, rel=1e-5)
+    with pytest.raises(ValueError, match="weighting must be one of uniform, size"):
+        pc.GroupLasso(model, x, weighting="sqrt")
 
 
 def test_group_lasso_groups_of_resnet32():
@@ -200,10 +203,11 @@ def test_group_lasso_groups_of_resnet32():
 
 def test_group_lasso_on_flattened_linear_groups_whole_channels():
     model = torchvision.models.vgg11_bn(weights=None, num_classes=10)
-    lasso = pc.GroupLasso(model, torch.randn(1, 3, 32, 32))
-    ref, count = _reference_penalty(model, lasso.graph)
-    assert lasso.group_count == count
-    assert lasso.penalty().item() == pytest.approx(ref, rel=1e-5)
+    for weighting in ("uniform", "size"):  # a column block is out × 7·7 elements; a hidden row, all its inputs
+        lasso = pc.GroupLasso(model, torch.randn(1, 3, 32, 32), weighting=weighting)
+        ref, count = _reference_penalty(model, lasso.graph, sized=weighting == "size")
+        assert lasso.group_count == count
+        assert lasso.penalty().item() == pytest.approx(ref, rel=1e-5)
 
 
 def test_penalty_gradient_is_w_over_norm():

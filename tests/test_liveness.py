@@ -1,6 +1,8 @@
 """Reader-only liveness, the proximal group-lasso step and the function-change budget, on real models."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -152,6 +154,44 @@ def test_proximal_step_is_block_soft_thresholding():
     assert torch.count_nonzero(fc.detach()[:, 1]) == 0
     with pytest.raises(ValueError):
         lasso.proximal_step(-1.0)
+
+
+def test_size_weighted_proximal_step_thresholds_each_group_at_step_times_root_size():
+    model = pc.build_model("vgg8", 10)
+    x = torch.randn(2, 3, 32, 32)
+    lasso = pc.GroupLasso(model, x, groups="readers", weighting="size")
+    fc, conv = model.fc.weight, model.features[16].weight  # the classifier reads 10-element columns
+    step = 0.5 * float(fc.detach()[:, 0].norm()) / math.sqrt(10)
+    with torch.no_grad():
+        fc[:, 1] *= 0.9 * step * math.sqrt(10) / fc[:, 1].norm()  # below step·√10, above the step itself
+        conv[:, 2] *= 0.5 * step * math.sqrt(conv[:, 2].numel()) / conv[:, 2].norm()
+    col, before = fc.detach()[:, 0].clone(), conv.detach().clone()
+    lasso.proximal_step(step)
+    assert torch.allclose(fc.detach()[:, 0], col * (1 - step * math.sqrt(10) / col.norm()), atol=1e-6)
+    assert torch.count_nonzero(fc.detach()[:, 1]) == 0 and torch.count_nonzero(conv.detach()[:, 2]) == 0
+    c = math.sqrt(conv[:, 0].numel())
+    assert torch.allclose(conv.detach()[:, 0], before[:, 0] * (1 - step * c / before[:, 0].norm()), atol=1e-6)
+
+
+def test_size_weights_stop_the_small_classifier_columns_from_dying_first():
+    """At PyTorch's default init a classifier column is ~17x smaller than a conv input slice: uniform weights kill
+    columns (and so channels of the last conv, their only reader) before any conv slice; size weights press on
+    each layer in proportion to its weight scale: the wide convs' slices go first, with the few weakest columns
+    (10-element norms spread widely)."""
+    x = torch.randn(2, 3, 32, 32)
+    for weighting, columns_die_first in (("uniform", True), ("size", False)):
+        torch.manual_seed(0)
+        model = pc.build_model("vgg8", 10)
+        lasso = pc.GroupLasso(model, x, groups="readers", weighting=weighting)
+        norms = lasso.squared_norms().sqrt().detach()
+        step = float((norms / lasso.group_weights()).quantile(0.2))  # kills the 20 % most pressed groups
+        dead = lasso.proximal_step(step)
+        dead_columns = int(model.fc.weight.detach().norm(dim=0).eq(0).sum())
+        assert dead >= 0.19 * len(norms)
+        if columns_die_first:
+            assert dead_columns == dead  # all of them columns
+        else:
+            assert dead_columns < 0.15 * 512 and dead_columns < dead / 4  # the weakest columns only
 
 
 def test_proximal_step_size_matches_the_subgradient_under_momentum():
