@@ -82,24 +82,21 @@ class GroupLasso:
                     f = flags.setdefault(m.module, {})
                     f["in"], f["k"] = True, m.positions
         normalised = _normalised_by_batchnorm(model, graph)
+        sized = weighting == "size"
         self.layers = []
         for name, f in flags.items():
             w = params[f"{name}.weight"]
-            sized = weighting == "size"
             self.layers.append(_LayerGroups(
                 w, f.get("out", False), f.get("in", False), f.get("k", 1), normalised.get(name),
                 out_weight=math.sqrt(w[0].numel()) if sized else 1.0,
                 in_weight=math.sqrt(w.numel() // (w.shape[1] // f.get("k", 1))) if sized else 1.0))
         self.graph = graph
+        self.weighting = weighting
+        self._weights = self._group_weights()  # the shapes are fixed for this instance: built once, not per step
 
     @property
     def group_count(self) -> int:
-        n = 0
-        for layer in self.layers:
-            w = layer.weight
-            n += w.shape[0] if layer.out_groups else 0
-            n += w.shape[1] // layer.positions if layer.in_groups else 0
-        return n
+        return len(self._weights)
 
     def squared_norms(self) -> torch.Tensor:
         """‖w_g‖² of every group, concatenated (differentiable)."""
@@ -120,21 +117,25 @@ class GroupLasso:
 
     def group_weights(self) -> torch.Tensor:
         """The weight c_g of every group, in the order of :meth:`squared_norms`."""
+        return self._weights
+
+    def _group_weights(self) -> torch.Tensor:
         parts = []
         for layer in self.layers:
             w = layer.weight
             if layer.out_groups:
-                parts.append(torch.full((w.shape[0],), layer.out_weight))
+                parts.append(torch.full((w.shape[0],), layer.out_weight, device=w.device, dtype=w.dtype))
             if layer.in_groups:
-                parts.append(torch.full((w.shape[1] // layer.positions,), layer.in_weight))
+                parts.append(torch.full((w.shape[1] // layer.positions,), layer.in_weight, device=w.device,
+                                        dtype=w.dtype))
         return torch.cat(parts) if parts else torch.zeros(0)
 
     def penalty(self) -> torch.Tensor:
         """G(W) = Σ_g c_g·sqrt(‖w_g‖² + ε) (c_g = 1 unless size-weighted)."""
         norms = torch.sqrt(self.squared_norms() + EPS)
-        if all(layer.out_weight == layer.in_weight == 1.0 for layer in self.layers):
+        if self.weighting == "uniform":
             return norms.sum()
-        return (norms * self.group_weights().to(norms.device, norms.dtype)).sum()
+        return (norms * self._weights.to(norms.device, norms.dtype)).sum()
 
     @torch.no_grad()
     def proximal_step(self, step: float, keep_bn_scale: bool = False) -> int:
