@@ -6,7 +6,7 @@ Each NAME=RUN_DIR is a run folder holding a prunetrain mode trained with the
 same model, data, schedule and seed as the dense mode of DENSE_RUN_DIR.
 Training time = Σ epoch_time_s + Σ reconfig_time_s, as in ``bench report``.  A row whose
 epochs (or the dense run's) were timed on an oversubscribed CPU (``bench report``'s rule,
-bench.contention.is_contended) shows no time saved: its time is not comparable.
+bench.report.aggregate.contended_epochs) shows no time saved: its time is not comparable.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.contention import is_contended  # noqa: E402
+from bench.report.aggregate import contended_epochs  # noqa: E402
+from bench.report.load import load_run  # noqa: E402
 
 
 def _rows(run: Path, mode: str) -> list[dict]:
@@ -28,16 +29,13 @@ def _sum(rows: list[dict], *cols: str) -> float:
     return sum(float(r[c] or 0) for r in rows for c in cols)
 
 
-def _contended(run: Path, rows: list[dict]) -> int:
-    """Epochs of ``rows`` timed while other processes oversubscribed the CPU."""
-    meta = json.loads((run / "run.json").read_text())
-    cores, threads = meta.get("hardware", {}).get("cpu_cores"), meta.get("torch_threads")
-
-    def num(v: str | None) -> float | None:
-        return float(v) if v not in (None, "") else None
-
-    return sum(is_contended(num(r.get("other_cpu_cores")), r.get("busy_processes") or None, cores, threads,
-                            num(r.get("cpu_time_s")), num(r.get("epoch_time_s"))) for r in rows)
+def _contended(run: Path, mode: str) -> int:
+    """Epochs of ``mode`` timed while other processes oversubscribed the CPU (``bench report``'s count)."""
+    warnings: list[str] = []
+    loaded = load_run(run, warnings)
+    if loaded is None:
+        sys.exit(f"{run}: cannot read the run ({'; '.join(warnings)})")
+    return contended_epochs(loaded, mode)
 
 
 def _command(run: Path) -> str:
@@ -56,7 +54,7 @@ def _command(run: Path) -> str:
 
 def main(dense_dir: str, *named: str) -> str:
     dense = _rows(Path(dense_dir), "dense")
-    d_contended = _contended(Path(dense_dir), dense)
+    d_contended = _contended(Path(dense_dir), "dense")
     d_time, d_flops = _sum(dense, "epoch_time_s", "reconfig_time_s"), _sum(dense, "train_flops")
     d_acc = [float(r["test_acc"]) for r in dense]
     lines = ["| row | training FLOPs saved | final / best acc. PruneTrain | final / best acc. dense | "
@@ -72,7 +70,7 @@ def main(dense_dir: str, *named: str) -> str:
         change = f"{max(changes):.2g} ({len(changes) // 2} reconf.)" if changes else "–"
         ratio = f"{time / flops:.2f}" if flops >= 5 else "– (< 5 % saved)"
         time_cell = f"{time:.1f} %"
-        contended = _contended(Path(path), pt)
+        contended = _contended(Path(path), "prunetrain")
         if contended or d_contended:
             time_cell, ratio = f"not comparable ({contended}/{len(pt)} + {d_contended}/{len(dense)} dense epochs contended)", "–"
         lines.append(f"| {name} | {flops:.1f} % | {acc[-1]:.1f} / {max(acc):.1f} % | {d_acc[-1]:.1f} / "

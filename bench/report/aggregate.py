@@ -217,11 +217,11 @@ def memory_source(values: pd.Series) -> str:
     return "/".join(found) or "unknown"
 
 
-def contended_epochs(run: Run) -> int:
-    """Epochs (both modes) timed while other processes oversubscribed the CPU or shared the GPU."""
+def contended_epochs(run: Run, mode: str | None = None) -> int:
+    """Epochs (of ``mode``, or both) timed while other processes oversubscribed the CPU or shared the GPU."""
     from ..contention import is_contended
 
-    e = run.epochs
+    e = run.epochs if mode is None else run.epochs[run.epochs["mode"] == mode]
     if "other_cpu_cores" not in e or "busy_processes" not in e:
         return 0
     cores, threads = run.hardware.get("cpu_cores"), run.meta.get("torch_threads")
