@@ -103,7 +103,7 @@ def test_reader_groups_leave_writers_filters_alone_and_their_zeros_go_without_ch
                 and not any(n.module == m.module and n.role == "conv_in" for t in graph.prunable_spaces()
                             for n in t.members))
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
-    norms = readers.squared_norms().sqrt()
+    norms = readers.squared_norms().detach().sqrt()
     assert readers.proximal_step(float(norms.quantile(0.3))) >= int(0.3 * len(norms))
     assert torch.equal(model.get_submodule(stem).weight, snapshot[f"{stem}.weight"])  # a pure writer: untouched
     everything.proximal_step(1e-3)
