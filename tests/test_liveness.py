@@ -136,7 +136,7 @@ def test_keeping_bn_scale_changes_only_what_batchnorm_undoes(name):
     assert zeros > 0 and int(lasso.squared_norms().eq(0).sum()) == zeros  # the same exact zeros
     change = pc.compare(pc.outputs(shrunk, x), pc.outputs(kept, x), torch.zeros(8, dtype=torch.long))
     assert change.eval_rel < 1e-4 and change.train_rel < 1e-4  # BN's ε is all that differs
-    moved = max(float((a - b).abs().max()) for a, b in zip(shrunk.parameters(), kept.parameters()))
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(shrunk.parameters(), kept.parameters()))
     assert moved > 1e-3  # ... though the weights differ
 
 
