@@ -10,8 +10,6 @@ bench.report.aggregate.contended_epochs) shows no time saved: its time is not co
 """
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from pathlib import Path
 
@@ -20,26 +18,25 @@ from bench.report.aggregate import contended_epochs  # noqa: E402
 from bench.report.load import load_run  # noqa: E402
 
 
-def _rows(run: Path, mode: str) -> list[dict]:
-    with open(run / "epochs.csv", newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r["mode"] == mode]
-
-
-def _sum(rows: list[dict], *cols: str) -> float:
-    return sum(float(r[c] or 0) for r in rows for c in cols)
-
-
-def _contended(run: Path, mode: str) -> int:
-    """Epochs of ``mode`` timed while other processes oversubscribed the CPU (``bench report``'s count)."""
+def _load(run: Path):
+    """The run folder as ``bench report`` reads it (run.json + checked epoch rows), read once."""
     warnings: list[str] = []
     loaded = load_run(run, warnings)
     if loaded is None:
         sys.exit(f"{run}: cannot read the run ({'; '.join(warnings)})")
-    return contended_epochs(loaded, mode)
+    return loaded
 
 
-def _command(run: Path) -> str:
-    args = json.loads((run / "run.json").read_text())["command"].split(" run ", 1)[-1].split()
+def _mode(run, mode: str):
+    return run.epochs[run.epochs["mode"] == mode].sort_values("epoch")
+
+
+def _sum(rows, *cols: str) -> float:
+    return float(sum(rows[c].fillna(0).sum() for c in cols))
+
+
+def _command(run) -> str:
+    args = run.meta["command"].split(" run ", 1)[-1].split()
     keep, skip = [], False
     for a in args:  # the folders are this machine's: leave them out
         if skip:
@@ -53,30 +50,31 @@ def _command(run: Path) -> str:
 
 
 def main(dense_dir: str, *named: str) -> str:
-    dense = _rows(Path(dense_dir), "dense")
-    d_contended = _contended(Path(dense_dir), "dense")
+    d_run = _load(Path(dense_dir))
+    dense = _mode(d_run, "dense")
+    d_contended = contended_epochs(d_run, "dense")
     d_time, d_flops = _sum(dense, "epoch_time_s", "reconfig_time_s"), _sum(dense, "train_flops")
-    d_acc = [float(r["test_acc"]) for r in dense]
+    d_acc = dense["test_acc"].tolist()
     lines = ["| row | training FLOPs saved | final / best acc. PruneTrain | final / best acc. dense | "
              "largest function change | time saved | time ÷ FLOPs saved | command |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for item in named:
         name, path = item.split("=", 1)
-        pt = _rows(Path(path), "prunetrain")
+        run = _load(Path(path))
+        pt = _mode(run, "prunetrain")
         flops = 100 * (1 - _sum(pt, "train_flops") / d_flops)
         time = 100 * (1 - _sum(pt, "epoch_time_s", "reconfig_time_s") / d_time)
-        acc = [float(r["test_acc"]) for r in pt]
-        changes = [float(r[c]) for r in pt for c in ("func_change_eval", "func_change_train") if r.get(c)]
+        acc = pt["test_acc"].tolist()
+        changes = pt[["func_change_eval", "func_change_train"]].stack().dropna().tolist()
         change = f"{max(changes):.2g} ({len(changes) // 2} reconf.)" if changes else "–"
         ratio = f"{time / flops:.2f}" if flops >= 5 else "– (< 5 % saved)"
         time_cell = f"{time:.1f} %"
-        contended = _contended(Path(path), "prunetrain")
+        contended = contended_epochs(run, "prunetrain")
         if contended or d_contended:
             time_cell, ratio = f"not comparable ({contended}/{len(pt)} + {d_contended}/{len(dense)} dense epochs contended)", "–"
         lines.append(f"| {name} | {flops:.1f} % | {acc[-1]:.1f} / {max(acc):.1f} % | {d_acc[-1]:.1f} / "
-                     f"{max(d_acc):.1f} % | {change} | {time_cell} | {ratio} | `{_command(Path(path))}` |")
+                     f"{max(d_acc):.1f} % | {change} | {time_cell} | {ratio} | `{_command(run)}` |")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
