@@ -10,6 +10,7 @@ The public API::
     model = reconfigure(model, example, structure="gating")  # per-layer channels at residual streams
     flops = count_flops(model, example)
     arch = describe(model); same = rebuild(arch, model.state_dict())
+    thin = initialise(scale_width(model, example, 0.5), "resnet32")   # a control: thinner, trained from scratch
 
 Planning (which channels live) is pure data (:class:`Plan`); surgery applies
 it; :mod:`.faithful` measures whether a reconfiguration changed the function.
@@ -19,12 +20,12 @@ from .faithful import BudgetChoice, FunctionChange, Outputs, compare, outputs, p
 from .flops import FlopCount, count_flops
 from .graph import ChannelGraph, UnsupportedModelError, analyse
 from .lasso import GroupLasso, lambda_from_ratio, proximal_step_size
-from .models import available_models, build_model
+from .models import available_models, build_model, initialise
 from .plan import LIVENESS_RULES, STRUCTURES, Plan
-from .reconfig import apply_plan_to, plan_reconfiguration, reconfigure
+from .reconfig import apply_plan_to, plan_reconfiguration, reconfigure, scale_width
 
 __all__ = [
-    "build_model", "available_models", "analyse", "ChannelGraph", "UnsupportedModelError",
+    "build_model", "available_models", "initialise", "scale_width", "analyse", "ChannelGraph", "UnsupportedModelError",
     "GroupLasso", "lambda_from_ratio", "proximal_step_size", "Plan", "LIVENESS_RULES", "STRUCTURES",
     "plan_reconfiguration", "apply_plan_to", "reconfigure", "count_flops", "FlopCount",
     "describe", "rebuild", "channels", "outputs", "compare", "Outputs", "FunctionChange",

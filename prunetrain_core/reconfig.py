@@ -51,3 +51,22 @@ def reconfigure(model: nn.Module, example_inputs, *, threshold: float = 1e-4,
     plan = plan_reconfiguration(model, example_inputs, threshold=threshold, round_to=round_to, liveness=liveness,
                                 structure=structure)
     return apply_plan_to(model, plan, example_inputs, optimizer=optimizer)
+
+
+def scale_width(model: nn.Module, example_inputs, factor: float, *, round_to: int = 1) -> nn.Module:
+    """The same network with every prunable channel space ``factor`` times as wide (at least one channel,
+    rounded to a multiple of ``round_to`` where the space allows): a uniformly thinner dense network, made by
+    the same surgery as a reconfiguration, so residual streams stay coupled.  Weights are sliced, not
+    re-initialised (see :func:`prunetrain_core.models.initialise`)."""
+    if not 0 < factor <= 1:
+        raise ValueError(f"factor must be in (0, 1], got {factor}")
+    inputs = as_inputs(example_inputs)
+    graph = analyse(model, inputs)
+    spaces = graph.prunable_spaces()
+
+    def width(size: int) -> int:
+        n = max(1, round(factor * size))
+        return min(size, -(-n // round_to) * round_to) if round_to > 1 else n
+
+    plan = Plan(keep={s.id: list(range(width(s.size))) for s in spaces}, sizes={s.id: s.size for s in spaces})
+    return apply_plan(graph, plan, inputs, None)

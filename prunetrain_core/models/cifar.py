@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 
-def init_like_prunetrain(model: nn.Module) -> nn.Module:
+def init_like_prunetrain(model: nn.Module, order: list[nn.Module] | None = None) -> nn.Module:
     """PruneTrain's initialisation: conv N(0, sqrt(2/(k²·C_out))), BN γ=1 β=0, FC PyTorch default.
 
-    It sets G₀, and so λ for a given penalty ratio.
+    It sets G₀, and so λ for a given penalty ratio.  ``order``: the layers in the order to draw them
+    (default: ``model.modules()``).
     """
-    for m in model.modules():
+    for m in order if order is not None else model.modules():
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
