@@ -25,10 +25,14 @@ Sources (:func:`load_data`):
                   as one ``.pt`` file keyed by the folder's path and the
                   name, size and mtime of every file (CIFAR-10: 185 MB).
 
-Subsets (``subset=N > 0``): a class-balanced, seeded choice of ``N`` training
-images, and a class-balanced test subset of ``min(len(test), max(F, N // 5))``
-images, where the floor ``F`` is 500 for real data and 200 for ``synthetic``
-(whose full test set is 1,000); ``N >= len(train)`` keeps everything.
+Splits.  A **validation split** of ``val`` class-balanced training images is
+held out first, always the same images (seed ``VAL_SEED``, whatever the run's
+seed), and never trained on: every decision a run takes from data (the batch
+that measures a reconfiguration's function change, the change-budget search)
+reads it, never the test set.  ``subset=N > 0`` then takes a class-balanced,
+seeded choice of ``N`` of the remaining training images (``N`` at least what
+remains keeps everything).  The test split is evaluated whole unless
+``test_size=M > 0`` asks for a class-balanced subset of ``M`` images.
 
 (Over 400 lines on purpose, for now: the three sources and the Loader share the
 uint8 container and one crop kernel; the image-folder reader and its cache are
@@ -57,7 +61,6 @@ __all__ = [
     "Loader",
     "load_data",
     "default_cache_dir",
-    "subset_test_size",
     "balanced_subset",
     "synthetic_data",
 ]
@@ -74,6 +77,8 @@ SYNTHETIC_SEED = 20190507          # fixed: the synthetic set is part of the cod
 SYNTHETIC_TRAIN = 5000
 SYNTHETIC_TEST = 1000
 SYNTHETIC_CLASSES = 10
+#: the validation split is drawn with this seed, not the run's: every seed and mode of a study holds out the same images
+VAL_SEED = 7
 
 # Same extensions as torchvision.datasets.folder.IMG_EXTENSIONS; other files are ignored.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -117,7 +122,7 @@ class ImageData:
 
 @dataclass
 class DataSplit:
-    """Train and test split of one data set plus where it came from (for run.json)."""
+    """Train, validation and test split of one data set plus where it came from (for run.json)."""
 
     train: ImageData
     test: ImageData
@@ -125,6 +130,7 @@ class DataSplit:
     num_classes: int
     image_size: int
     source: str
+    val: Optional[ImageData] = None     # held out of the training images; None only in hand-made splits
 
     def to_dict(self) -> dict:
         return {
@@ -133,6 +139,7 @@ class DataSplit:
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "train_size": len(self.train),
+            "val_size": len(self.val) if self.val is not None else 0,
             "test_size": len(self.test),
             "mean": list(self.train.mean),
             "std": list(self.train.std),
@@ -149,41 +156,50 @@ def load_data(
     subset: int = 0,
     seed: int = 0,
     cache_dir: Optional[PathLike] = None,
+    val: int = 0,
+    test_size: int = 0,
 ) -> DataSplit:
-    """Load a data set fully into memory; see the module docstring for the sources and subset rule.
+    """Load a data set fully into memory; see the module docstring for the sources and the split rules.
 
     Raises :class:`DataError` (one line) for every user mistake.
     """
     if subset < 0:
         raise DataError(f"--subset must be >= 0 (0 = everything), got {subset}")
+    if val < 0 or test_size < 0:
+        raise DataError(f"--val and --test-size must be >= 0, got {val} and {test_size}")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if name == "synthetic":
         if data_dir is not None:
             raise DataError("the synthetic data set is generated in memory: drop --data-dir or choose another --data")
         train, test = synthetic_data()
         source = f"synthetic (procedural, seed {SYNTHETIC_SEED})"
-        floor = 200
     elif data_dir is not None:
         train, test, root = _load_image_folder(name, Path(data_dir).expanduser().absolute(), cache)
         source = f"image folder '{root.name}'"  # the name, not the path: records travel between machines
-        floor = 500
     elif name in ("cifar10", "cifar100"):
         train, test, root = _load_torchvision_cifar(name, cache)
         source = f"torchvision {name}"
-        floor = 500
     else:
         raise DataError(
             f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}, "
             "or pass --data-dir to an image folder with train/ and test/"
         )
 
-    if subset > 0:
-        if subset < len(train):
-            train = _take(train, balanced_subset(train.labels, subset, train.num_classes, seed))
-        n_test = subset_test_size(subset, len(test), floor)
-        if n_test < len(test):
-            test = _take(test, balanced_subset(test.labels, n_test, test.num_classes, seed + 1))
-        source += f", subset {len(train)}/{len(test)} (seed {seed})"
+    held = None
+    if val > 0:
+        if val >= len(train):
+            raise DataError(f"--val {val} leaves no training image ({len(train)} in {name}): choose a smaller --val")
+        chosen = balanced_subset(train.labels, val, train.num_classes, VAL_SEED)
+        rest = torch.ones(len(train), dtype=torch.bool)
+        rest[chosen] = False
+        held, train = _take(train, chosen), _take(train, rest.nonzero().flatten())
+        source += f", validation {len(held)} held out of the training images"
+    if subset > 0 and subset < len(train):
+        train = _take(train, balanced_subset(train.labels, subset, train.num_classes, seed))
+        source += f", training subset {len(train)} (seed {seed})"
+    if test_size > 0 and test_size < len(test):
+        test = _take(test, balanced_subset(test.labels, test_size, test.num_classes, seed + 1))
+        source += f", test subset {len(test)} (seed {seed + 1})"
     return DataSplit(
         train=train,
         test=test,
@@ -191,12 +207,8 @@ def load_data(
         num_classes=train.num_classes,
         image_size=int(train.images.shape[-1]),
         source=source,
+        val=held,
     )
-
-
-def subset_test_size(n_train_subset: int, n_test: int, floor: int = 500) -> int:
-    """Test images kept with ``--subset N``: ``min(n_test, max(floor, N // 5))``."""
-    return min(n_test, max(floor, n_train_subset // 5))
 
 
 def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:

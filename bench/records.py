@@ -75,7 +75,7 @@ class EpochRow:
 
     schema_version: int = column("record format version")
     run_id: str = column("the run folder's name")
-    mode: str = column("dense | prunetrain")
+    mode: str = column("dense | prunetrain | small-dense | thin-dense (the controls)")
     model: str = column("model name, e.g. resnet32")
     dataset: str = column("data set name")
     profile: str = column("hardware profile name")
@@ -89,6 +89,9 @@ class EpochRow:
     train_acc: float | None = column("percent; empty in a replay")
     test_loss: float | None = column("after the epoch; empty in a replay")
     test_acc: float | None = column("percent; empty in a replay")
+    val_loss: float | None = column("on the validation split (held out of the training images), after the epoch; "
+                                    "empty in a replay and in files from before this column")
+    val_acc: float | None = column("percent on the validation split: what a recipe is chosen by, never test_acc")
     epoch_time_s: float | None = column("synchronised wall clock of the training epoch (a replay: images / batch × "
                                         "step); empty only where fits is 0", machine=True)
     eval_time_s: float | None = column("evaluation after the epoch; empty in a replay", machine=True)
@@ -126,7 +129,7 @@ class EpochRow:
                                            machine=True)
     busy_processes: str | None = column("the busiest other processes, and on CUDA the other processes on the GPU",
                                         machine=True)
-    # measured at a reconfiguration on a fixed held-out batch, before vs after it; empty otherwise
+    # measured at a reconfiguration on a fixed batch of the validation split, before vs after it; empty otherwise
     prune_threshold: float | None = column("threshold used (chosen under --change-budget; empty: none fit it)")
     func_change_eval: float | None = column("max |Δlogit| / max |logit| before, eval mode")
     func_change_train: float | None = column("the same in train mode (batch statistics)")

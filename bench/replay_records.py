@@ -44,7 +44,8 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
         "source": "replay", "replay_of": traj.run_id,
         "cpu_time_s": None if fit else samples / ts.batch * ts.step_cpu.median,
         # not trained here: the original run's are in its own records
-        "train_loss": None, "train_acc": None, "test_loss": None, "test_acc": None, "eval_time_s": None,
+        "train_loss": None, "train_acc": None, "test_loss": None, "test_acc": None, "val_loss": None, "val_acc": None,
+        "eval_time_s": None,
         # the machine's load while timing is one figure for the whole replay: run.json replay.contention
         "load_avg": None, "other_cpu_cores": None, "busy_processes": None,
         "lasso_ratio": None, "comm_wait_s": None, "prune_threshold": None, "func_change_eval": None,

@@ -80,7 +80,7 @@ def _row(fr: FakeRun, mode: str, epoch: int) -> dict[str, Any]:
         "model": fr.model, "dataset": fr.dataset, "profile": fr.profile, "device": fr.device,
         "emulated": int(fr.emulated), "world_size": 1, "epoch": epoch, "batch_size": batch,
         "lr": 0.1 * batch / 128, "train_loss": 2.0 / epoch, "train_acc": acc + 5,
-        "test_loss": 2.2 / epoch, "test_acc": acc,
+        "test_loss": 2.2 / epoch, "test_acc": acc, "val_loss": 2.1 / epoch, "val_acc": acc + 0.5,
         "epoch_time_s": fr.dense_epoch_s * fr.speed * (0.35 + 0.65 * keep),
         "eval_time_s": 1.5 * fr.speed, "reconfig_time_s": reconfig,
         "compile_time_s": 0.0, "warmup_time_s": 0.0,

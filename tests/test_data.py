@@ -20,7 +20,6 @@ from bench.data import (
     Loader,
     balanced_subset,
     load_data,
-    subset_test_size,
 )
 from bench.errors import DataError
 
@@ -74,15 +73,33 @@ def test_synthetic_is_deterministic_and_cifar_shaped():
 
 def test_synthetic_subset_rule():
     s = load_data("synthetic", subset=1000, seed=3)
-    assert len(s.train) == 1000 and len(s.test) == 200      # min(1000, max(200, 1000 // 5))
+    assert len(s.train) == 1000 and len(s.test) == 1000      # the test split stays whole unless asked
     assert torch.bincount(s.train.labels).tolist() == [100] * 10
-    assert torch.bincount(s.test.labels).tolist() == [20] * 10
     assert torch.equal(s.train.images, load_data("synthetic", subset=1000, seed=3).train.images)
     assert not torch.equal(s.train.images, load_data("synthetic", subset=1000, seed=4).train.images)
-    assert len(load_data("synthetic", subset=4000).test) == 800
     assert len(load_data("synthetic", subset=9999).train) == 5000
-    assert subset_test_size(100, 10000) == 500 and subset_test_size(20000, 10000) == 4000
-    assert subset_test_size(100, 300) == 300
+    small = load_data("synthetic", test_size=200, seed=3)
+    assert len(small.test) == 200 and torch.bincount(small.test.labels).tolist() == [20] * 10
+    assert small.to_dict()["test_size"] == 200 and "test subset 200" in small.source
+
+
+def _rows(images: torch.Tensor) -> set[bytes]:
+    return {bytes(x.flatten().tolist()) for x in images}
+
+
+def test_validation_split_is_held_out_balanced_and_the_same_for_every_seed():
+    a = load_data("synthetic", val=500, subset=1000, seed=0)
+    b = load_data("synthetic", val=500, subset=1000, seed=1)
+    assert len(a.val) == 500 and torch.bincount(a.val.labels).tolist() == [50] * 10
+    assert a.to_dict()["val_size"] == 500 and a.to_dict()["train_size"] == 1000
+    assert torch.equal(a.val.images, b.val.images)                 # same images whatever the seed
+    assert not torch.equal(a.train.images, b.train.images)         # the training subset follows the seed
+    full = load_data("synthetic", val=500)
+    assert len(full.train) == 4500                                  # held out of the training images
+    assert not (_rows(full.val.images) & _rows(full.train.images))  # never trained on
+    assert not (_rows(a.val.images) & _rows(a.train.images))
+    with pytest.raises(DataError, match="--val 5000 leaves no training image"):
+        load_data("synthetic", val=5000)
 
 
 def test_balanced_subset_handles_uneven_classes():
@@ -418,7 +435,7 @@ def test_torchvision_cifar_converts_hwc_to_nchw(tmp_path, monkeypatch):
 @pytest.mark.cifar
 def test_real_cifar10_subset(tmp_path):
     s = load_data("cifar10", data_dir=os.environ["CIFAR10_DIR"], subset=2000, cache_dir=tmp_path)
-    assert len(s.train) == 2000 and len(s.test) == 500
+    assert len(s.train) == 2000 and len(s.test) == 10000    # the whole test split
     assert s.train.classes[:2] == ("airplane", "automobile") and s.num_classes == 10
     assert torch.bincount(s.train.labels).tolist() == [200] * 10
     # the JPEG copy's pixel statistics are close to the published ones
