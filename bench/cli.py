@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PENALISE, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -75,7 +75,13 @@ def _setting(*decls: str, **kw):
           help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
                "run's folder again (records keep only its name).")
 @_setting("--subset", help="Train on a class-balanced subset of N images (0 = all).")
-@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", *MODES]))
+@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", "all", *MODES]),
+          help="both: dense and PruneTrain; all: both, then the controls small-dense (PruneTrain's final "
+               "architecture trained from scratch) and thin-dense (dense uniformly thinned to PruneTrain's "
+               "training FLOPs); or one mode.")
+@_setting("--val", help="Training images held out as the validation split (class-balanced, the same for every "
+                        "seed and mode): every decision taken from data reads it, never the test set.")
+@_setting("--test-size", help="Evaluate a class-balanced subset of N test images (0 = the whole test split).")
 @_setting("--epochs")
 @_setting("--batch-size", help="Base (global) mini-batch.")
 @_setting("--max-batch", help="Cap for the dynamic mini-batch.")
@@ -114,7 +120,8 @@ def _setting(*decls: str, **kw):
 @_setting("--lasso-until",
           help="Fraction of the epochs trained under the penalty; after it the pruned network trains without "
                "it (1 = throughout, as published). With --lasso paper given: 1 unless given too.")
-@_setting("--held-out", help="Test images in the fixed batch that measures every reconfiguration's function change.")
+@_setting("--held-out", help="Validation images in the fixed batch that measures every reconfiguration's function "
+                             "change (and the change-budget search).")
 @_setting("--batch-policy", type=click.Choice(BATCH_POLICIES),
           help="freed: PruneTrain's batch grows only into memory pruning freed (dense's need at the start); "
                "fill: both modes fill the memory budget.")
@@ -133,6 +140,12 @@ def _setting(*decls: str, **kw):
                    "a shared machine hits both alike.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue an interrupted run folder (its recorded configuration is used).")
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Run the whole configuration N times, with seeds seed, seed+1, ... (one run folder each; the "
+                   "report gives means with 95 % confidence intervals over them).")
+@click.option("--controls-of", type=click.Path(file_okay=False), default=None,
+              help="Add the controls (small-dense, thin-dense) to a finished run folder, built from its PruneTrain "
+                   "records (give --data-dir again if it read an image folder).")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True,
               help="Data-parallel processes on this node (launches torchrun).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -143,18 +156,33 @@ def run(**opts) -> None:
 
     if opts["nproc_per_node"] > 1 and "LOCAL_RANK" not in os.environ:
         sys.exit(launch_torchrun(opts["nproc_per_node"], sys.argv[1:]))
+    if opts["repeat"] < 1:
+        _fail("--repeat must be >= 1")
+    if (opts["resume"] or opts["controls_of"]) and opts["repeat"] != 1:
+        _fail("--repeat starts new runs: drop it with --resume or --controls-of")
+    if opts["resume"] and opts["controls_of"]:
+        _fail("give either --resume RUN or --controls-of RUN")
     dist = maybe_init()
-    cfg = None if opts["resume"] else build_config(opts, dist)
+    existing = opts["resume"] or opts["controls_of"]
+    cfg = None if existing else build_config(opts, dist)
     quiet = opts["quiet"] or (dist is not None and dist.rank != 0)
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
-    from .run import run_benchmark
+    from .run import add_controls, run_benchmark, run_repeats
 
     abandoned = False
+    progress = not quiet and sys.stderr.isatty()
+    data_dir = Path(opts["data_dir"]) if existing and opts["data_dir"] else None
     try:
-        run_dir = run_benchmark(cfg, results_dir=Path(opts["results_dir"]),
-                                resume=Path(opts["resume"]) if opts["resume"] else None,
-                                progress=not quiet and sys.stderr.isatty(), echo=echo, dist=dist,
-                                data_dir=Path(opts["data_dir"]) if opts["resume"] and opts["data_dir"] else None)
+        if opts["controls_of"]:
+            run_dir = add_controls(Path(opts["controls_of"]), progress=progress, echo=echo, dist=dist,
+                                   data_dir=data_dir)
+        elif opts["repeat"] > 1:
+            run_dir = run_repeats(cfg, opts["repeat"], results_dir=Path(opts["results_dir"]), progress=progress,
+                                  echo=echo, dist=dist)[-1].parent
+        else:
+            run_dir = run_benchmark(cfg, results_dir=Path(opts["results_dir"]),
+                                    resume=Path(opts["resume"]) if opts["resume"] else None,
+                                    progress=progress, echo=echo, dist=dist, data_dir=data_dir)
     except OutOfMemoryBudget as exc:
         if dist is None:
             raise
@@ -187,7 +215,7 @@ def build_config(opts: dict, dist=None):
 
     given = {k: v for k, v in opts.items() if k in FIELDS and v is not None}
     if opts.get("mode"):
-        given["modes"] = list(MODES) if opts["mode"] == "both" else [opts["mode"]]
+        given["modes"] = {"both": list(PAIR), "all": list(MODES)}.get(opts["mode"], [opts["mode"]])
     given["world_size"] = dist.world_size if dist is not None else 1
     auto_round = given.get("round_channels") == "auto"
     if auto_round:
@@ -205,7 +233,7 @@ def build_config(opts: dict, dist=None):
 
 
 # ---------------------------------------------------------------------------------------------- sweep
-_NOT_FOR_SWEEP = {"mode", "resume", "nproc_per_node"}
+_NOT_FOR_SWEEP = {"mode", "resume", "nproc_per_node", "repeat", "controls_of"}
 
 
 @friendly_errors

@@ -15,7 +15,12 @@ from typing import Any, Callable, Iterator, Mapping
 
 from .errors import BenchError, ConfigError, ProfileError, RecordError
 
-MODES = ("dense", "prunetrain")
+#: dense and PruneTrain, the pair every comparison is made of
+PAIR = ("dense", "prunetrain")
+#: the controls a reviewer asks for first (Liu et al., ICLR 2019): PruneTrain's final architecture trained from
+#: scratch, and the dense network uniformly thinned to PruneTrain's training FLOPs; both need PruneTrain's records
+CONTROLS = ("small-dense", "thin-dense")
+MODES = PAIR + CONTROLS
 LASSO_STEPS = ("paper", "proximal")
 LIVENESS = ("union", "readers")
 STRUCTURES = ("union", "gating")
@@ -40,7 +45,7 @@ class RunConfig:
     data_dir: str | None = None
     subset: int = 0
     profile: str = "auto"
-    modes: list[str] = field(default_factory=lambda: list(MODES))
+    modes: list[str] = field(default_factory=lambda: list(PAIR))
     epochs: int = 182
     batch_size: int = 128
     max_batch: int = 1024
@@ -60,7 +65,9 @@ class RunConfig:
     structure: str = field(default="union", metadata=ADDED)  # union: one channel set per space | gating
     change_budget: float = 0.0    # > 0: largest threshold whose measured logit change stays within this
     lasso_until: float = field(default=1.0, metadata=ADDED)  # fraction of the epochs under the penalty (1: all)
-    held_out: int = 256           # test images of the fixed batch that measures each reconfiguration
+    held_out: int = 256           # validation images of the fixed batch that measures each reconfiguration
+    val: int = field(default=1000, metadata=ADDED)  # training images held out as the validation split (balanced)
+    test_size: int = field(default=0, metadata=ADDED)  # test images evaluated (0: the whole test split)
     batch_policy: str = "freed"   # freed: grow only into memory pruning freed | fill: both modes fill the budget
     seed: int = 0
     adjust_batch: bool = True
@@ -116,6 +123,11 @@ class RunConfig:
             ("change_budget", 0.0 <= self.change_budget < 1.0, "--change-budget must be 0 (off) or a fraction below 1"),
             ("lasso_until", 0.0 < self.lasso_until <= 1.0, "--lasso-until must be a fraction of the epochs in (0, 1]"),
             ("held_out", self.held_out >= 1, "--held-out must be >= 1"),
+            ("val", self.val >= 1, "--val must be >= 1: decisions taken from data (the function-change batch, the "
+                                   "change-budget search) use the validation split, never the test set"),
+            ("held_out", self.held_out <= self.val, "--held-out must be <= --val (its images come from the "
+                                                    "validation split)"),
+            ("test_size", self.test_size >= 0, "--test-size must be >= 0 (0: the whole test split)"),
             ("batch_policy", self.batch_policy in BATCH_POLICIES,
              f"--batch-policy must be one of {', '.join(BATCH_POLICIES)}"),
             ("lr", self.lr > 0, "--lr must be > 0"),
@@ -124,7 +136,11 @@ class RunConfig:
             ("subset", self.subset >= 0, "--subset must be >= 0"),
             ("round_channels", self.round_channels >= 1, "--round-channels must be >= 1"),
             ("amp", self.amp in AMP, "--amp must be off, bf16 or fp16"),
-            ("modes", all(m in MODES for m in self.modes) and self.modes, f"--mode must be one of {', '.join(MODES)} or both"),
+            ("modes", all(m in MODES for m in self.modes) and self.modes and len(set(self.modes)) == len(self.modes),
+             f"--mode must be one of {', '.join(MODES)}, both or all"),
+            ("modes", not set(CONTROLS) & set(self.modes) or "prunetrain" in self.modes,
+             "the control modes (small-dense, thin-dense) are built from PruneTrain's records: run them with "
+             "--mode all, or later with --controls-of RUN"),
         ]
         for key, ok, message in checks:
             if not ok:
@@ -142,6 +158,51 @@ class RunConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         """Inverse of :meth:`to_dict`, through the loader a record goes through (every key checked)."""
         return resolve(resumed=partial_from(d, record_source("configuration"), complete=True))
+
+
+#: PruneTrain's method settings at their published values (Lym et al., SC'19, and the authors' code: subgradient
+#: group lasso in the loss for the whole run at penalty ratio 0.2, union liveness over writers and readers, every
+#: group weighted alike, a fixed threshold of 1e-4).  Only these name the method; the schedule (epochs, interval,
+#: batch, LR) is scaled to the machine and stated beside it.
+PUBLISHED_METHOD: dict[str, Any] = {
+    "lasso": "paper", "lpr": 0.2, "threshold": 1e-4, "liveness": "union", "penalise": "all",
+    "group_weight": "uniform", "keep_bn_scale": False, "change_budget": 0.0, "lasso_until": 1.0,
+    "structure": "union", "round_channels": 1,
+}
+#: how a differing method setting reads in a method's name
+_METHOD_WORDS: dict[str, Callable[[Any], str]] = {
+    "lasso": lambda v: f"{v} step" if v != "paper" else "subgradient step",
+    "lpr": lambda v: f"ratio {v:g}", "threshold": lambda v: f"threshold {v:g}",
+    "liveness": lambda v: f"{v} liveness", "penalise": lambda v: f"penalise {v}",
+    "group_weight": lambda v: f"{v} group weights", "keep_bn_scale": lambda v: "BN-read filters keep their norm"
+    if v else "no BN rescale", "change_budget": lambda v: f"threshold within a {v:g} function-change budget"
+    if v else "fixed threshold", "lasso_until": lambda v: f"penalty in the first {v:.0%} of the epochs",
+    "structure": lambda v: f"{v} structure", "round_channels": lambda v: f"channels rounded to {v}",
+}
+#: each mode's method, in words (PruneTrain's depends on its settings: see method_name)
+MODE_METHODS = {
+    "dense": "dense",
+    "small-dense": "small-dense control: PruneTrain's final architecture, initialised like dense, trained from "
+                   "the first epoch",
+    "thin-dense": "thin-dense control: the dense network uniformly thinned to PruneTrain's training FLOPs, "
+                  "trained from the first epoch",
+}
+
+
+def method_differences(cfg: RunConfig) -> dict[str, Any]:
+    """The method settings of ``cfg`` that differ from the published method's, in field order."""
+    return {k: getattr(cfg, k) for k, v in PUBLISHED_METHOD.items() if getattr(cfg, k) != v}
+
+
+def method_name(cfg: RunConfig, mode: str = "prunetrain") -> str:
+    """What a mode ran, named as it ran: "PruneTrain (published)" only when every method setting has its
+    published value, otherwise "PruneTrain variant (...)" listing each setting that differs."""
+    if mode != "prunetrain":
+        return MODE_METHODS[mode]
+    differ = method_differences(cfg)
+    if not differ:
+        return "PruneTrain (published)"
+    return "PruneTrain variant (" + "; ".join(_METHOD_WORDS[k](v) for k, v in differ.items()) + ")"
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}

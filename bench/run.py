@@ -7,6 +7,8 @@ one results directory never collide.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import os
@@ -24,8 +26,10 @@ import prunetrain_core as pc
 
 from . import __version__, checkpoint, gpu
 from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
-from .config import MODES, Overrides, RunConfig, partial_from, record_source, resolve
-from .data import load_data
+from . import controls
+from .config import CONTROLS, PAIR, Overrides, RunConfig, method_differences, method_name, partial_from, \
+    record_source, resolve
+from .data import DataSplit, load_data
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
 from .hardware import DeviceInfo, detect
 from .hooks import from_environment
@@ -152,12 +156,19 @@ def resumed_data_dir(path: Path, recorded: str | None, data_dir: Path | None) ->
     return str(data_dir)
 
 
+def load_run_data(cfg: RunConfig) -> DataSplit:
+    """The data of a run: its training images less the validation split, and its test split (bench.data)."""
+    return load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed, val=cfg.val,
+                     test_size=cfg.test_size)
+
+
 def _check_same_data(path: Path, recorded: Any, data) -> None:
     """A resumed run continues on the data it started with (same name and sizes)."""
     if not isinstance(recorded, dict):
         return
     now = data.to_dict()
-    differ = [k for k in ("name", "train_size", "test_size", "num_classes") if k in recorded and recorded[k] != now[k]]
+    differ = [k for k in ("name", "train_size", "val_size", "test_size", "num_classes")
+              if k in recorded and recorded[k] != now[k]]
     if differ:
         raise ConfigError(f"{path}: the data differ from the run's ({', '.join(f'{k} {recorded[k]} now {now[k]}' for k in differ)}); "
                           "give the folder the run started with")
@@ -208,6 +219,17 @@ def _lock_run_dir(run_dir: Path):
     return fh
 
 
+@contextlib.contextmanager
+def _locked(run_dir: Path):
+    """The run folder's lock held for the block (see _lock_run_dir)."""
+    lock = _lock_run_dir(run_dir)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.close()
+
+
 def _remove_stale_temp_files(run_dir: Path) -> None:
     """Temporary files of atomic writes that a kill left behind (never renamed, so never part of the record)."""
     for folder in (run_dir, run_dir / "checkpoints"):
@@ -248,7 +270,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         raise ConfigError(f"unknown model '{cfg.model}': choose one of {', '.join(pc.available_models())}")
     setup = prepare_device(cfg, dist, info, profile=profile)
     info, device, profile, budget, emulated = setup.info, setup.device, setup.profile, setup.budget_bytes, setup.emulated
-    data = load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed)
+    data = load_run_data(cfg)
     if resume is not None:
         _check_same_data(resume / "run.json", old.get("data"), data)
     writer = dist is None or dist.rank == 0
@@ -267,7 +289,9 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
             "versions": versions(), "git_commit": git_commit(), "seed": cfg.seed,
             "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
-            "command": portable_command(sys.argv), "modes": {m: {"status": "pending", "architectures": []} for m in cfg.modes},
+            "command": portable_command(sys.argv),
+            "method": method_name(cfg), "method_differs": method_differences(cfg),
+            "modes": {m: {"status": "pending", "architectures": [], "method": method_name(cfg, m)} for m in cfg.modes},
         }, hooks)
     if hooks.active:  # a record says what it is: this run had faults injected
         meta.data.setdefault("fault_injection", []).append({"at": _now(), "variables": hooks.active})
@@ -291,10 +315,13 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     )
     errors: list[str] = []
     try:
-        runners = [_run_mode(ctx, meta, mode, resume is not None, echo, writer) for mode in cfg.modes]
+        pair = [_run_mode(ctx, meta, mode, resume is not None, echo, writer) for mode in cfg.modes if mode in PAIR]
         if not cfg.interleave:
-            runners = [_chain(runners)]  # one mode after the other
-        errors += _round_robin(runners)
+            pair = [_chain(pair)]  # one mode after the other
+        errors += _round_robin(pair)
+        # the controls are built from PruneTrain's finished records, so they run after it (never interleaved)
+        errors += _round_robin([_chain([_run_mode(ctx, meta, mode, resume is not None, echo, writer)
+                                        for mode in cfg.modes if mode in CONTROLS])])
         if writer:
             failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
             meta.data["status"] = "failed" if failed else "finished"
@@ -315,6 +342,58 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         raise DivergenceError("; ".join(errors) + f" ({' and '.join(done) + ' finished; ' if done else ''}"
                               f"records up to the last complete epoch kept in {run_dir}, status failed)")
     return run_dir
+
+
+def _control_model(ctx: RunContext, meta: RunJson, mode: str, writer: bool):
+    """A control's initial network from PruneTrain's finished records (rank 0 reads them; run.json records how)."""
+    def read() -> controls.PruneTrainResult:
+        rows = [r for _, r in read_epochs(ctx.log.path, strict=True)]
+        return controls.prunetrain_result(meta.mode("prunetrain"), rows, str(ctx.run_dir / "run.json"))
+    result = ctx.dist.from_rank0(read) if ctx.dist is not None else read()
+    model, record = controls.control_model(mode, ctx.cfg, result, ctx.data.num_classes,
+                                           ctx.data.train.images[:2].float(), len(ctx.data.train))
+    if writer:
+        meta.mode(mode)["control"] = record
+        meta.save()
+    return model
+
+
+def run_repeats(cfg: RunConfig, repeat: int, **kwargs: Any) -> list[Path]:
+    """``bench run --repeat N``: the configuration N times with seeds seed … seed+N−1, one run folder each.
+
+    A study without a varied setting: every folder pairs its modes on one seed, and the report groups
+    folders that differ only in their seed as repeats (means and 95 % confidence intervals over seeds).
+    """
+    if repeat < 1:
+        raise ConfigError("--repeat must be >= 1")
+    echo = kwargs.get("echo", lambda s: None)
+    folders = []
+    for i in range(repeat):
+        echo(f"repeat {i + 1}/{repeat}: seed {cfg.seed + i}")
+        folders.append(run_benchmark(dataclasses.replace(cfg, seed=cfg.seed + i), **kwargs))
+    return folders
+
+
+def add_controls(run_dir: Path, *, data_dir: Path | None = None, **kwargs: Any) -> Path:
+    """``bench run --controls-of RUN``: the control modes added to a run folder whose PruneTrain finished,
+    then run there as a resume does (the recorded configuration, its data, its seed)."""
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        old = _read_resumed(run_dir)
+        if not isinstance(old.get("modes"), dict) or old["modes"].get("prunetrain", {}).get("status") != "finished":
+            raise ConfigError(f"{run_dir}: its PruneTrain mode has not finished; the controls are built from it")
+        recorded = recorded_settings(run_dir / "run.json", old["config"])
+        cfg = old["config"]
+        new = [m for m in CONTROLS if m not in old["modes"]]
+        if not new:
+            raise ConfigError(f"{run_dir}: already holds both controls; continue them with --resume")
+        cfg["modes"] = list(recorded.get("modes", PAIR)) + new
+        resolved = config_from_record(run_dir / "run.json", cfg)
+        for m in new:
+            old["modes"][m] = {"status": "pending", "architectures": [], "method": method_name(resolved, m)}
+        old["status"] = "running"
+        RunJson(run_dir / "run.json", old).save()
+    return run_benchmark(None, resume=run_dir, data_dir=data_dir, **kwargs)
 
 
 def _chain(runners: list) -> Iterator[None]:
@@ -364,7 +443,7 @@ def _run_mode(ctx: RunContext, meta: RunJson, mode: str, resuming: bool, echo: E
         state["architectures"] = [a for a in state["architectures"] if a["epoch"] <= done] if resumed else []
     try:
         if not resumed:
-            trainer.start()
+            trainer.start(_control_model(ctx, meta, mode, writer) if mode in CONTROLS else None)
         echo(f"{mode}: {'resuming after epoch ' + str(trainer.state.epoch) if resumed else 'starting'}, "
              f"batch {trainer.state.batch}")
         if writer:

@@ -32,9 +32,9 @@ from .batching import BatchPolicy, elsewhere_on_oom, halve_on_oom, run_with_oom_
 from .checkpoint import ModeState
 from .config import RunConfig
 from .contention import Contention, ContentionProbe
-from .data import DataSplit, Loader
+from .data import DataSplit, ImageData, Loader
 from .distributed import debug_dump
-from .errors import CheckpointError, DivergenceError
+from .errors import CheckpointError, ConfigError, DivergenceError
 from .hooks import NO_HOOKS, Hooks
 from .memory import measure_training_memory
 from .records import SCHEMA_VERSION, EpochLog
@@ -102,23 +102,36 @@ class ModeTrainer:
         return (x.float() / 255 - mean) / std
 
     def _held_out_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fixed batch of test images spread over the whole (class-sorted) test set.
+        """A fixed batch of validation images spread over the whole (class-sorted) validation split.
 
         It measures each reconfiguration's function change and, with a change
         budget, chooses the threshold from logits alone (labels only report Δaccuracy).
+        Never the test set: a decision taken on it would make test accuracy a selected figure.
         """
-        test = self.ctx.data.test
-        idx = torch.linspace(0, len(test) - 1, min(self.cfg.held_out, len(test))).long()
-        return self._normalised(test.images[idx]), test.labels[idx].to(self.ctx.device)
+        val = self.ctx.data.val
+        if val is None or not len(val):
+            raise ConfigError("PruneTrain measures its reconfigurations on the validation split: give --val N")
+        idx = torch.linspace(0, len(val) - 1, min(self.cfg.held_out, len(val))).long()
+        return self._normalised(val.images[idx]), val.labels[idx].to(self.ctx.device)
+
+    @property
+    def held_out_source(self) -> str:
+        """What a function-change record was measured on, as it says in run.json."""
+        return f"validation split ({len(self.held_y)} of {len(self.ctx.data.val)} held-out training images)"
 
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
                                weight_decay=self.cfg.weight_decay)
 
-    def start(self) -> None:
-        """A fresh mode: the same initial weights for both modes (seeded), batch checked against the budget."""
-        torch.manual_seed(self.cfg.seed)
-        model = pc.build_model(self.cfg.model, self.ctx.data.num_classes).to(self.ctx.device)
+    def start(self, model: nn.Module | None = None) -> None:
+        """A fresh mode: the same initial weights for both modes (seeded), batch checked against the budget.
+
+        ``model``: a control's initial network (bench.controls), already initialised by dense's rule.
+        """
+        if model is None:
+            torch.manual_seed(self.cfg.seed)
+            model = pc.build_model(self.cfg.model, self.ctx.data.num_classes)
+        model = model.to(self.ctx.device)
         self._install(model, self._make_optimizer(model.parameters()))
         self.state.batch = self.cfg.batch_size
         self._decide_batch(at_start=True)
@@ -303,10 +316,12 @@ class ModeTrainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float, float]:
+    def evaluate(self, split: ImageData | None = None) -> tuple[float, float, float]:
+        """Loss, accuracy (%) and seconds on ``split`` (default: the test split)."""
         ctx = self.ctx
+        split = ctx.data.test if split is None else split
         self.forward_model.eval()
-        loader = Loader(ctx.data.test, self.cfg.test_batch, train=False, device=ctx.device)
+        loader = Loader(split, self.cfg.test_batch, train=False, device=ctx.device)
         self._sync()
         start = time.perf_counter()
         meter = EpochMeter(ctx.device)
@@ -319,7 +334,7 @@ class ModeTrainer:
         for x, y in loader:  # after an out-of-memory error, in halves (chunk: self.eval_batch)
             run_with_oom_retry(run, x, y, chunk=lambda: self.eval_batch, lower=self._lower_eval_batch)
         self._sync()
-        n = len(ctx.data.test)
+        n = len(split)
         return meter.loss_sum.item() / n, 100.0 * meter.correct.item() / n, time.perf_counter() - start
 
     def _lower_eval_batch(self, why: str) -> None:
@@ -344,7 +359,8 @@ class ModeTrainer:
         t0 = time.perf_counter()
         change = pc.compare(before, pc.outputs(model, self.held_x), self.held_y)
         proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
-        self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict()}
+        self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict(),
+                            "measured_on": self.held_out_source}
         self._install(model, self.optimizer)
         self.ctx.hooks.kill_point("reconfigure")
         self._decide_batch(at_start=False)
@@ -406,6 +422,7 @@ class ModeTrainer:
         for epoch in range(self.state.epoch + 1, cfg.epochs + 1):
             stats = self.train_epoch(epoch)
             test_loss, test_acc, eval_time = self.evaluate()
+            val_loss, val_acc, _ = self.evaluate(ctx.data.val) if ctx.data.val is not None else (None, None, 0)
             # the LR the epoch ran with (set at its start): after an OOM retry lowered the batch mid-epoch,
             # lr_for() would give a rate that was never used
             batch_used, lr_used = self.state.batch, self.optimizer.param_groups[0]["lr"]
@@ -422,7 +439,7 @@ class ModeTrainer:
                 "device": ctx.device_name, "emulated": int(ctx.emulated), "world_size": cfg.world_size,
                 "epoch": epoch, "batch_size": batch_used, "lr": lr_used,
                 "train_loss": stats.train_loss, "train_acc": stats.train_acc,
-                "test_loss": test_loss, "test_acc": test_acc,
+                "test_loss": test_loss, "test_acc": test_acc, "val_loss": val_loss, "val_acc": val_acc,
                 "epoch_time_s": stats.epoch_time_s, "eval_time_s": eval_time,
                 "reconfig_time_s": reconfig_time, "compile_time_s": stats.compile_time_s,
                 "warmup_time_s": stats.warmup_time_s, "peak_memory_reserved_bytes": stats.peak_reserved_bytes,
