@@ -115,9 +115,11 @@ def test_table_numbers_match_records(standard):
     per_run = [expected_metrics(fr) for fr in runs[:3]]
     for name in per_run[0]:
         values = [m[name] for m in per_run]
-        assert gtx[name] == pytest.approx(statistics.median(values)), name
-        assert gtx[f"{name}_min"] == pytest.approx(min(values)), name
-        assert gtx[f"{name}_max"] == pytest.approx(max(values)), name
+        # mean and 95 % t-interval over the three seeds (t(0.975, 2) = 4.303, from any statistics table)
+        half = 4.303 * statistics.stdev(values) / 3 ** 0.5
+        assert gtx[name] == pytest.approx(statistics.mean(values)), name
+        assert gtx[f"{name}_lo"] == pytest.approx(statistics.mean(values) - half), name
+        assert gtx[f"{name}_hi"] == pytest.approx(statistics.mean(values) + half), name
     assert gtx["batch_sizes"] == "128→256→384"
 
     cpu = _row(res.table, CPU_LABEL)
@@ -147,16 +149,19 @@ def test_accuracy_final_and_best_differ(standard):
     assert cpu["prunetrain_best_acc"] > cpu["prunetrain_final_acc"]
 
 
-def test_markdown_shows_median_with_range(standard):
+def test_markdown_shows_mean_with_confidence_interval(standard):
     res, runs = standard
     md = (res.out_dir / "report.md").read_text()
     gtx = _row(res.table, GTX)
-    # dense time 120 s median of 114/120/132 s -> shown in minutes, with the range
+    # dense time: mean of 114/120/132 s = 122 s, 95 % CI 122 ± 4.303 · 9.165 / √3 = 99.2–144.8 s, in minutes
     times = sorted(expected_metrics(fr)["dense_time_s"] for fr in runs[:3])
     assert times == pytest.approx([114.0, 120.0, 132.0])
-    assert "2.00 (1.90–2.20) min" in md
+    assert "2.03 (1.65–2.41) min" in md
     acc = [expected_metrics(fr)["dense_final_acc"] for fr in runs[:3]]
-    assert f"{gtx['dense_final_acc']:.1f} ({min(acc):.1f}–{max(acc):.1f})" in md
+    half = 4.303 * statistics.stdev(acc) / 3 ** 0.5
+    mean = statistics.mean(acc)
+    assert f"{mean:.1f} ({mean - half:.1f}–{mean + half:.1f})" in md
+    assert "95 % CI over 3 seeds" in md          # the first finding states its interval
     assert "128→256→384" in md
     assert "Σ epoch\\_time\\_s + Σ reconfig\\_time\\_s" in md  # the definition, stated
     assert "| 3 |" in md  # n

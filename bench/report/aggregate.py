@@ -14,8 +14,12 @@ words what did not fit, by how much, and from which epoch each mode fits.
 
 Only runs with a complete pair are compared: both modes, neither failed,
 epochs 1..E recorded for both with the same E (the configured number when
-run.json gives it).  Repeated runs of one configuration are summarised as the
-median with min and max, and n.
+run.json gives it).  The controls (small-dense, thin-dense), where a run holds
+them, are compared with PruneTrain on final accuracy and on accuracy at
+PruneTrain's training time.  Repeated runs of one configuration (seeds) are
+summarised as the mean with a 95 % confidence interval and n (bench.report.stats);
+a difference between modes is taken per run, on one seed, so its interval is
+the paired one.
 """
 from __future__ import annotations
 
@@ -25,7 +29,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .load import MODES, Run
+from ..config import CONTROLS
+from .load import Run
+from .stats import mean_ci
+
+#: the modes every compared run holds
+MODES = ("dense", "prunetrain")
 
 TRAINING_TIME_DEFINITION = (
     "training time = Σ epoch_time_s + Σ reconfig_time_s over all epochs of a mode "
@@ -41,7 +50,13 @@ TIME_TO_ACCURACY_MARGIN = 1.0
 # Group key columns of the table, in order.
 KEY_COLUMNS = ["device", "model", "dataset", "epochs", "settings"]
 
-# Per-run numbers that are aggregated (median, min, max) per table row.
+#: the controls' column prefix (a mode name with a hyphen is not a column name)
+CONTROL_KEYS = {mode: mode.replace("-", "_") for mode in CONTROLS}
+CONTROL_METRICS = [f"{c}_{m}" for c in CONTROL_KEYS.values()
+                   for m in ("time_s", "train_flops", "final_acc", "best_acc", "acc_at_prunetrain_time", "params",
+                             "flops_vs_prunetrain_pct", "final_acc_gap", "acc_at_prunetrain_time_gap")]
+
+# Per-run numbers that are aggregated (mean and 95 % confidence interval over repeats) per table row.
 METRICS: list[str] = [
     "dense_time_s", "prunetrain_time_s", "time_saved_pct",
     "dense_train_flops", "prunetrain_train_flops", "train_flops_saved_pct",
@@ -55,6 +70,8 @@ METRICS: list[str] = [
     "dense_params", "prunetrain_params",
     "reconfigurations", "max_function_change", "flagged_reconfigurations", "min_function_acc_delta",
     "accuracy_target", "dense_time_to_acc_s", "prunetrain_time_to_acc_s", "saved_with_larger_batch_pct",
+    "final_acc_gap", "dense_acc_at_prunetrain_time", "acc_at_prunetrain_time_gap",
+    *CONTROL_METRICS,
 ]
 
 
@@ -62,7 +79,7 @@ METRICS: list[str] = [
 class Aggregation:
     """The report's data: one row per configuration, the epochs behind it, the runs seen."""
 
-    table: pd.DataFrame     # KEY_COLUMNS, n, run_ids, batch_sizes, <metric>, <metric>_min, <metric>_max
+    table: pd.DataFrame     # KEY_COLUMNS, n, run_ids, batch_sizes, <metric> (mean), <metric>_lo, <metric>_hi (95 % CI)
     epochs: pd.DataFrame    # long per-epoch rows of the compared runs (for plots)
     runs: pd.DataFrame      # one row per run read: compared or why not
     compared: list[Run] = field(default_factory=list)
@@ -163,6 +180,11 @@ def run_metrics(run: Run) -> dict[str, Any]:
     fs = m["train_flops_saved_pct"]
     m["time_per_flops_saved"] = (m["time_saved_pct"] / fs
                                  if not math.isnan(fs) and fs > 0 else math.nan)
+    m["final_acc_gap"] = m["prunetrain_final_acc"] - m["dense_final_acc"]
+    pt_time = m["prunetrain_time_s"]
+    m["dense_acc_at_prunetrain_time"] = acc_at_time(d, pt_time)
+    m["acc_at_prunetrain_time_gap"] = m["prunetrain_final_acc"] - m["dense_acc_at_prunetrain_time"]
+    m.update(control_metrics(run, m))
     m.update(faithfulness(p))
     m.update(time_to_accuracy(d, p, m["dense_final_acc"] - TIME_TO_ACCURACY_MARGIN))
     m["saved_with_larger_batch_pct"] = saved_with_larger_batch(d, p)
@@ -176,6 +198,45 @@ def run_metrics(run: Run) -> dict[str, Any]:
     m["peak_memory_source"] = memory_source(pd.concat([d, p])["peak_memory_source"])
     m["fit_note"] = fit_note(run.profile or "the profile", d, p)
     return m
+
+
+def acc_at_time(df: pd.DataFrame, seconds: float) -> float:
+    """Test accuracy at the end of the last epoch finished within ``seconds`` of training time (NaN: none)."""
+    if df.empty or fmt_missing(seconds):
+        return math.nan
+    cum = train_time(df).cumsum()
+    within = df[cum <= seconds * (1 + 1e-9)]
+    return float(within["test_acc"].iloc[-1]) if not within.empty and pd.notna(within["test_acc"].iloc[-1]) \
+        else math.nan
+
+
+def fmt_missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def control_metrics(run: Run, m: dict[str, Any]) -> dict[str, float]:
+    """Each finished control's time, FLOPs, accuracy, and its accuracy gaps to PruneTrain (PruneTrain − control),
+    at the end and at PruneTrain's training time; NaN where the run holds no such control."""
+    out: dict[str, float] = {}
+    for mode, key in CONTROL_KEYS.items():
+        df = run.mode_epochs(mode)
+        done = run.mode_status(mode) == "finished" and not df.empty and \
+            len(set(df["epoch"].astype(int))) == len(set(run.mode_epochs("prunetrain")["epoch"].astype(int)))
+        time_s = float(train_time(df).sum()) if done else math.nan
+        flops = _sum(df, "train_flops", all_required=True) if done else math.nan
+        final = _last(df, "test_acc") if done else math.nan
+        at_pt = acc_at_time(df, m["prunetrain_time_s"]) if done else math.nan
+        out.update({
+            f"{key}_time_s": time_s, f"{key}_train_flops": flops, f"{key}_final_acc": final,
+            f"{key}_best_acc": _max(df, "test_acc") if done else math.nan,
+            f"{key}_params": _last(df, "params") if done else math.nan,
+            f"{key}_acc_at_prunetrain_time": at_pt,
+            f"{key}_flops_vs_prunetrain_pct": 100.0 * (flops / m["prunetrain_train_flops"] - 1.0)
+            if done and m["prunetrain_train_flops"] > 0 else math.nan,
+            f"{key}_final_acc_gap": m["prunetrain_final_acc"] - final,
+            f"{key}_acc_at_prunetrain_time_gap": m["prunetrain_final_acc"] - at_pt,
+        })
+    return out
 
 
 def fit_note(profile: str, dense: pd.DataFrame, pt: pd.DataFrame) -> str:
@@ -326,7 +387,8 @@ def run_record(run: Run, settings: str | None = None) -> dict[str, Any]:
     return {"device": run.device_label, "model": run.model, "dataset": run.dataset,
             "epochs": int(run.mode_epochs("dense")["epoch"].max()),
             "settings": settings_text(run) if settings is None else settings,
-            "run_id": run.run_id, "in_progress": run.in_progress,
+            "run_id": run.run_id, "in_progress": run.in_progress, "seed": run.config.get("seed", math.nan),
+            "method": run.meta.get("method") if isinstance(run.meta.get("method"), str) else "PruneTrain",
             "emulated": run.emulated, "profile": run.profile, "source": run.source,
             "trajectory": run.replay_of or run.run_id,
             **run_metrics(run)}
@@ -390,6 +452,7 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         row["profile"] = g["profile"].iloc[0]
         row["source"] = g["source"].iloc[0]          # the device label separates replayed from measured
         row["trajectory"] = g["trajectory"].iloc[0]  # the run whose pruning trajectory these times follow
+        row["method"] = "; ".join(dict.fromkeys(g["method"]))
         row["batch_sizes"] = "; ".join(dict.fromkeys(g["batch_sizes"]))
         row["dense_batch_sizes"] = "; ".join(dict.fromkeys(g["dense_batch_sizes"]))
         row["memory_budget_bytes"] = g["memory_budget_bytes"].median()
@@ -397,11 +460,10 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         row["contended_epochs"] = int(g["contended_epochs"].sum())
         row["epochs_with_load"] = int(g["epochs_with_load"].sum())
         row["fit_note"] = "; ".join(dict.fromkeys(n for n in g["fit_note"] if n))
+        row["seeds"] = ", ".join(str(s) for s in sorted(dict.fromkeys(g["seed"].dropna().astype(int))))
         for mname in METRICS:
-            values = pd.to_numeric(g[mname], errors="coerce").dropna()
-            row[mname] = float(values.median()) if not values.empty else math.nan
-            row[f"{mname}_min"] = float(values.min()) if not values.empty else math.nan
-            row[f"{mname}_max"] = float(values.max()) if not values.empty else math.nan
+            ci = mean_ci(pd.to_numeric(g[mname], errors="coerce"))
+            row[mname], row[f"{mname}_lo"], row[f"{mname}_hi"], row[f"{mname}_n"] = ci.mean, ci.lo, ci.hi, ci.n
         rows.append(row)
     table = pd.DataFrame(rows)
     base = [f"{d} · {m} / {ds}" for d, m, ds in zip(table["device"], table["model"], table["dataset"])]

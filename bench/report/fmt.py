@@ -37,7 +37,7 @@ def _num(x: float, decimals: int) -> str:
     return DASH if missing(x) else f"{x:.{decimals}f}"
 
 
-def _sig(x: float) -> str:
+def sig(x: float) -> str:
     """3 significant digits, no exponent for everyday magnitudes."""
     if missing(x):
         return DASH
@@ -48,9 +48,9 @@ def _sig(x: float) -> str:
     return f"{x:.2f}"
 
 
-def with_range(med: float, lo: float, hi: float, n: int, fmt: Callable[[float], str]) -> str:
-    """'12.3 (11.9–12.8)' for repeated runs whose values differ, else '12.3'."""
-    text = fmt(med)
+def with_range(mean: float, lo: float, hi: float, n: int, fmt: Callable[[float], str]) -> str:
+    """'12.3 (11.9–12.8)': a mean over repeated runs with its 95 % confidence interval, else the one value."""
+    text = fmt(mean)
     if n > 1 and not missing(lo) and not missing(hi):
         lo_t, hi_t = fmt(lo), fmt(hi)
         if lo_t != hi_t:
@@ -59,37 +59,50 @@ def with_range(med: float, lo: float, hi: float, n: int, fmt: Callable[[float], 
 
 
 def cell(row: Mapping[str, Any], metric: str, kind: str, unit_of_value: float | None = None) -> str:
-    """One table cell for ``metric`` of an aggregated row: median (min–max), with unit.
+    """One table cell for ``metric`` of an aggregated row: mean (95 % CI), with unit.
 
     kind: 'pct' / 'acc' (1 decimal), 'ratio' (2 decimals), 'time', 'bytes', 'flops'.
-    ``unit_of_value`` picks the unit (default: the median's), so that cells that
+    ``unit_of_value`` picks the unit (default: the mean's), so that cells that
     are compared side by side (dense vs PruneTrain time) share one unit.
     """
-    med, lo, hi = row[metric], row.get(f"{metric}_min"), row.get(f"{metric}_max")
-    n = int(row.get("n", 1))
+    mean, lo, hi = row[metric], row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+    n = int(row.get(f"{metric}_n", row.get("n", 1)) or 0)
     if kind in ("pct", "acc"):
-        return with_range(med, lo, hi, n, lambda v: _num(v, 1))
+        return with_range(mean, lo, hi, n, lambda v: _num(v, 1))
     if kind == "ratio":
-        return with_range(med, lo, hi, n, lambda v: _num(v, 2))
-    if missing(med):
+        return with_range(mean, lo, hi, n, lambda v: _num(v, 2))
+    if missing(mean):
         return DASH
     unit_of = {"time": duration_unit, "bytes": bytes_unit, "flops": flops_unit}[kind]
-    div, unit = unit_of(med if unit_of_value is None or missing(unit_of_value) else unit_of_value)
-    return with_range(med, lo, hi, n, lambda v: _sig(v / div)) + f" {unit}"
+    div, unit = unit_of(mean if unit_of_value is None or missing(unit_of_value) else unit_of_value)
+    return with_range(mean, lo, hi, n, lambda v: sig(v / div)) + f" {unit}"
+
+
+def interval_text(row: Mapping[str, Any], metric: str, decimals: int = 1, unit: str = " %") -> str:
+    """A figure in a sentence: '31.2–42.0 % (mean 36.6 %, 95 % CI over 3 seeds)', or '36.6 %' for one run
+    (the sentence that cites it says once that it is a single run)."""
+    mean, lo, hi = row[metric], row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+    n = int(row.get(f"{metric}_n", row.get("n", 1)) or 0)
+    if missing(mean):
+        return DASH
+    if n > 1 and not missing(lo) and not missing(hi):
+        return (f"{lo:.{decimals}f}–{hi:.{decimals}f}{unit} (mean {mean:.{decimals}f}{unit}, "
+                f"95 % CI over {n} seeds)")
+    return f"{mean:.{decimals}f}{unit}"
 
 
 def duration(seconds: float) -> str:
     if missing(seconds):
         return DASH
     div, unit = duration_unit(seconds)
-    return f"{_sig(seconds / div)} {unit}"
+    return f"{sig(seconds / div)} {unit}"
 
 
 def size(n: float) -> str:
     if missing(n):
         return DASH
     div, unit = bytes_unit(n)
-    return f"{_sig(n / div)} {unit}"
+    return f"{sig(n / div)} {unit}"
 
 
 _MEASURE: dict[str, Callable[[float], str]] = {

@@ -32,8 +32,10 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 MODE_STYLE = {
     "dense": dict(color="#0072B2", linestyle="-", marker="o", label="dense"),
     "prunetrain": dict(color="#D55E00", linestyle="--", marker="s", label="PruneTrain"),
+    "small-dense": dict(color="#009E73", linestyle="-.", marker="^", label="small-dense (control)"),
+    "thin-dense": dict(color="#CC79A7", linestyle=":", marker="v", label="thin-dense (control)"),
 }
-MODE_HATCH = {"dense": "", "prunetrain": "//"}
+MODE_HATCH = {"dense": "", "prunetrain": "//", "small-dense": "..", "thin-dense": "xx"}
 STYLE = {
     "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
     "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 14,
@@ -242,16 +244,17 @@ def plot_summary(agg: Aggregation) -> Figure | None:
     ax = fig.add_subplot()
     xs, ys = t.loc[ok, "train_flops_saved_pct"], t.loc[ok, "time_saved_pct"]
     lo = min(0.0, float(xs.min()), float(ys.min())) - 2
-    hi = max(float(t.loc[ok, "train_flops_saved_pct_max"].max()),
-             float(t.loc[ok, "time_saved_pct_max"].max()), 10.0) * 1.12
+    hi = max(float(t.loc[ok, "train_flops_saved_pct_hi"].fillna(xs).max()),
+             float(t.loc[ok, "time_saved_pct_hi"].fillna(ys).max()), 10.0) * 1.12
     ax.plot([lo, hi], [lo, hi], color="#555555", linestyle=":", linewidth=1.5,
             label="perfect conversion (time saved = FLOPs saved)")
     for i, (idx, r) in enumerate(t[ok].iterrows()):
         x, y = r["train_flops_saved_pct"], r["time_saved_pct"]
-        xerr = [[x - r["train_flops_saved_pct_min"]], [r["train_flops_saved_pct_max"] - x]]
-        yerr = [[y - r["time_saved_pct_min"]], [r["time_saved_pct_max"] - y]]
-        label = _wrap(r["label"], 70) + (f"  (n={int(r['n'])}, median, min–max)" if r["n"] > 1 else "")
-        ax.errorbar([x], [y], xerr=xerr if r["n"] > 1 else None, yerr=yerr if r["n"] > 1 else None,
+        repeated = r["n"] > 1 and pd.notna(r["time_saved_pct_lo"]) and pd.notna(r["train_flops_saved_pct_lo"])
+        xerr = [[x - r["train_flops_saved_pct_lo"]], [r["train_flops_saved_pct_hi"] - x]]
+        yerr = [[y - r["time_saved_pct_lo"]], [r["time_saved_pct_hi"] - y]]
+        label = _wrap(r["label"], 70) + (f"  (n={int(r['n'])} seeds, mean, 95 % CI)" if repeated else "")
+        ax.errorbar([x], [y], xerr=xerr if repeated else None, yerr=yerr if repeated else None,
                     color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
                     markersize=10, linestyle="none", capsize=4, label=label)
     ax.set_xlim(lo, hi)

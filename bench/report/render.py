@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from . import faithful, fmt
-from .aggregate import TRAINING_TIME_DEFINITION, Aggregation
+from .aggregate import CONTROL_KEYS, TRAINING_TIME_DEFINITION, Aggregation
 from .load import Run
 from .plots import PLOT_NAMES, Plot
 
@@ -132,6 +132,45 @@ def _more_or_less(saved_pct: Any) -> str:
     return f"{abs(saved_pct):.1f} % {'less' if saved_pct >= 0 else 'more'} time"
 
 
+def _method_of(r: pd.Series) -> str:
+    return str(r.get("method") or "PruneTrain")
+
+
+def _mean_time(r: pd.Series, metric: str) -> str:
+    """A mean time in the unit of dense's mean, without its interval."""
+    div, unit = fmt.duration_unit(r["dense_time_s"])
+    return fmt.DASH if fmt.missing(r[metric]) else f"{fmt.sig(r[metric] / div)} {unit}"
+
+
+def _time_sentence(r: pd.Series) -> str:
+    """How much training time the method saved, with its interval over seeds (or "a single run")."""
+    n = int(r.get("time_saved_pct_n", r.get("n", 1)) or 0)
+    if n > 1 and not fmt.missing(r.get("time_saved_pct_lo")):
+        lo, hi = r["time_saved_pct_lo"], r["time_saved_pct_hi"]
+        means = f"mean {_mean_time(r, 'prunetrain_time_s')} vs {_mean_time(r, 'dense_time_s')} dense"
+        if lo <= 0 <= hi:
+            return (f"its training time is not distinguishable from dense's (time saved {lo:.1f} to {hi:.1f} %, "
+                    f"95 % CI over {n} seeds; {means})")
+        if lo > 0:
+            return f"saved {lo:.1f}–{hi:.1f} % of the training time (95 % CI over {n} seeds; {means})"
+        return f"took {-hi:.1f}–{-lo:.1f} % more training time (95 % CI over {n} seeds; {means})"
+    return (f"trained in {fmt.cell(r, 'prunetrain_time_s', 'time', r['dense_time_s'])} instead of "
+            f"{fmt.cell(r, 'dense_time_s', 'time', r['dense_time_s'])} ({_more_or_less(r['time_saved_pct'])}; "
+            "a single run: no interval)")
+
+
+def _gap_sentence(r: pd.Series, metric: str, what: str) -> str:
+    """'+1.2 points (−0.4 to 2.8, 95 % CI over 3 seeds; not distinguishable)' for a paired accuracy gap."""
+    mean, lo, hi = r.get(metric), r.get(f"{metric}_lo"), r.get(f"{metric}_hi")
+    n = int(r.get(f"{metric}_n", 0) or 0)
+    if fmt.missing(mean):
+        return f"{what} unknown"
+    if n > 1 and not fmt.missing(lo):
+        verdict = ("not distinguishable" if lo <= 0 <= hi else "PruneTrain better" if lo > 0 else "PruneTrain worse")
+        return f"{what} {mean:+.1f} points ({lo:+.1f} to {hi:+.1f}, 95 % CI over {n} seeds: {verdict})"
+    return f"{what} {mean:+.1f} points (a single run)"
+
+
 def _findings(table: pd.DataFrame) -> Items:
     items = []
     for _, r in table.iterrows():
@@ -139,24 +178,65 @@ def _findings(table: pd.DataFrame) -> Items:
         few = fmt.missing(r["train_flops_saved_pct"]) or r["train_flops_saved_pct"] < MIN_FLOPS_SAVED_FOR_RATIO
         conv = ("" if fmt.missing(ratio) else
                 ", too few to say how much of a FLOP saving becomes time" if few else
-                f", i.e. {ratio:.2f} of the FLOP saving became time saved")
-        unit = r["dense_time_s"]
+                f", i.e. {fmt.cell(r, 'time_per_flops_saved', 'ratio')} of the FLOP saving became time saved")
+        who = f"{r['label']}, {_method_of(r)}"
         if r.get("fit_note"):
-            items.append(f"{r['label']}: {r['fit_note']}; no time saved is computed from a mode that did not fit "
+            items.append(f"{who}: {r['fit_note']}; no time saved is computed from a mode that did not fit "
                          f"(training FLOPs {fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer).")
         else:
-            items.append(f"{r['label']}: PruneTrain trained in "
-                         f"{fmt.cell(r, 'prunetrain_time_s', 'time', unit)} instead of "
-                         f"{fmt.cell(r, 'dense_time_s', 'time', unit)} "
-                         f"({_more_or_less(r['time_saved_pct'])}) with "
-                         f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
+            items.append(f"{who}: {_time_sentence(r)} with "
+                         f"{fmt.interval_text(r, 'train_flops_saved_pct')} fewer training FLOPs{conv}; "
                          + ("accuracy is the original run's (a replay does not train)." if r.get("source") == "replay"
                             else f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
-                                 f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense."))
+                                 f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense, "
+                                 + _gap_sentence(r, "final_acc_gap", "a gap of") + "."))
         sentence = faithful.finding(r)
         if sentence is not None:
             items.append(sentence)
+        for mode, key in CONTROL_KEYS.items():
+            if fmt.missing(r.get(f"{key}_final_acc")):
+                continue
+            items.append(f"{r['label']}: {_method_of(r)} against {mode} ({CONTROL_WHAT[mode]}): "
+                         + _gap_sentence(r, f"{key}_final_acc_gap", "final accuracy") + "; "
+                         + _gap_sentence(r, f"{key}_acc_at_prunetrain_time_gap",
+                                         "accuracy at PruneTrain's training time") + ".")
     return Items(items)
+
+
+#: what each control is, in a finding
+CONTROL_WHAT = {"small-dense": "its final architecture trained from scratch",
+                "thin-dense": "dense uniformly thinned to its training FLOPs"}
+CONTROL_HEADERS = ["Device", "Model / data", "Mode", "n", "Training time", "Training FLOPs vs PruneTrain (%)",
+                   "Final acc. (%)", "Acc. at PruneTrain's time (%)", "PruneTrain − mode, final (points)",
+                   "PruneTrain − mode, at PruneTrain's time (points)"]
+
+
+def controls_table(table: pd.DataFrame) -> Table | None:
+    """PruneTrain against dense and each control: final accuracy and accuracy at PruneTrain's training time."""
+    rows = []
+    for _, r in table.iterrows():
+        if all(fmt.missing(r.get(f"{k}_final_acc")) for k in CONTROL_KEYS.values()):
+            continue
+        device, where = _row_names(r)
+        n = str(int(r["n"]))
+        unit = r["dense_time_s"]
+        rows.append([device, where, _method_of(r), n, fmt.cell(r, "prunetrain_time_s", "time", unit), "0",
+                     fmt.cell(r, "prunetrain_final_acc", "acc"), fmt.cell(r, "prunetrain_final_acc", "acc"),
+                     fmt.DASH, fmt.DASH])
+        rows.append([device, where, "dense", n, fmt.cell(r, "dense_time_s", "time", unit),
+                     fmt.cell({"v": -100 * (1 - 1 / (1 - r["train_flops_saved_pct"] / 100))
+                               if not fmt.missing(r["train_flops_saved_pct"]) else float("nan"), "n": 1}, "v", "pct"),
+                     fmt.cell(r, "dense_final_acc", "acc"), fmt.cell(r, "dense_acc_at_prunetrain_time", "acc"),
+                     fmt.cell(r, "final_acc_gap", "acc"), fmt.cell(r, "acc_at_prunetrain_time_gap", "acc")])
+        for mode, k in CONTROL_KEYS.items():
+            if fmt.missing(r.get(f"{k}_final_acc")):
+                continue
+            rows.append([device, where, mode, str(int(r.get(f"{k}_final_acc_n", 0) or 0)),
+                         fmt.cell(r, f"{k}_time_s", "time", unit), fmt.cell(r, f"{k}_flops_vs_prunetrain_pct", "pct"),
+                         fmt.cell(r, f"{k}_final_acc", "acc"), fmt.cell(r, f"{k}_acc_at_prunetrain_time", "acc"),
+                         fmt.cell(r, f"{k}_final_acc_gap", "acc"),
+                         fmt.cell(r, f"{k}_acc_at_prunetrain_time_gap", "acc")])
+    return Table(CONTROL_HEADERS, rows, numeric=set(range(3, 10))) if rows else None
 
 
 def _gpu_text(gpus: Any) -> str:
@@ -250,9 +330,13 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
              "or predicted (the memory model: on a CPU, and in a replay)."),
         Para("Only runs with a complete pair are compared: both modes recorded every epoch of "
              "the same schedule and neither failed. Repeated runs of one configuration (same "
-             "device, emulation, process count, model, data set and settings) are shown as the "
-             "median over the n runs with (min–max); the ratio column is the median of the "
-             "per-run ratios."),
+             "device, emulation, process count, model, data set and settings; seeds differ) are shown as the "
+             "mean over the n runs with its 95 % confidence interval (Student's t); a difference between modes "
+             "(time saved, FLOPs saved, an accuracy gap, the ratio column) is computed per run, on one seed, "
+             "and its interval is over those paired differences. A single run has no interval and says so."),
+        Section("Methods", [Items([f"{lab}: {m} (seeds {seeds or '?'})" for lab, m, seeds in
+                                   zip(t["label"], t.get("method", pd.Series(["PruneTrain"] * len(t))),
+                                       t.get("seeds", pd.Series([""] * len(t))))])], level=3),
         Section("Devices and software", [devices_table(agg.compared)], level=3),
         Para(f"Software: bench {_join([v.get('bench') for v in versions])}, torch "
              f"{_join([v.get('torch') for v in versions])}, torchvision "
@@ -324,8 +408,17 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
         *head,
         Section("Findings", [_findings(agg.table)]),
         Section("Training time and FLOPs", [
-            Para(f"Median over n runs, (min–max) when repeated; {TRAINING_TIME_DEFINITION}."),
+            Para(f"Mean over n runs (seeds), with its 95 % confidence interval (t-interval; for time saved, "
+                 f"FLOPs saved and accuracy gaps the paired one, over per-seed differences) when repeated; "
+                 f"{TRAINING_TIME_DEFINITION}. “PruneTrain” in a column is the method named in the findings."),
             time_table]),
+        *([Section("Against the controls", [
+            Para("The first two questions asked of a pruning result (Liu et al., ICLR 2019): does it beat its own "
+                 "final architecture trained from scratch (small-dense), and a uniformly thinner dense network "
+                 "with the same training FLOPs (thin-dense)? Both train on the same data, schedule and seed as "
+                 "dense, initialised by dense's rule. Accuracy at PruneTrain's time is a mode's test accuracy "
+                 "after the last epoch it finished within PruneTrain's whole training time."),
+            controls])] if (controls := controls_table(agg.table)) is not None else []),
         Section("Memory, batch size and accuracy", [mem_table]),
         Section("Faithfulness and time to accuracy", [
             Para(faithful.EXPLANATION),
