@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import FIELDS, RunConfig, parse_text, partial_from, resolve
+from .config import FIELDS, PUBLISHED_METHOD, RunConfig, parse_text, partial_from, resolve
 from .errors import BenchError, ConfigError, DivergenceError, RecordError
 from .atomic import atomic_write_json
 from .records import read_run_json
@@ -33,8 +33,7 @@ from .records import read_run_json
 STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
 #: RunConfig fields that only PruneTrain reads: dense is the same whatever their value
-PRUNETRAIN_ONLY = frozenset({"interval", "lpr", "threshold", "round_channels", "lasso", "liveness",
-                             "change_budget", "lasso_until", "structure"})
+PRUNETRAIN_ONLY = frozenset(PUBLISHED_METHOD) | {"interval"}  # the method's settings and when it reconfigures
 #: fields a study may not vary: they name the run rather than a setting of it
 NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate"})
 

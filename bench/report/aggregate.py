@@ -55,7 +55,7 @@ CONTROL_KEYS = {mode: mode.replace("-", "_") for mode in CONTROLS}
 CONTROL_METRICS = [f"{c}_{m}" for c in CONTROL_KEYS.values()
                    for m in ("time_s", "train_flops", "final_acc", "best_acc", "acc_at_prunetrain_time", "params",
                              "flops_vs_prunetrain_pct", "train_flops_saved_pct", "final_acc_gap",
-                             "acc_at_prunetrain_time_gap")]
+                             "acc_at_prunetrain_time_gap", "time_to_acc_s")]
 
 # Per-run numbers that are aggregated (mean and 95 % confidence interval over repeats) per table row.
 METRICS: list[str] = [
@@ -235,6 +235,8 @@ def control_metrics(run: Run, m: dict[str, Any]) -> dict[str, float]:
             f"{key}_flops_vs_prunetrain_pct": 100.0 * (flops / m["prunetrain_train_flops"] - 1.0)
             if done and m["prunetrain_train_flops"] > 0 else math.nan,
             f"{key}_train_flops_saved_pct": _saved_pct(m["dense_train_flops"], flops),
+            f"{key}_time_to_acc_s": _first_reach(df, m["dense_final_acc"] - TIME_TO_ACCURACY_MARGIN)
+            if done and not math.isnan(m["dense_final_acc"]) else math.nan,
             f"{key}_final_acc_gap": m["prunetrain_final_acc"] - final,
             f"{key}_acc_at_prunetrain_time_gap": m["prunetrain_final_acc"] - at_pt,
         })

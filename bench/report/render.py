@@ -208,7 +208,7 @@ CONTROL_WHAT = {"small-dense": "its final architecture trained from scratch",
                 "thin-dense": "dense uniformly thinned to its training FLOPs"}
 CONTROL_HEADERS = ["Device", "Model / data", "Mode", "n", "Training time", "Training FLOPs vs PruneTrain (%)",
                    "Final acc. (%)", "Acc. at PruneTrain's time (%)", "PruneTrain − mode, final (points)",
-                   "PruneTrain − mode, at PruneTrain's time (points)"]
+                   "PruneTrain − mode, at PruneTrain's time (points)", "Time to dense final − 1 point"]
 
 
 def controls_table(table: pd.DataFrame) -> Table | None:
@@ -222,12 +222,13 @@ def controls_table(table: pd.DataFrame) -> Table | None:
         unit = r["dense_time_s"]
         rows.append([device, where, _method_of(r), n, fmt.cell(r, "prunetrain_time_s", "time", unit), "0",
                      fmt.cell(r, "prunetrain_final_acc", "acc"), fmt.cell(r, "prunetrain_final_acc", "acc"),
-                     fmt.DASH, fmt.DASH])
+                     fmt.DASH, fmt.DASH, _reached(r, "prunetrain_time_to_acc_s", unit)])
         rows.append([device, where, "dense", n, fmt.cell(r, "dense_time_s", "time", unit),
                      fmt.cell({"v": -100 * (1 - 1 / (1 - r["train_flops_saved_pct"] / 100))
                                if not fmt.missing(r["train_flops_saved_pct"]) else float("nan"), "n": 1}, "v", "pct"),
                      fmt.cell(r, "dense_final_acc", "acc"), fmt.cell(r, "dense_acc_at_prunetrain_time", "acc"),
-                     fmt.cell(r, "final_acc_gap", "acc"), fmt.cell(r, "acc_at_prunetrain_time_gap", "acc")])
+                     fmt.cell(r, "final_acc_gap", "acc"), fmt.cell(r, "acc_at_prunetrain_time_gap", "acc"),
+                     _reached(r, "dense_time_to_acc_s", unit)])
         for mode, k in CONTROL_KEYS.items():
             if fmt.missing(r.get(f"{k}_final_acc")):
                 continue
@@ -235,8 +236,14 @@ def controls_table(table: pd.DataFrame) -> Table | None:
                          fmt.cell(r, f"{k}_time_s", "time", unit), fmt.cell(r, f"{k}_flops_vs_prunetrain_pct", "pct"),
                          fmt.cell(r, f"{k}_final_acc", "acc"), fmt.cell(r, f"{k}_acc_at_prunetrain_time", "acc"),
                          fmt.cell(r, f"{k}_final_acc_gap", "acc"),
-                         fmt.cell(r, f"{k}_acc_at_prunetrain_time_gap", "acc")])
-    return Table(CONTROL_HEADERS, rows, numeric=set(range(3, 10))) if rows else None
+                         fmt.cell(r, f"{k}_acc_at_prunetrain_time_gap", "acc"),
+                         _reached(r, f"{k}_time_to_acc_s", unit)])
+    return Table(CONTROL_HEADERS, rows, numeric=set(range(3, 11))) if rows else None
+
+
+def _reached(r: pd.Series, metric: str, unit: float) -> str:
+    """A time to accuracy, or "not reached" (a dash alone would read as unknown)."""
+    return "not reached" if fmt.missing(r.get(metric)) else fmt.cell(r, metric, "time", unit)
 
 
 def _gpu_text(gpus: Any) -> str:
