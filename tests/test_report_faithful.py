@@ -60,7 +60,7 @@ def test_finding_says_when_a_reconfiguration_changed_the_function():
 def test_a_repeated_time_to_accuracy_keeps_its_range_beside_not_reached():
     row = pd.Series({"label": "cpu · resnet20 / cifar10", "reconfigurations": 2.0, "max_function_change": 0.001,
                      "flagged_reconfigurations": 0.0, "accuracy_target": 31.8, "dense_time_s": 36.0,
-                     "dense_time_to_acc_s": 17.8, "dense_time_to_acc_s_min": 17.7, "dense_time_to_acc_s_max": 18.0,
+                     "dense_time_to_acc_s": 17.8, "dense_time_to_acc_s_lo": 17.7, "dense_time_to_acc_s_hi": 18.0,
                      "prunetrain_time_to_acc_s": math.nan, "saved_with_larger_batch_pct": math.nan, "n": 2})
     assert "dense needed 17.8 (17.7–18.0) s, PruneTrain not reached." in faithful.finding(row)
 

@@ -110,12 +110,12 @@ def test_report_of_a_real_run_matches_its_records(smoke_run, tmp_path):
     pt_time = sum(float(r["epoch_time_s"]) + float(r["reconfig_time_s"]) for r in rows if r["mode"] == "prunetrain")
     flops = {m: sum(float(r["train_flops"]) for r in rows if r["mode"] == m) for m in ("dense", "prunetrain")}
     row = table.iloc[0]
-    time_cols = [c for c in table.columns if "time" in c and not c.endswith(("_min", "_max"))]
+    time_cols = [c for c in table.columns if "time" in c and not c.endswith(("_lo", "_hi", "_n"))]
     values = {c: row[c] for c in time_cols}
     assert any(v == pytest.approx(dense_time, rel=1e-6) for v in values.values()), values
     assert any(v == pytest.approx(pt_time, rel=1e-6) for v in values.values()), values
     flop_saved = [c for c in table.columns if "flop" in c.lower() and "saved" in c.lower()
-                  and "inference" not in c.lower() and not c.endswith(("_min", "_max"))]
+                  and "inference" not in c.lower() and not c.endswith(("_lo", "_hi", "_n"))]
     assert flop_saved and row[flop_saved[0]] == pytest.approx(100 * (1 - flops["prunetrain"] / flops["dense"]), rel=1e-6)
     assert (tmp_path / "report" / "report.html").exists()
 

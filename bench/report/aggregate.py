@@ -393,9 +393,17 @@ def run_record(run: Run, settings: str | None = None) -> dict[str, Any]:
             "settings": settings_text(run) if settings is None else settings,
             "run_id": run.run_id, "in_progress": run.in_progress, "seed": run.config.get("seed", math.nan),
             "method": run.meta.get("method") if isinstance(run.meta.get("method"), str) else "PruneTrain",
+            "test_size": _data_size(run, "test_size"), "val_size": _data_size(run, "val_size"),
             "emulated": run.emulated, "profile": run.profile, "source": run.source,
             "trajectory": run.replay_of or run.run_id,
             **run_metrics(run)}
+
+
+def _data_size(run: Run, key: str) -> str:
+    """A split's size from run.json (``data``), as text: "?" where the record does not say (older runs)."""
+    data = run.meta.get("data") if isinstance(run.meta.get("data"), dict) else {}
+    value = data.get(key)
+    return f"{value:,}" if isinstance(value, int) else "?"
 
 
 def aggregate(runs: Sequence[Run]) -> Aggregation:
@@ -457,6 +465,8 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         row["source"] = g["source"].iloc[0]          # the device label separates replayed from measured
         row["trajectory"] = g["trajectory"].iloc[0]  # the run whose pruning trajectory these times follow
         row["method"] = "; ".join(dict.fromkeys(g["method"]))
+        row["test_size"] = "/".join(dict.fromkeys(g["test_size"]))
+        row["val_size"] = "/".join(dict.fromkeys(g["val_size"]))
         row["batch_sizes"] = "; ".join(dict.fromkeys(g["batch_sizes"]))
         row["dense_batch_sizes"] = "; ".join(dict.fromkeys(g["dense_batch_sizes"]))
         row["memory_budget_bytes"] = g["memory_budget_bytes"].median()

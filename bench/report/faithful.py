@@ -19,7 +19,8 @@ HEADERS = ["Device", "Model / data", "Reconfigurations", "Largest function chang
            "Accuracy target (%)", "Dense reaches it after", "PruneTrain reaches it after",
            "Time saved with a larger batch (%)"]
 EXPLANATION = (
-    "At every reconfiguration a fixed batch of held-out test images runs through the model before "
+    "At every reconfiguration a fixed batch of validation images (held out of the training images; in runs "
+    "made before the validation split, test images) runs through the model before "
     "and after the surgery, in eval mode and in train mode; the function change is the largest "
     "absolute logit change divided by the largest absolute logit before it. A reconfiguration above "
     f"{FUNCTION_CHANGE_TOLERANCE:g} is flagged as having changed the function; removing only dead "

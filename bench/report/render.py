@@ -188,7 +188,8 @@ def _findings(table: pd.DataFrame) -> Items:
                          f"{fmt.interval_text(r, 'train_flops_saved_pct')} fewer training FLOPs{conv}; "
                          + ("accuracy is the original run's (a replay does not train)." if r.get("source") == "replay"
                             else f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
-                                 f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense, "
+                                 f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense (on {r.get('test_size', '?')} test "
+                                 f"images), "
                                  + _gap_sentence(r, "final_acc_gap", "a gap of") + "."))
         sentence = faithful.finding(r)
         if sentence is not None:
@@ -341,9 +342,10 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
              "mean over the n runs with its 95 % confidence interval (Student's t); a difference between modes "
              "(time saved, FLOPs saved, an accuracy gap, the ratio column) is computed per run, on one seed, "
              "and its interval is over those paired differences. A single run has no interval and says so."),
-        Section("Methods", [Items([f"{lab}: {m} (seeds {seeds or '?'})" for lab, m, seeds in
-                                   zip(t["label"], t.get("method", pd.Series(["PruneTrain"] * len(t))),
-                                       t.get("seeds", pd.Series([""] * len(t))))])], level=3),
+        Section("Methods", [Items([f"{r['label']}: {r.get('method', 'PruneTrain')} (seeds {r.get('seeds') or '?'}; "
+                                   f"test accuracy on {r.get('test_size', '?')} test images; every reconfiguration measured on a "
+                                   f"fixed batch of the {r.get('val_size', '?')} validation images held out of training)"
+                                   for _, r in t.iterrows()])], level=3),
         Section("Devices and software", [devices_table(agg.compared)], level=3),
         Para(f"Software: bench {_join([v.get('bench') for v in versions])}, torch "
              f"{_join([v.get('torch') for v in versions])}, torchvision "
