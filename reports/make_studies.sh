@@ -16,6 +16,9 @@ sweep interval --lpr 0.9 --vary interval=1,2,4
 sweep lpr --vary lpr=0.5,0.7,0.9
 sweep batch --lpr 0.9 --lasso-until 0.3 --interval 1 --vary adjust_batch=on,off
 sweep structure --lpr 0.9 --lasso-until 0.3 --interval 1 --vary structure=union,gating
+# the same at equal batch (the freed-memory rule lowered gating's batch to 32 above), with the settings of then
+sweep structure-equal-batch --model resnet20 --test-size 500 --val 1000 --penalise all --no-keep-bn-scale \
+      --group-weight uniform --lpr 0.9 --lasso-until 0.3 --interval 1 --no-adjust-batch --vary structure=union,gating
 for study in batch structure; do
   for profile in gtx750ti gtx1070; do
     [ -d "$RESULTS/replay-$study-$profile" ] || bench replay "$RESULTS/$study"/study-* --profile "$profile" --data-dir "$DATA" --budget 3 --quiet \
