@@ -66,7 +66,11 @@ def test_the_retry_runs_after_the_failed_step_is_freed():
 
 def test_cudnn_and_cublas_allocation_failures_count_as_out_of_memory():
     assert is_out_of_memory(cuda_oom())
-    assert is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    # torch's AT_CUDNN_CHECK (aten/src/ATen/cudnn/Exceptions.h) raises "cuDNN error: " + cudnnGetErrorString(status);
+    # cuDNN 9 (cudnn_graph.h) names a device allocation failure 4004 CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED
+    assert is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"))
+    # 4003, host memory: a smaller batch on the card does not help
+    assert not is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED"))
     assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be ..."))
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
