@@ -36,7 +36,7 @@ from .data import DataSplit, Loader
 from .distributed import debug_dump
 from .errors import CheckpointError, DivergenceError
 from .hooks import NO_HOOKS, Hooks
-from .memory import measure_training_memory
+from .memory import measure_training_memory, reset_cuda_peak
 from .records import SCHEMA_VERSION, EpochLog
 from .step import EpochMeter, EpochStats, TrainStep, autocast_dtype, make_scaler, memory_format, new_scaler
 
@@ -229,7 +229,7 @@ class ModeTrainer:
         if ctx.dist is not None:
             ctx.dist.take_comm_wait()  # reset the comm hook's timer
         if ctx.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(ctx.device)
+            reset_cuda_peak(ctx.device)
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
         half = len(loader) // 2
         self.step.nan_loss = self.ctx.hooks.nan_loss(self.mode, epoch)  # False unless the test suite asks

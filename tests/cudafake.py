@@ -175,3 +175,48 @@ def strict_rng(monkeypatch, visible_gpus: int) -> None:
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_rng_state_all)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all",
                         lambda: [torch.zeros(16, dtype=torch.uint8) for _ in range(visible_gpus)])
+
+
+@dataclass
+class FakeAllocator:
+    """torch's caching allocator as its peak statistics see it (c10/cuda/CUDACachingAllocator.cpp):
+
+    ``allocated`` is live tensors, ``reserved`` what the cache holds (never less than allocated);
+    ``empty_cache`` gives back every unoccupied block (reserved falls to allocated);
+    ``reset_peak_memory_stats`` sets each peak to the *current* value, it does not zero it.
+    """
+
+    allocated: int = 0
+    reserved: int = 0
+    peak_allocated: int = 0
+    peak_reserved: int = 0
+    calls: list[str] = field(default_factory=list)
+
+    def alloc(self, n: int) -> None:
+        self.allocated += n
+        self.reserved = max(self.reserved, self.allocated)
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+
+    def free(self, n: int) -> None:       # freed blocks stay cached
+        self.allocated -= n
+
+    def install(self, monkeypatch) -> "FakeAllocator":
+        def index(device):
+            return torch.cuda._utils._get_device_index(device, optional=True)
+
+        def empty_cache():
+            self.calls.append("empty_cache")
+            self.reserved = self.allocated
+
+        def reset(device=None):
+            index(device)
+            self.calls.append("reset_peak_memory_stats")
+            self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
+
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: self.calls.append("synchronize"))
+        monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak_allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: self.peak_reserved)
+        return self
