@@ -156,6 +156,7 @@ class ModeTrainer:
         """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
         model, self.channels_last = memory_format(model, self.ctx.device, self.cfg.channels_last, self.mode)
+        pc.align_optimizer_state(optimizer)  # the format change moved the parameters, not their momentum
         self.module, self.optimizer = model, optimizer
         self.lasso = pc.GroupLasso(model, self.example, groups=self.cfg.penalise, weighting=self.cfg.group_weight) if self.prune else None
         self.flops = pc.count_flops(model, self.example)

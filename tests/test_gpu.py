@@ -231,3 +231,19 @@ def test_check_features_is_silent_on_a_cpu_config():
     check_features(RunConfig(amp="fp16"), GPUInfo(0, "x", GIB, (6, 1)))
     with pytest.raises(ConfigError):
         check_features(RunConfig(compile=True), GPUInfo(0, "x", GIB, (5, 0)))
+
+
+# ---------------------------------------------------------------------------- issue 23
+
+def test_a_change_of_memory_format_takes_the_momentum_buffers_along(tmp_path):
+    """The trainer converts a model's parameters in place (channels_last, or back to contiguous where a shape is
+    hazardous); their momentum must follow, or SGD's foreach kernels fall back to one launch per tensor."""
+    trainer = make_trainer(tmp_path, "prunetrain", images=32, batch=16, channels_last=True)
+    trainer.start()
+    trainer.train_epoch(1)
+    for state in trainer.optimizer.state.values():   # as if the state had been made under the other format
+        state["momentum_buffer"] = state["momentum_buffer"].contiguous()
+    trainer._install(trainer.module, trainer.optimizer)
+    params = [p for p in trainer.module.parameters() if p.dim() == 4]
+    assert any(not p.is_contiguous() for p in params)      # channels_last indeed
+    assert [p.stride() for p in params] == [trainer.optimizer.state[p]["momentum_buffer"].stride() for p in params]
