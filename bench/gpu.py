@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
-from .hardware import DeviceInfo, GPUInfo, _to_str, arch_support
+from .hardware import DeviceInfo, GPUInfo, _to_str, arch_support, cuda_card, nvml_handle
 
 COMPILE_MIN_CAPABILITY = (7, 0)   # Triton, torch.compile's GPU backend, refuses older GPUs
 BF16_MIN_CAPABILITY = (8, 0)      # bfloat16 tensor-core kernels: Ampere and newer
@@ -64,38 +64,13 @@ def select(spec: str, info: DeviceInfo, dist: Any = None) -> tuple[torch.device,
     return device, info
 
 
-def _uuid(props: Any) -> str | None:
-    """torch prints a card's UUID without NVML's "GPU-" prefix."""
-    value = getattr(props, "uuid", None)
-    if value is None or not str(value):
-        return None
-    text = str(value)
-    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
-
-
-def _pci_bus_id(props: Any) -> str | None:
-    try:
-        return f"{int(props.pci_domain_id):08x}:{int(props.pci_bus_id):02x}:{int(props.pci_device_id):02x}.0"
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
 def _nvml_view(gpu: GPUInfo) -> GPUInfo:
     """The same card as NVML sees it, found by UUID, else by PCI bus id; raises when it cannot be found."""
     import pynvml
 
     pynvml.nvmlInit()
     try:
-        handle = None
-        for lookup, key in ((getattr(pynvml, "nvmlDeviceGetHandleByUUID", None), gpu.uuid),
-                            (getattr(pynvml, "nvmlDeviceGetHandleByPciBusId", None), gpu.pci_bus_id)):
-            if handle is None and lookup is not None and key:
-                try:
-                    handle = lookup(key)
-                except pynvml.NVMLError:
-                    handle = None
-        if handle is None:
-            raise LookupError(f"NVML has no GPU with UUID {gpu.uuid} or PCI bus id {gpu.pci_bus_id}")
+        handle = nvml_handle(pynvml, gpu)
         major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
         try:
             driver: str | None = _to_str(pynvml.nvmlSystemGetDriverVersion())
@@ -117,10 +92,7 @@ def identify(device: torch.device) -> tuple[GPUInfo, str | None]:
     torch's total memory is the one the allocator caps (emulation's fraction is of it);
     NVML adds the driver version when it finds the same card.
     """
-    props = torch.cuda.get_device_properties(device)
-    gpu = GPUInfo(index=device.index, name=str(props.name), total_memory_bytes=int(props.total_memory),
-                  compute_capability=(int(props.major), int(props.minor)), uuid=_uuid(props),
-                  pci_bus_id=_pci_bus_id(props))
+    gpu = cuda_card(torch, device.index)
     try:
         seen = _nvml_view(gpu)
     except ImportError:

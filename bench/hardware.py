@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 GIB = 1 << 30
@@ -107,8 +107,6 @@ class DeviceInfo:
 
     def with_selected(self, gpu: GPUInfo) -> "DeviceInfo":
         """This machine, training on ``gpu``."""
-        from dataclasses import replace
-
         return replace(self, kind="cuda", selected=gpu)
 
     @property
@@ -284,6 +282,8 @@ def _nvml_gpus() -> tuple[GPUInfo, ...]:
                 total_memory_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
                 compute_capability=(int(major), int(minor)),
                 driver=driver,
+                uuid=_nvml_text(pynvml, "nvmlDeviceGetUUID", h),
+                pci_bus_id=_nvml_pci_bus_id(pynvml, h),
             ))
         return tuple(gpus)
     finally:
@@ -291,6 +291,26 @@ def _nvml_gpus() -> tuple[GPUInfo, ...]:
             pynvml.nvmlShutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def _nvml_text(pynvml: Any, fn: str, handle: Any) -> str | None:
+    """An optional NVML string (absent from old nvidia-ml-py, or refused): None rather than an error."""
+    try:
+        return _to_str(getattr(pynvml, fn)(handle))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _nvml_pci_bus_id(pynvml: Any, handle: Any) -> str | None:
+    """NVML's bus id ("00000000:01:00.0"), lower case as torch's is formatted (:func:`_pci_bus_id`)."""
+    try:
+        info = pynvml.nvmlDeviceGetPciInfo(handle)
+    except Exception:  # noqa: BLE001
+        return None
+    text = _to_str(getattr(info, "busId", "") or getattr(info, "busIdLegacy", ""))
+    if text.count(":") == 2 and len(text.split(":")[0]) == 4:   # legacy 4-digit domain
+        text = "0000" + text
+    return text.lower() or None
 
 
 def _torch_gpus(torch: Any) -> tuple[GPUInfo, ...]:
@@ -303,15 +323,63 @@ def _torch_gpus(torch: Any) -> tuple[GPUInfo, ...]:
     return tuple(gpus)
 
 
+def _uuid(props: Any) -> str | None:
+    """torch prints a card's UUID without NVML's "GPU-" prefix."""
+    value = getattr(props, "uuid", None)
+    if value is None or not str(value):
+        return None
+    text = str(value)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def _pci_bus_id(props: Any) -> str | None:
+    try:
+        return f"{int(props.pci_domain_id):08x}:{int(props.pci_bus_id):02x}:{int(props.pci_device_id):02x}.0"
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def cuda_card(torch: Any, index: int) -> GPUInfo:
+    """CUDA device ``index`` as torch describes it (CUDA's numbering), with the UUID and PCI bus id that find
+    the same card in NVML; raises where torch cannot describe it."""
+    props = torch.cuda.get_device_properties(index)
+    return GPUInfo(index=int(index), name=str(props.name), total_memory_bytes=int(props.total_memory),
+                   compute_capability=(int(props.major), int(props.minor)), uuid=_uuid(props),
+                   pci_bus_id=_pci_bus_id(props))
+
+
+def nvml_handle(pynvml: Any, card: GPUInfo) -> Any:
+    """NVML's handle of ``card``, found by its UUID, else its PCI bus id -- never by CUDA's index, which
+    NVML does not share (PCI order, ``CUDA_VISIBLE_DEVICES`` ignored).  Raises LookupError when not found."""
+    for lookup, key in ((getattr(pynvml, "nvmlDeviceGetHandleByUUID", None), card.uuid),
+                        (getattr(pynvml, "nvmlDeviceGetHandleByPciBusId", None), card.pci_bus_id)):
+        if lookup is not None and key:
+            try:
+                return lookup(key)
+            except pynvml.NVMLError:
+                pass
+    raise LookupError(f"NVML has no GPU with UUID {card.uuid} or PCI bus id {card.pci_bus_id}")
+
+
+def _nvml_match(card: GPUInfo, gpus: Sequence[GPUInfo]) -> GPUInfo | None:
+    """The entry of NVML's list that is ``card`` (same UUID or PCI bus id), if any."""
+    for g in gpus:
+        if (card.uuid and g.uuid == card.uuid) or (card.pci_bus_id and g.pci_bus_id == card.pci_bus_id):
+            return g
+    return None
+
+
 def detect(nvml: bool = True) -> DeviceInfo:
     """Probe the machine; never raises for missing drivers or GPUs.
 
     GPUs come from NVML (driver-level facts, including the driver version),
     else from ``torch.cuda`` when NVML is missing or fails.  Note that NVML
     lists every GPU in PCI order and ignores CUDA_VISIBLE_DEVICES; a warning
-    is recorded when its count differs from torch's.  The run uses the first
-    GPU, and only if torch can: CUDA available and kernels for its
-    architecture (see :func:`arch_support`); otherwise the CPU path.
+    is recorded when its count differs from torch's.  The run uses CUDA's
+    current device (found in NVML's list by UUID / PCI bus id, never by index;
+    NVML's first GPU only where torch cannot describe its card), and only if
+    torch can drive it: CUDA available and kernels for its architecture (see
+    :func:`arch_support`); otherwise the CPU path.
     """
     import torch
 
@@ -353,9 +421,20 @@ def detect(nvml: bool = True) -> DeviceInfo:
     except Exception:  # noqa: BLE001
         cudnn = None
 
+    # the card CUDA would train on (its current device), found in NVML's list by UUID / PCI bus id:
+    # NVML's GPU 0 is another card wherever the orders differ or CUDA_VISIBLE_DEVICES hides cards
+    selected: GPUInfo | None = None
+    if cuda_available:
+        try:
+            card = cuda_card(torch, torch.cuda.current_device())
+            seen = _nvml_match(card, gpus)
+            selected = replace(card, driver=seen.driver) if seen is not None else card
+        except Exception:  # noqa: BLE001 - torch cannot describe it: NVML's first card stands in
+            selected = None
+
     kind = "cpu"
-    if gpus:
-        first = gpus[0]
+    if gpus or selected is not None:
+        first = selected or gpus[0]
         problem: str | None = None
         if cuda_version is None:
             problem = arch_support(first.compute_capability, ())
@@ -376,7 +455,7 @@ def detect(nvml: bool = True) -> DeviceInfo:
             if nvml_ok and n_torch != len(gpus):
                 warnings.append(
                     f"NVML sees {len(gpus)} GPU(s) but torch sees {n_torch} "
-                    "(CUDA_VISIBLE_DEVICES?); NVML index 0 may not be cuda:0")
+                    "(CUDA_VISIBLE_DEVICES?); NVML's numbering is not CUDA's, the card is matched by UUID")
 
     return DeviceInfo(
         kind=kind,
@@ -389,6 +468,7 @@ def detect(nvml: bool = True) -> DeviceInfo:
         torch_arch_list=arch_list,
         nvml_available=nvml_ok,
         warnings=tuple(warnings),
+        selected=selected if kind == "cuda" else None,
     )
 
 

@@ -365,7 +365,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
                                                                     s.reconfig_repeats, usable, profile.headroom)
     plan = replay_fit.timing_plan({ts.label: ts.memory.total_for_batch(ts.batch) for ts in fitting.values()}, device)
     echo(f"timing {plan['timing']}: {plan['why']}")
-    probe = ContentionProbe((device.index or 0) if device.type == "cuda" else None)
+    probe = ContentionProbe(device if device.type == "cuda" else None)
     probe.start()
     rounds, stop = time_shapes(fitting, plan["timing"], data, device, cfg, lam, s, echo)
     contention = probe.stop()

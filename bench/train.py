@@ -235,7 +235,7 @@ class ModeTrainer:
         half = len(loader) // 2
         self.step.nan_loss = self.ctx.hooks.nan_loss(self.mode, epoch)  # False unless the test suite asks
         compile_time = 0.0
-        probe = ContentionProbe((ctx.device.index or 0) if ctx.device.type == "cuda" else None)
+        probe = ContentionProbe(ctx.device if ctx.device.type == "cuda" else None)
         self._sync()
         probe.start()
         start = time.perf_counter()

@@ -7,6 +7,7 @@ the CPU, and what a card or a torch build cannot do is refused up front in one l
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -247,3 +248,15 @@ def test_a_change_of_memory_format_takes_the_momentum_buffers_along(tmp_path):
     params = [p for p in trainer.module.parameters() if p.dim() == 4]
     assert any(not p.is_contiguous() for p in params)      # channels_last indeed
     assert [p.stride() for p in params] == [trainer.optimizer.state[p]["momentum_buffer"].stride() for p in params]
+
+
+def test_detect_decides_by_cudas_card_not_nvmls_first(monkeypatch):
+    """CUDA sees an A100 (CUDA_VISIBLE_DEVICES=1); NVML's GPU 0 is a 750 Ti this cu128-style build cannot drive."""
+    cudafake.install(monkeypatch, visible=[A100], machine=[GTX750TI, A100], arch_list=cudafake.CURRENT_ARCHS)
+    info = detect()
+    assert info.kind == "cuda" and info.device_name == A100.name
+    assert info.gpu.uuid == A100.full_uuid() and info.gpu.driver == "535.183.01"
+    setup = prepare_device(RunConfig(device="auto", profile="auto"))
+    assert setup.device == torch.device("cuda", 0) and setup.info.device_name == A100.name
+    result = CliRunner().invoke(cli.main, ["env"])
+    assert result.exit_code == 0 and re.search(rf"device +cuda +\({A100.name}\)", result.output), result.output
