@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
+from .config import FP32_PRECISIONS
 from .errors import ConfigError
 from .hardware import DeviceInfo, GPUInfo, _to_str, arch_support, cuda_card, nvml_handle
 
 COMPILE_MIN_CAPABILITY = (7, 0)   # Triton, torch.compile's GPU backend, refuses older GPUs
 BF16_MIN_CAPABILITY = (8, 0)      # bfloat16 tensor-core kernels: Ampere and newer
+TF32_MIN_CAPABILITY = (8, 0)      # TensorFloat-32 tensor cores: Ampere and newer; older cards compute fp32 as is
 
 
 def select_device(spec: str, info: DeviceInfo, dist: Any = None) -> torch.device:
@@ -122,3 +124,46 @@ def check_features(cfg: Any, gpu: GPUInfo) -> None:
 def cap_memory(fraction: float, device: torch.device) -> None:
     """Cap this process's CUDA allocator at ``fraction`` of ``device``'s total memory (torch's figure)."""
     torch.cuda.set_per_process_memory_fraction(float(fraction), device)
+
+
+def configure(device: torch.device, fp32_precision: str = "ieee") -> None:
+    """The backend options every command computes under (`bench run`, `replay`, `check`, `speed`), set here only.
+
+    * fp32 precision, for matmuls (cuBLAS) and convolutions (cuDNN) alike, through
+      torch's own ``fp32_precision`` API (mixing it with the legacy ``allow_tf32``
+      flags makes torch raise).  torch 2.14's defaults differ by operation --
+      matmul ``ieee``, cuDNN convolution ``tf32`` -- so "fp32" on an A100/H100 would
+      be TF32 convolutions while a GTX 1070 computes true fp32: a hardware comparison
+      must choose, and record (:func:`precision_in_force`).  Both modes run in one process
+      after this call, so they share it.
+    * ``cudnn.benchmark`` on CUDA: cuDNN autotunes each new shape (untimed warm-up,
+      bench.step), so a check exercises autotuning under the memory cap and a speed
+      figure times the kernels a run gets.
+    """
+    if fp32_precision not in FP32_PRECISIONS:
+        raise ConfigError(f"--fp32-precision {fp32_precision!r}: expected one of {', '.join(FP32_PRECISIONS)}")
+    torch.backends.cuda.matmul.fp32_precision = fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = fp32_precision
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def precision_in_force(device: torch.device) -> dict[str, Any]:
+    """How fp32 matmuls and convolutions actually compute on ``device``: ``ieee`` or ``tf32`` each.
+
+    TF32 is in force only where it is asked for *and* the card has TF32 tensor
+    cores (compute capability 8.0+); a CPU or a Pascal card computes ieee fp32
+    whatever the flag says.  ``cudnn_benchmark``: whether cuDNN autotunes.
+    """
+    def setting(value: str, *parents: str) -> str:
+        for v in (value, *parents):   # "none" inherits: op -> backend ("cuda", "all") -> generic
+            if v != "none":
+                return v
+        return "ieee"
+
+    cuda_all, generic = torch.backends.cudnn.fp32_precision, torch.backends.fp32_precision
+    asked = {"matmul": setting(torch.backends.cuda.matmul.fp32_precision, cuda_all, generic),
+             "conv": setting(torch.backends.cudnn.conv.fp32_precision, cuda_all, generic)}
+    tf32_card = device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) >= TF32_MIN_CAPABILITY
+    return {**{k: v if v == "ieee" or tf32_card else "ieee" for k, v in asked.items()},
+            "requested": asked, "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) and device.type == "cuda"}

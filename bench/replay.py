@@ -381,7 +381,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
         "config": {**traj.meta["config"], "profile": profile.name, "device": s.device, "emulate": s.emulate,
                    "data_dir": Path(cfg.data_dir).name if cfg.data_dir else None},  # records hold no paths
         "hardware": info.to_dict(), "device": str(device), "profile": portable_profile(profile), "emulated": emulated,
-        "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(),
+        "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(device),
         "git_commit": git_commit(), "seed": cfg.seed, "torch_threads": torch.get_num_threads(),
         "command": portable_command(sys.argv),
         "modes": {mode: {"status": "finished", "architectures": [arch_record(timed[(mode, sh.index)])

@@ -260,3 +260,62 @@ def test_detect_decides_by_cudas_card_not_nvmls_first(monkeypatch):
     assert setup.device == torch.device("cuda", 0) and setup.info.device_name == A100.name
     result = CliRunner().invoke(cli.main, ["env"])
     assert result.exit_code == 0 and re.search(rf"device +cuda +\({A100.name}\)", result.output), result.output
+
+
+@pytest.fixture
+def backend_flags():
+    """The process-wide flags gpu.configure sets, restored after the test."""
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.benchmark)
+    yield
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved[:2]
+    torch.backends.cudnn.benchmark = saved[2]
+
+
+@pytest.mark.parametrize("command", [["check", "--device", "cuda"], ["speed", "--device", "cuda", "--quick"]])
+def test_check_and_speed_set_the_device_options_a_run_sets(monkeypatch, backend_flags, command):
+    """cuDNN autotuning (and the fp32 precision) come from one function for run, check and speed alike."""
+    from bench import check as check_module
+    from bench.speed import run as speed_run
+    from bench.speed.table import SpeedReport
+
+    cudafake.install(monkeypatch, [A100])
+    torch.backends.cudnn.benchmark = False
+    prepare_device(RunConfig(device="cuda", profile="auto"))
+    assert torch.backends.cudnn.benchmark is True
+    torch.backends.cudnn.benchmark = False
+    monkeypatch.setattr(check_module.Checker, "check_all", lambda self: [])
+    monkeypatch.setattr(speed_run, "run_speed", lambda model, **kw: SpeedReport("fake", 1, "-", 2, model, 1, rows=[]))
+    result = CliRunner().invoke(cli.main, command)
+    assert result.exit_code == 0, result.output
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_tf32_is_in_force_only_where_asked_and_on_a_card_that_has_it(monkeypatch, backend_flags):
+    from bench.check import reconfiguration_tolerance
+    from bench.gpu import configure, precision_in_force
+
+    cudafake.install(monkeypatch, [A100, GTX1070])
+    a100, gtx1070 = torch.device("cuda", 0), torch.device("cuda", 1)
+    configure(a100, "tf32")
+    assert precision_in_force(a100)["matmul"] == precision_in_force(a100)["conv"] == "tf32"
+    assert precision_in_force(gtx1070)["conv"] == "ieee"               # Pascal has no TF32: true fp32
+    assert precision_in_force(torch.device("cpu"))["conv"] == "ieee"
+    assert reconfiguration_tolerance(False, a100)[0] == 1e-3 and reconfiguration_tolerance(False, gtx1070)[0] == 1e-4
+    configure(a100, "ieee")
+    assert precision_in_force(a100)["conv"] == "ieee" and reconfiguration_tolerance(False, a100)[0] == 1e-4
+    assert reconfiguration_tolerance(True, a100)[0] == 1e-2
+
+
+def test_a_run_records_the_fp32_precision_it_ran_with(tmp_path, backend_flags):
+    import json
+
+    result = CliRunner().invoke(cli.main, ["run", "--profile", "smoke", "--mode", "dense", "--epochs", "1",
+                                           "--subset", "64", "--fp32-precision", "tf32", "--quiet",
+                                           "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_json,) = tmp_path.glob("*/run.json")
+    meta = json.loads(run_json.read_text())
+    assert meta["config"]["fp32_precision"] == "tf32"
+    assert meta["versions"]["fp32_precision"]["requested"] == {"matmul": "tf32", "conv": "tf32"}
+    assert meta["versions"]["fp32_precision"]["conv"] == "ieee"       # the CPU computes true fp32 whatever is asked
