@@ -20,15 +20,26 @@ from typing import Any, Mapping, Sequence
 
 GIB = 1 << 30
 
-# Wheels that still carry Maxwell/Pascal (and Volta) kernels: PyTorch 2.8+
-# cu128/cu129 wheels dropped sm_50/sm_60/sm_61 (and sm_70); cu126 keeps them.
-CU126_INSTALL = (
-    "pip install torch==2.7.1 torchvision==0.22.1 "
-    "--index-url https://download.pytorch.org/whl/cu126"
-)
-CUDA_INSTALL = (
-    "pip install torch torchvision --index-url https://download.pytorch.org/whl/cu128"
-)
+# Which torch build drives which card -- the one statement of it (README, profiles, `bench env`,
+# scripts/gpu_check.sh all take it from here).  PyTorch's support matrix for release 2.14 keeps a
+# "legacy" CUDA 12.6 build with Maxwell (sm_50), Pascal (sm_60, which runs sm_61 cards) and Volta
+# (sm_70) kernels; its CUDA 13 builds start at Turing (sm_75) -- 13.0 is named here, the stable
+# build with the older driver floor (580).  The versions are those of constraints.txt (a test holds
+# them equal), so an old card runs the same torch as the rest.
+TORCH_PIN, TORCHVISION_PIN = "2.14.1", "0.29.1"
+LEGACY_INDEX, CURRENT_INDEX = "https://download.pytorch.org/whl/cu126", "https://download.pytorch.org/whl/cu130"
+LEGACY_MAX_CAPABILITY = (7, 0)       # sm_50 .. sm_70: the cu126 build; newer: CUDA 13
+CU126_INSTALL = f"pip install torch=={TORCH_PIN} torchvision=={TORCHVISION_PIN} --index-url {LEGACY_INDEX}"
+CUDA_INSTALL = f"pip install torch=={TORCH_PIN} torchvision=={TORCHVISION_PIN} --index-url {CURRENT_INDEX}"
+
+
+def install_line(cc: tuple[int, int]) -> str | None:
+    """The exact pip command that installs a torch with kernels for compute capability ``cc``; None below
+    Maxwell (no prebuilt torch of this version has kernels for it)."""
+    cc = (int(cc[0]), int(cc[1]))
+    if cc < (5, 0):
+        return None
+    return CU126_INSTALL if cc <= LEGACY_MAX_CAPABILITY else CUDA_INSTALL
 
 
 @dataclass(frozen=True)
@@ -196,13 +207,13 @@ def _parse_arch(entry: str) -> tuple[str, tuple[int, int], str] | None:
 
 def _install_hint(cc: tuple[int, int]) -> str:
     """Which torch build to install for this compute capability."""
-    if cc[0] in (5, 6) or cc == (7, 0):
-        return f"install a CUDA 12.6 build: {CU126_INSTALL}"
-    if cc[0] < 5:
+    line = install_line(cc)
+    if line is None:
         return ("no current PyTorch wheel supports it; use an old torch build "
                 "(e.g. torch 1.12 with CUDA 11.3) or run on the CPU")
-    return ("install a torch build whose torch.cuda.get_arch_list() includes "
-            f"sm_{cc[0]}{cc[1]}, e.g. a newer one: {CUDA_INSTALL}")
+    if line == CU126_INSTALL:
+        return f"install the CUDA 12.6 build: {line}"
+    return f"install a torch build whose torch.cuda.get_arch_list() includes sm_{cc[0]}{cc[1]}: {line}"
 
 
 def arch_support(cc: tuple[int, int], arch_list: Sequence[str]) -> str | None:
@@ -508,7 +519,19 @@ def format_env(info: DeviceInfo) -> str:
         ("arch list", " ".join(info.torch_arch_list) or "-"),
         ("NVML", "available" if info.nvml_available else "not available"),
     ]
+    card = info.gpu or (info.gpus[0] if info.gpus else None)
+    if card is not None:   # the torch build for this card (the one the run uses, else NVML's first)
+        rows.append(("install", install_line(card.compute_capability) or _install_hint(card.compute_capability)))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     lines += [f"warning: {w}" for w in info.warnings]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":   # `python3 bench/hardware.py install-line 6.1`: the install step of gpu_check.sh,
+    import sys               # before any torch is installed (this module imports torch only in detect())
+
+    if len(sys.argv) != 3 or sys.argv[1] != "install-line":
+        sys.exit("usage: python3 bench/hardware.py install-line MAJOR.MINOR")
+    major, _, minor = sys.argv[2].strip().partition(".")
+    print(install_line((int(major), int(minor or 0))) or "")
