@@ -164,12 +164,11 @@ class ModeTrainer:
         self.memory = halve_on_oom(lambda n: measure_training_memory(
             model, self.example[:1].expand(n, -1, -1, -1), optimizer=optimizer, autocast_dtype=amp), MEMORY_PROBE_BATCH)
         self.forward_model = self._wrap(model)
-        self.needs_compile = self.cfg.compile
         self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
                               scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
                               reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
                               channels_last=self.channels_last, penalty_in_loss=self.cfg.lasso != "proximal",
-                              module=model)
+                              module=model, warm_compiled=self.cfg.compile and self.ctx.dist is None)
         if self.lasso is not None and self.cfg.lasso == "proximal":
             self.step.post_step_hooks.append(self._proximal_step)
 
@@ -188,8 +187,8 @@ class ModeTrainer:
         if self.ctx.dist is not None:
             model = self.ctx.dist.wrap(model)
         if self.cfg.compile:
-            torch._dynamo.reset()  # a new shape: compile afresh rather than pile up recompiles
-            model = torch.compile(model)
+            model = torch.compile(model, dynamic=False)
+            _room_for_recompiles(self.cfg)
         return model
 
     # ------------------------------------------------------------------ batch decisions
@@ -234,33 +233,29 @@ class ModeTrainer:
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
         half = len(loader) // 2
         self.step.nan_loss = self.ctx.hooks.nan_loss(self.mode, epoch)  # False unless the test suite asks
-        compile_time = 0.0
         probe = ContentionProbe(ctx.device if ctx.device.type == "cuda" else None)
         self._sync()
         probe.start()
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
-            if i == 0 and self.needs_compile:
-                t0 = time.perf_counter()
-                self._step_with_retry(x, y, meter)
-                self._sync()
-                self.needs_compile = False
-                compile_time = time.perf_counter() - t0 - meter.warmup_s  # corrected below by the typical step
-            else:
-                self._step_with_retry(x, y, meter)
+            self._step_with_retry(x, y, meter)
             if i == half:
                 self.ctx.hooks.kill_point("mid-epoch")
             bar.update(1)
         self._sync()
-        elapsed = time.perf_counter() - start - meter.warmup_s  # the warm-ups were not training
+        # neither the warm-ups nor torch.compile's compilations were training (bench.step books both)
+        elapsed = time.perf_counter() - start - meter.warmup_s - meter.compile_s
         contention = probe.stop()
-        if contention.cpu_time_s is not None:  # the warm-ups were not training: neither their CPU time
-            contention = dataclasses.replace(contention, cpu_time_s=contention.cpu_time_s - meter.warmup_cpu_s)
+        if contention.cpu_time_s is not None:  # ... nor was their CPU time
+            contention = dataclasses.replace(contention, cpu_time_s=contention.cpu_time_s - meter.warmup_cpu_s
+                                             - meter.compile_cpu_s)
         bar.close()
         self.state.lam = self.step.lam
-        if compile_time and meter.steps > 1:
-            typical = (elapsed - compile_time) / (meter.steps - 1)
-            compile_time = max(0.0, compile_time - typical)
+        # a step that compiled also trained: its training part is a typical step's time, the rest compilation
+        trained = meter.steps - meter.compiled_steps
+        typical = elapsed / trained if trained > 0 else 0.0
+        compile_time = max(0.0, meter.compile_s - meter.compiled_steps * typical)
+        elapsed += meter.compile_s - compile_time
         comm_wait = ctx.dist.take_comm_wait() if ctx.dist is not None else 0.0
         loss_sum, correct, ratio_sum, comm_sum = meter.totals(comm_wait or 0.0, ctx.dist)
         comm_wait = None if comm_wait is None else comm_sum / world  # mean over ranks; None: not separable
@@ -274,7 +269,7 @@ class ModeTrainer:
         return EpochStats(
             train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
             lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.prune else 0.0,
-            samples=samples, steps=meter.steps, epoch_time_s=elapsed - compile_time,
+            samples=samples, steps=meter.steps, epoch_time_s=elapsed,
             compile_time_s=compile_time, warmup_time_s=meter.warmup_s, peak_memory_bytes=int(peak),
             peak_reserved_bytes=int(torch.cuda.max_memory_reserved(ctx.device)) if cuda else None,
             comm_wait_s=comm_wait, contention=contention)
@@ -466,3 +461,20 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, unit="step", mininterval=0.5, disable=not enabled)
+
+
+def _room_for_recompiles(cfg: RunConfig) -> None:
+    """Let dynamo keep a compiled graph per model shape and batch size for the whole run.
+
+    Each mode's model shares its classes' ``forward`` code with the other mode's
+    and with every earlier shape; dynamo keeps at most ``recompile_limit`` (8)
+    graphs per code object and then silently runs it eagerly.  Compiled with
+    static shapes, a shape needs two (the full and the short last batch): dense
+    one shape, PruneTrain one per reconfiguration and the first.  Clearing the
+    cache instead (``torch._dynamo.reset()``) would throw away the other mode's
+    graphs under ``--interleave`` and recompile them inside its timed epoch.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    shapes = 2 + (cfg.epochs // max(1, cfg.interval)) + 1
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * shapes + 2)

@@ -319,3 +319,57 @@ def test_a_run_records_the_fp32_precision_it_ran_with(tmp_path, backend_flags):
     assert meta["config"]["fp32_precision"] == "tf32"
     assert meta["versions"]["fp32_precision"]["requested"] == {"matmul": "tf32", "conv": "tf32"}
     assert meta["versions"]["fp32_precision"]["conv"] == "ieee"       # the CPU computes true fp32 whatever is asked
+
+
+def _graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """torch.compile with dynamo's "eager" backend: dynamo traces, guards and recompiles exactly as with inductor
+    (its unique_graphs counter counts each compiled graph); only the code generation is skipped."""
+    import functools
+
+    real, reset = torch.compile, torch._dynamo.reset
+    monkeypatch.setattr(torch, "compile", functools.partial(real, backend="eager"))
+    reset()
+    yield
+    reset()
+
+
+def test_every_compilation_happens_in_the_untimed_warm_up_and_lands_in_compile_time(tmp_path, monkeypatch,
+                                                                                      eager_compile):
+    """40 images at batch 16: a short last batch of 8, a second shape to compile.  No timed step may compile."""
+    from bench.step import TrainStep
+
+    compiled_in_timed_steps = []
+    timed = TrainStep.__call__
+
+    def counting(self, x, y, meter=None):
+        before = _graphs()
+        timed(self, x, y, meter)
+        compiled_in_timed_steps.append(_graphs() - before)
+    monkeypatch.setattr(TrainStep, "__call__", counting)
+    trainer = make_trainer(tmp_path, "dense", images=40, batch=16, compile=True)
+    trainer.start()
+    before = _graphs()
+    stats = trainer.train_epoch(1)
+    assert _graphs() - before >= 2                        # the full and the short batch were compiled ...
+    assert compiled_in_timed_steps == [0, 0, 0]           # ... none of it inside a timed step
+    assert stats.compile_time_s > 0 and stats.steps == 3
+
+
+def test_interleaved_modes_keep_each_others_compiled_frames(tmp_path, monkeypatch, eager_compile):
+    """Installing PruneTrain's model must not clear dense's compiled code (torch._dynamo.reset() did):
+    dense's next epoch compiles nothing and records no compile time."""
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: pytest.fail("torch._dynamo.reset() clears every mode's frames"))
+    dense = make_trainer(tmp_path, "dense", images=32, batch=16, compile=True)
+    dense.start()
+    dense.train_epoch(1)
+    prune = make_trainer(tmp_path, "prunetrain", images=32, batch=16, compile=True)
+    prune.start()
+    prune.train_epoch(1)
+    before = _graphs()
+    stats = dense.train_epoch(2)
+    assert _graphs() == before and stats.compile_time_s == 0.0
