@@ -138,6 +138,8 @@ class TrainStep:
         self.module = module if module is not None else model  # the bare model under DDP / compile wrappers
         # torch.compile without DDP: warm-ups run the compiled model, so each shape compiles there, untimed
         self.warm_model = self.model if warm_compiled else self.module
+        self._buffers = list(self.module.buffers())
+        self._buffer_copy = [b.detach().clone() for b in self._buffers]   # as before the step being run
         self.warmed: set[tuple[int, ...]] = set()
         dtype = autocast_dtype(amp, device)
         self.autocast, self.dtype = dtype is not None, dtype or torch.float16
@@ -151,6 +153,9 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter | None = None) -> None:
         graphs, start, cpu = compiled_graphs(), time.perf_counter(), time.process_time()
+        if self._buffers:   # one multi-tensor copy: what :meth:`recover` puts back after a failed step
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffer_copy, self._buffers)
         self._step(x, y, meter)
         if meter is not None and compiled_graphs() != graphs:   # torch.compile (re)compiled inside this step
             _sync(self.device)
@@ -244,7 +249,13 @@ class TrainStep:
         ``update`` would refuse the next step ("unscale_() has already been
         called"), so it is replaced by a fresh one with the same scale and growth
         tracker (the public state_dict, not its private per-optimizer stage).
+        BatchNorm's running statistics (and batch counters) go back to what they
+        were before the step: its forward pass had already updated them, and the
+        retry would count the same images twice.
         """
+        if self._buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._buffer_copy)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None and self.scaler.is_enabled():
             self.scaler = new_scaler(self.device.type, self.scaler.state_dict())

@@ -258,3 +258,30 @@ def test_peak_reserved_is_left_empty_on_the_cpu(tmp_path):
     trainer.start()
     stats = trainer.train_epoch(1)
     assert stats.peak_reserved_bytes is None and stats.peak_memory_bytes > 0
+
+
+def test_a_retried_step_counts_its_images_once_in_batchnorms_running_statistics():
+    """The failed forward pass had updated BatchNorm's running mean and batch counter; the retry must start
+    from the values before it, as if the failed attempt had never run."""
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+
+    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 3, (8,))
+    reference = build()
+    ref_step = TrainStep(reference, torch.optim.SGD(reference.parameters(), lr=0.1), device=torch.device("cpu"))
+    for i in (0, 4):
+        ref_step(x[i:i + 4], y[i:i + 4])
+
+    inner = build()
+    model = FailsAbove(inner, limit=4)
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), device=torch.device("cpu"))
+    batch = {"n": 8}
+
+    def lower(why):
+        step.recover()
+        batch["n"] = 4
+    run_with_oom_retry(step, x, y, chunk=lambda: batch["n"], lower=lower)
+    bn, ref_bn = inner[1], reference[1]
+    assert int(bn.num_batches_tracked) == int(ref_bn.num_batches_tracked) == 2
+    assert torch.equal(bn.running_mean, ref_bn.running_mean) and torch.equal(bn.running_var, ref_bn.running_var)
