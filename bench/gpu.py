@@ -102,11 +102,21 @@ def identify(device: torch.device) -> tuple[GPUInfo, str | None]:
     except Exception as exc:  # noqa: BLE001 - any NVML failure: torch's facts stand alone
         return gpu, f"NVML could not find this card ({' '.join(str(exc).split()) or type(exc).__name__})"
     gpu = replace(gpu, driver=seen.driver)
+    if mig_slice_of(gpu, seen):
+        return gpu, (f"{device} is a MIG slice of {seen.name}: NVML found the parent card by PCI bus id "
+                     "(the memory and processes it reports are the whole card's)")
     if (seen.name, seen.compute_capability) != (gpu.name, gpu.compute_capability):
         return gpu, (f"CUDA and NVML disagree about {device}: CUDA says {gpu.name} "
                      f"(sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]}), NVML says {seen.name} "
                      f"(sm_{seen.compute_capability[0]}{seen.compute_capability[1]})")
     return gpu, None
+
+
+def mig_slice_of(cuda: GPUInfo, nvml: GPUInfo) -> bool:
+    """Whether CUDA's device is a MIG slice ("NVIDIA A100-SXM4-40GB MIG 1g.5gb") of NVML's card: the slice's
+    UUID is not a GPU's, so only the PCI bus id finds a card -- the parent, with its own name."""
+    rest = cuda.name[len(nvml.name):] if cuda.name.startswith(nvml.name) else ""
+    return rest.strip().startswith("MIG") and cuda.compute_capability == nvml.compute_capability
 
 
 def check_features(cfg: Any, gpu: GPUInfo) -> None:

@@ -373,3 +373,18 @@ def test_interleaved_modes_keep_each_others_compiled_frames(tmp_path, monkeypatc
     before = _graphs()
     stats = dense.train_epoch(2)
     assert _graphs() == before and stats.compile_time_s == 0.0
+
+
+def test_a_mig_slice_is_its_parent_card_not_a_disagreement(monkeypatch, tmp_path):
+    """CUDA sees a 1g.5gb slice of an A100; NVML has no GPU with the slice's UUID and finds the A100 by bus id."""
+    from bench.check import Checker
+
+    mig = cudafake.Card(f"{A100.name} MIG 1g.5gb", A100.cc, 5 * GIB, bus=A100.bus, uuid="m1g5gb-0000-0000-0000-000000000009")
+    cudafake.install(monkeypatch, visible=[mig], machine=[A100])
+    setup = prepare_device(RunConfig(device="cuda", profile="auto"))
+    assert not any("disagree" in w for w in setup.info.warnings)
+    assert any("MIG slice of" in w for w in setup.info.warnings)
+    assert setup.info.gpu.name == mig.name and setup.info.gpu.total_memory_bytes == 5 * GIB   # torch's, the slice's
+    checker = Checker.__new__(Checker)
+    checker.device = setup.device
+    assert checker.identity().startswith(f"cuda:0: {mig.name}")     # bench check's identity row passes
