@@ -328,7 +328,7 @@ class ModeTrainer:
         """Shrink the model (plan on rank 0, same surgery everywhere), then re-decide the batch."""
         self._sync()
         start = time.perf_counter()
-        before = pc.outputs(self.module, self.held_x)  # the budget's reference, and the proof's "before"
+        before = self._held_out(lambda m, x, y: pc.outputs(m, x), "held-out forward")  # the budget's reference, the proof's "before"
         proof_time = 0.0 if self.cfg.change_budget else time.perf_counter() - start
         chosen: dict[str, Any] = {"threshold": self.cfg.threshold}
 
@@ -338,7 +338,9 @@ class ModeTrainer:
         model = elsewhere_on_oom(lambda: pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer),
                                  lambda why: self._surgery_on_cpu(plan, why))
         t0 = time.perf_counter()
-        change = pc.compare(before, pc.outputs(model, self.held_x), self.held_y)
+        self.module = model  # the new shape, measured on the same batch
+        change = pc.compare(before, self._held_out(lambda m, x, y: pc.outputs(m, x), "held-out forward"),
+                            self.held_y.cpu())
         proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
         self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict()}
         self._install(model, self.optimizer)
@@ -357,12 +359,31 @@ class ModeTrainer:
             return pc.plan_reconfiguration(self.module, self.example, threshold=cfg.threshold,
                                            round_to=cfg.round_channels, liveness=cfg.liveness,
                                            structure=cfg.structure)
-        choice = pc.plan_within_budget(self.module, self.example, self.held_x, self.held_y,
-                                       tolerance=cfg.change_budget, thresholds=pc.threshold_grid(cfg.threshold),
-                                       liveness=cfg.liveness, round_to=cfg.round_channels, reference=before,
-                                       structure=cfg.structure)
+        choice = self._held_out(lambda m, x, y: pc.plan_within_budget(
+            m, self.example.to(x.device), x, y, tolerance=cfg.change_budget,
+            thresholds=pc.threshold_grid(cfg.threshold), liveness=cfg.liveness, round_to=cfg.round_channels,
+            reference=pc.Outputs(before.eval.to(x.device), before.train.to(x.device)), structure=cfg.structure),
+            "change-budget search")
         chosen.update(threshold=choice.threshold, tried=choice.tried)
         return choice.plan
+
+    def _held_out(self, fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], Any], what: str) -> Any:
+        """``fn(module, held_x, held_y)`` on the card; after an out-of-memory error there, on the CPU (the module
+        moved there and back).  The held-out batch runs whole (train-mode BatchNorm statistics depend on it), and
+        the change-budget search adds a trial model per threshold: VGG-16 at 224×224 on an 8 GiB card has no
+        room for them.  :class:`pc.Outputs` come back on the CPU either way, so that any two compare."""
+        def cpu_outputs(result: Any) -> Any:
+            return pc.Outputs(result.eval.cpu(), result.train.cpu()) if isinstance(result, pc.Outputs) else result
+
+        def on_cpu(why: str) -> Any:
+            self.state.batch_reasons.append(f"epoch {self.state.epoch}: {what} out of memory on "
+                                            f"{self.ctx.device} ({why}); done on the CPU")
+            self.module.to("cpu")
+            try:
+                return cpu_outputs(fn(self.module, self.held_x.cpu(), self.held_y.cpu()))
+            finally:
+                self.module.to(self.ctx.device)
+        return elsewhere_on_oom(lambda: cpu_outputs(fn(self.module, self.held_x, self.held_y)), on_cpu)
 
     def _surgery_on_cpu(self, plan: pc.Plan, why: str) -> nn.Module:
         """The surgery where the card has no room for the old and the new model at once (2 GiB, ImageNet)."""

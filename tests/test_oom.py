@@ -285,3 +285,30 @@ def test_a_retried_step_counts_its_images_once_in_batchnorms_running_statistics(
     bn, ref_bn = inner[1], reference[1]
     assert int(bn.num_batches_tracked) == int(ref_bn.num_batches_tracked) == 2
     assert torch.equal(bn.running_mean, ref_bn.running_mean) and torch.equal(bn.running_var, ref_bn.running_var)
+
+
+@pytest.mark.parametrize("budget, failing", [(0.0, "outputs"), (0.5, "outputs"), (0.5, "plan_within_budget")])
+def test_held_out_passes_and_budget_trials_fall_back_to_the_cpu(tmp_path, monkeypatch, budget, failing):
+    """The held-out forward passes (before and after) and the change-budget search's trial surgeries."""
+    trainer = make_trainer(tmp_path, "prunetrain", threshold=0.05, change_budget=budget)
+    trainer.start()
+    trainer.train_epoch(1)
+    with torch.no_grad():
+        trainer.module.layer2[1].conv1.weight[:10] = 0
+        trainer.module.layer2[1].bn1.weight[:10] = 0
+        trainer.module.layer2[1].bn1.bias[:10] = 0
+        trainer.module.layer2[1].conv2.weight[:, :10] = 0
+    real, calls = getattr(pc, failing), []
+
+    def first_fails(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise cuda_oom()
+        return real(*a, **k)
+    monkeypatch.setattr(pc, failing, first_fails)
+    before = pc.channels(trainer.module)["layer2.1.conv1"]
+    trainer.reconfigure(1)
+    assert pc.channels(trainer.module)["layer2.1.conv1"] < before
+    assert any("out of memory" in r and "done on the CPU" in r for r in trainer.state.batch_reasons)
+    assert trainer.last_change["train_rel"] >= 0
+    trainer.train_epoch(2)
