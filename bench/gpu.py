@@ -131,6 +131,32 @@ def check_features(cfg: Any, gpu: GPUInfo) -> None:
                           "use --amp fp16 or --amp off")
 
 
+def context_bytes(device: torch.device) -> int | None:
+    """This process's memory on ``device`` outside torch's allocator (the CUDA context, library handles):
+    NVML's figure for this process minus what the allocator has reserved.  None where NVML cannot tell
+    (no NVML, a MIG slice, a driver that hides per-process memory)."""
+    import os
+
+    try:
+        import pynvml
+
+        torch.cuda.synchronize(device)   # creates the context if nothing has yet: it is what is measured
+        card, _ = identify(device)
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001
+        return None
+    try:
+        mine = [p.usedGpuMemory for p in pynvml.nvmlDeviceGetComputeRunningProcesses(nvml_handle(pynvml, card))
+                if p.pid == os.getpid()]
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+    if not mine or not isinstance(mine[0], int):
+        return None
+    return max(0, int(mine[0]) - int(torch.cuda.memory_reserved(device)))
+
+
 def cap_memory(fraction: float, device: torch.device) -> None:
     """Cap this process's CUDA allocator at ``fraction`` of ``device``'s total memory (torch's figure)."""
     torch.cuda.set_per_process_memory_fraction(float(fraction), device)

@@ -110,7 +110,7 @@ def prepare_device(cfg, dist=None, info: DeviceInfo | None = None, profile: Prof
     if device.type != "cuda":  # a GPU profile's budget decisions, made on the CPU, are emulated
         return DeviceSetup(device, info, profile, budget, emulated=profile.device_kind == "cuda")
     gpu.check_features(cfg, info.gpu)
-    fraction = profile.emulation_fraction(info) if cfg.emulate else None
+    fraction = profile.emulation_fraction(info, gpu.context_bytes(device)) if cfg.emulate else None
     if fraction is not None:
         gpu.cap_memory(fraction, device)
     return DeviceSetup(device, info, profile, budget, emulated=fraction is not None)

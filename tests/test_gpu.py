@@ -388,3 +388,16 @@ def test_a_mig_slice_is_its_parent_card_not_a_disagreement(monkeypatch, tmp_path
     checker = Checker.__new__(Checker)
     checker.device = setup.device
     assert checker.identity().startswith(f"cuda:0: {mig.name}")     # bench check's identity row passes
+
+
+def test_emulation_subtracts_the_measured_context_where_it_exceeds_the_reserve(monkeypatch):
+    """The 750 Ti's 2 GiB less this process's driver memory (NVML's figure less the allocator's reserve)."""
+    import os
+
+    mib = 1 << 20
+    fake = cudafake.install(monkeypatch, [A100], processes={A100.name: [(os.getpid(), 700 * mib)]})
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 100 * mib)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    setup = prepare_device(RunConfig(device="cuda", profile="gtx750ti", emulate=True))
+    assert fake.fractions == [(pytest.approx((2 * GIB - 600 * mib) / A100.memory), 0)]
+    assert setup.emulated
