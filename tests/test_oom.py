@@ -212,15 +212,20 @@ def test_evaluation_halves_its_batch_after_out_of_memory(tmp_path):
     assert any("test batch lowered" in r for r in trainer.state.batch_reasons)
 
 
-def test_reconfiguration_falls_back_to_surgery_on_the_cpu(tmp_path, monkeypatch):
-    trainer = make_trainer(tmp_path, "prunetrain", threshold=0.05)
-    trainer.start()
-    trainer.train_epoch(1)
+def _kill_ten_channels(trainer) -> None:
+    """Ten dead channels in layer2.1's inner space: the next reconfiguration removes them."""
     with torch.no_grad():
         trainer.module.layer2[1].conv1.weight[:10] = 0
         trainer.module.layer2[1].bn1.weight[:10] = 0
         trainer.module.layer2[1].bn1.bias[:10] = 0
         trainer.module.layer2[1].conv2.weight[:, :10] = 0
+
+
+def test_reconfiguration_falls_back_to_surgery_on_the_cpu(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, "prunetrain", threshold=0.05)
+    trainer.start()
+    trainer.train_epoch(1)
+    _kill_ten_channels(trainer)
     real, calls = pc.apply_plan_to, []
 
     def apply_plan_to(*a, **k):
@@ -293,11 +298,7 @@ def test_held_out_passes_and_budget_trials_fall_back_to_the_cpu(tmp_path, monkey
     trainer = make_trainer(tmp_path, "prunetrain", threshold=0.05, change_budget=budget)
     trainer.start()
     trainer.train_epoch(1)
-    with torch.no_grad():
-        trainer.module.layer2[1].conv1.weight[:10] = 0
-        trainer.module.layer2[1].bn1.weight[:10] = 0
-        trainer.module.layer2[1].bn1.bias[:10] = 0
-        trainer.module.layer2[1].conv2.weight[:, :10] = 0
+    _kill_ten_channels(trainer)
     real, calls = getattr(pc, failing), []
 
     def first_fails(*a, **k):
