@@ -272,9 +272,13 @@ class EmulatedOutOfMemory(RuntimeError):
 
 
 #: how allocation failures read when they arrive as plain RuntimeErrors: cuDNN and cuBLAS
-#: workspaces, and CUDA errors raised outside the caching allocator
-OOM_MESSAGES = ("CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA out of memory",
-                "CUDA error: out of memory")
+#: workspaces, and CUDA errors raised outside the caching allocator.  torch raises
+#: "cuDNN error: " + cudnnGetErrorString(status) (ATen/cudnn/Exceptions.h); every supported torch
+#: ships cuDNN 9, whose cudnn_graph.h names a device allocation failure (4004) as below -- cuDNN 8's
+#: CUDNN_STATUS_ALLOC_FAILED no longer exists, and 4003 (HOST_ALLOCATION_FAILED) is host memory,
+#: which a smaller batch on the card does not free.
+OOM_MESSAGES = ("CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED", "CUBLAS_STATUS_ALLOC_FAILED",
+                "CUDA out of memory", "CUDA error: out of memory")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

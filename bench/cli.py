@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, FP32_PRECISIONS, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -133,6 +133,8 @@ def _setting(*decls: str, **kw):
 @_setting("--emulate/--no-emulate", help="On a GPU larger than the profile's budget, cap this process at the budget.")
 @_setting("--amp", type=click.Choice(AMP), help="Mixed precision (CUDA only).")
 @_setting("--channels-last/--no-channels-last")
+@_setting("--fp32-precision", type=click.Choice(FP32_PRECISIONS),
+          help="fp32 matmuls and convolutions: ieee (true fp32 on every card) or tf32 (Ampere and newer).")
 @_setting("--compile/--no-compile", help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @_setting("--interleave/--no-interleave",
@@ -349,12 +351,14 @@ def profiles() -> None:
               help="Also check mixed precision (CUDA only).")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True,
               help="Also check training in channels_last.")
+@click.option("--fp32-precision", type=click.Choice(FP32_PRECISIONS), default="ieee", show_default=True,
+              help="fp32 matmuls and convolutions, as `bench run --fp32-precision`.")
 @friendly_errors
-def check(device, model, amp, channels_last) -> None:
+def check(device, model, amp, channels_last, fp32_precision) -> None:
     """Run every path a long run takes on this device for a few steps; one table, exit 1 if any fails."""
     from .check import FAIL, format_table, run_check
 
-    rows = run_check(device, model=model, amp=amp, channels_last=channels_last,
+    rows = run_check(device, model=model, amp=amp, channels_last=channels_last, fp32_precision=fp32_precision,
                      echo=lambda s: click.echo(s, err=True))
     click.echo(format_table(rows))
     failed = [r.path for r in rows if r.result == FAIL]
@@ -387,9 +391,11 @@ def check(device, model, amp, channels_last) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the rows as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the rows as CSV.")
 @click.option("--enforce-targets", is_flag=True, help="Exit 1 when a figure misses its target (after writing it all).")
+@click.option("--fp32-precision", type=click.Choice(FP32_PRECISIONS), default="ieee", show_default=True,
+              help="fp32 matmuls and convolutions, as `bench run --fp32-precision`.")
 @friendly_errors
 def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_steps, data_images, memory_format,
-          threads, quick, json_path, csv_path, enforce_targets) -> None:
+          threads, quick, json_path, csv_path, enforce_targets, fp32_precision) -> None:
     """Measure what the FLOP savings are worth in time here: penalty, reconfiguration, harness, pruned shapes."""
     from prunetrain_core import available_models
 
@@ -401,10 +407,11 @@ def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_
             raise BenchError(f"unknown model '{name}': choose one of {', '.join(available_models())}")
     if batch_size < 1 or rounds < 1 or harness_steps < 1 or data_images < 1:
         raise BenchError("--batch-size, --rounds, --harness-steps and --data-images must be >= 1")
-    from .gpu import select_device
+    from .gpu import configure, select_device
     from .hardware import detect
 
     device = select_device(device, detect())  # a GPU this torch build cannot drive: one line, not a kernel error
+    configure(device, fp32_precision)         # cuDNN autotuning and fp32 precision, as a run has them
     report = run_speed(model, batch=batch_size, device=device, rounds=rounds, sections=sections or SPEED_SECTIONS,
                        reconfig_models=models, harness_steps=harness_steps, data_images=data_images,
                        threads=threads, quick=quick,

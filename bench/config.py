@@ -28,6 +28,7 @@ PENALISE = ("all", "readers")
 GROUP_WEIGHTS = ("uniform", "size")
 BATCH_POLICIES = ("freed", "fill")
 AMP = ("off", "bf16", "fp16")
+FP32_PRECISIONS = ("ieee", "tf32")   # how fp32 matmuls and convolutions compute (bench.gpu.configure)
 #: field metadata of a setting added after records exist: an older run.json without it resumes with the default
 ADDED = {"added": True}
 
@@ -77,6 +78,7 @@ class RunConfig:
     amp: str = "off"          # off | bf16 | fp16 (CUDA only)
     channels_last: bool = False
     compile: bool = False
+    fp32_precision: str = field(default="ieee", metadata=ADDED)  # ieee | tf32: fp32 matmuls and convs (bench.gpu)
     test_batch: int = 500
     world_size: int = field(default=1, metadata=ADDED)
     interleave: bool = field(default=False, metadata=ADDED)  # alternate the modes epoch by epoch (both kept)
@@ -136,6 +138,7 @@ class RunConfig:
             ("subset", self.subset >= 0, "--subset must be >= 0"),
             ("round_channels", self.round_channels >= 1, "--round-channels must be >= 1"),
             ("amp", self.amp in AMP, "--amp must be off, bf16 or fp16"),
+            ("fp32_precision", self.fp32_precision in FP32_PRECISIONS, "--fp32-precision must be ieee or tf32"),
             ("modes", all(m in MODES for m in self.modes) and self.modes and len(set(self.modes)) == len(self.modes),
              f"--mode must be one of {', '.join(MODES)}, both or all"),
             ("modes", not set(CONTROLS) & set(self.modes) or "prunetrain" in self.modes,

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BUSY_CORE_FRACTION = 0.2   # a process using at least this much of a core during the epoch is named
 NAMED = 3                  # busiest other processes named per epoch
@@ -38,9 +39,10 @@ class Contention:
 class ContentionProbe:
     """``start()`` before the timed interval, ``stop()`` after it."""
 
-    def __init__(self, gpu_index: int | None = None, proc: Path = Path("/proc"), named: int = NAMED,
+    def __init__(self, gpu: Any = None, proc: Path = Path("/proc"), named: int = NAMED,
                  busy: float = BUSY_CORE_FRACTION):
-        self.gpu_index, self.proc, self.named, self.busy = gpu_index, proc, named, busy
+        """``gpu``: the CUDA device trained on (a ``torch.device`` or CUDA's index), None on the CPU."""
+        self.gpu, self.proc, self.named, self.busy = gpu, proc, named, busy
 
     def start(self) -> None:
         self._wall, self._cpu, self._procs = time.perf_counter(), time.process_time(), self._cpu_ticks()
@@ -70,7 +72,7 @@ class ContentionProbe:
                 other = max(other, (total - self._total) / _TICKS / max(wall, 1e-9) - cpu / max(wall, 1e-9))
             busiest = sorted(((c, pid) for pid, c in used.items() if c >= self.busy), reverse=True)
             named = [f"{after[pid][1]}({pid}) {c:.2f} cores" for c, pid in busiest[:self.named]]
-        named += [f"gpu: {p}" for p in gpu_processes(self.gpu_index)] if self.gpu_index is not None else []
+        named += [f"gpu: {p}" for p in gpu_processes(self.gpu)] if self.gpu is not None else []
         try:
             load = os.getloadavg()[0]
         except (OSError, AttributeError):
@@ -94,16 +96,27 @@ class ContentionProbe:
         return out
 
 
-def gpu_processes(index: int) -> list[str]:
-    """Other processes NVML lists on GPU ``index`` (compute and graphics), as ``name(pid) N MiB``."""
+def gpu_processes(device: Any) -> list[str]:
+    """Other processes NVML lists on CUDA ``device`` (compute and graphics), as ``name(pid) N MiB``.
+
+    The card is found in NVML by its UUID / PCI bus id (:func:`bench.hardware.nvml_handle`):
+    NVML's index is PCI order and ignores ``CUDA_VISIBLE_DEVICES``, so CUDA's index would
+    count another card's processes.
+    """
+    import torch
+
+    from .hardware import cuda_card, nvml_handle
+
     try:
+        index = device.index if isinstance(device, torch.device) else int(device)
+        card = cuda_card(torch, torch.cuda.current_device() if index is None else index)
         import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # no NVML: nothing can be said
+    except Exception:  # no NVML (or no card torch can describe): nothing can be said
         return []
     try:
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        h = nvml_handle(pynvml, card)
         procs = list(pynvml.nvmlDeviceGetComputeRunningProcesses(h)) + list(pynvml.nvmlDeviceGetGraphicsRunningProcesses(h))
     except Exception:
         return []

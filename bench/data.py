@@ -660,11 +660,23 @@ class Loader:
         g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, 1, self.rank)) if self.train else None
         for s in range(steps):
             sel = idx[s * b : (s + 1) * b]
-            x = self.data.images.index_select(0, sel).to(self.device, non_blocking=True)
-            y = self.data.labels.index_select(0, sel).to(self.device, non_blocking=True)
+            x = self._to_device(self.data.images.index_select(0, sel))
+            y = self._to_device(self.data.labels.index_select(0, sel))
             if self.train:
                 x = self.augment(x, g)
             yield self.normalize(x), y
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A batch onto the training device without the host waiting for it.
+
+        ``non_blocking`` only overlaps a copy from page-locked memory; from pageable
+        memory the host blocks until the copy is done, so a launch-bound step on a
+        fast card waits for each batch.  The gathered batch is pinned first (torch's
+        caching host allocator reuses the blocks once their copy has completed).
+        """
+        if self.device.type == "cpu":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
 
     def augment(self, x: torch.Tensor, g: Optional[torch.Generator]) -> torch.Tensor:
         """Random crop from the zero-padded batch and random horizontal flip, batched on x's device."""

@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
+from .config import FP32_PRECISIONS
 from .errors import ConfigError
-from .hardware import DeviceInfo, GPUInfo, _to_str, arch_support
+from .hardware import DeviceInfo, GPUInfo, _to_str, arch_support, cuda_card, nvml_handle
 
 COMPILE_MIN_CAPABILITY = (7, 0)   # Triton, torch.compile's GPU backend, refuses older GPUs
 BF16_MIN_CAPABILITY = (8, 0)      # bfloat16 tensor-core kernels: Ampere and newer
+TF32_MIN_CAPABILITY = (8, 0)      # TensorFloat-32 tensor cores: Ampere and newer; older cards compute fp32 as is
 
 
 def select_device(spec: str, info: DeviceInfo, dist: Any = None) -> torch.device:
@@ -64,38 +66,13 @@ def select(spec: str, info: DeviceInfo, dist: Any = None) -> tuple[torch.device,
     return device, info
 
 
-def _uuid(props: Any) -> str | None:
-    """torch prints a card's UUID without NVML's "GPU-" prefix."""
-    value = getattr(props, "uuid", None)
-    if value is None or not str(value):
-        return None
-    text = str(value)
-    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
-
-
-def _pci_bus_id(props: Any) -> str | None:
-    try:
-        return f"{int(props.pci_domain_id):08x}:{int(props.pci_bus_id):02x}:{int(props.pci_device_id):02x}.0"
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
 def _nvml_view(gpu: GPUInfo) -> GPUInfo:
     """The same card as NVML sees it, found by UUID, else by PCI bus id; raises when it cannot be found."""
     import pynvml
 
     pynvml.nvmlInit()
     try:
-        handle = None
-        for lookup, key in ((getattr(pynvml, "nvmlDeviceGetHandleByUUID", None), gpu.uuid),
-                            (getattr(pynvml, "nvmlDeviceGetHandleByPciBusId", None), gpu.pci_bus_id)):
-            if handle is None and lookup is not None and key:
-                try:
-                    handle = lookup(key)
-                except pynvml.NVMLError:
-                    handle = None
-        if handle is None:
-            raise LookupError(f"NVML has no GPU with UUID {gpu.uuid} or PCI bus id {gpu.pci_bus_id}")
+        handle = nvml_handle(pynvml, gpu)
         major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
         try:
             driver: str | None = _to_str(pynvml.nvmlSystemGetDriverVersion())
@@ -117,10 +94,7 @@ def identify(device: torch.device) -> tuple[GPUInfo, str | None]:
     torch's total memory is the one the allocator caps (emulation's fraction is of it);
     NVML adds the driver version when it finds the same card.
     """
-    props = torch.cuda.get_device_properties(device)
-    gpu = GPUInfo(index=device.index, name=str(props.name), total_memory_bytes=int(props.total_memory),
-                  compute_capability=(int(props.major), int(props.minor)), uuid=_uuid(props),
-                  pci_bus_id=_pci_bus_id(props))
+    gpu = cuda_card(torch, device.index)
     try:
         seen = _nvml_view(gpu)
     except ImportError:
@@ -128,11 +102,21 @@ def identify(device: torch.device) -> tuple[GPUInfo, str | None]:
     except Exception as exc:  # noqa: BLE001 - any NVML failure: torch's facts stand alone
         return gpu, f"NVML could not find this card ({' '.join(str(exc).split()) or type(exc).__name__})"
     gpu = replace(gpu, driver=seen.driver)
+    if mig_slice_of(gpu, seen):
+        return gpu, (f"{device} is a MIG slice of {seen.name}: NVML found the parent card by PCI bus id "
+                     "(the memory and processes it reports are the whole card's)")
     if (seen.name, seen.compute_capability) != (gpu.name, gpu.compute_capability):
         return gpu, (f"CUDA and NVML disagree about {device}: CUDA says {gpu.name} "
                      f"(sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]}), NVML says {seen.name} "
                      f"(sm_{seen.compute_capability[0]}{seen.compute_capability[1]})")
     return gpu, None
+
+
+def mig_slice_of(cuda: GPUInfo, nvml: GPUInfo) -> bool:
+    """Whether CUDA's device is a MIG slice ("NVIDIA A100-SXM4-40GB MIG 1g.5gb") of NVML's card: the slice's
+    UUID is not a GPU's, so only the PCI bus id finds a card -- the parent, with its own name."""
+    rest = cuda.name[len(nvml.name):] if cuda.name.startswith(nvml.name) else ""
+    return rest.strip().startswith("MIG") and cuda.compute_capability == nvml.compute_capability
 
 
 def check_features(cfg: Any, gpu: GPUInfo) -> None:
@@ -147,6 +131,75 @@ def check_features(cfg: Any, gpu: GPUInfo) -> None:
                           "use --amp fp16 or --amp off")
 
 
+def context_bytes(device: torch.device) -> int | None:
+    """This process's memory on ``device`` outside torch's allocator (the CUDA context, library handles):
+    NVML's figure for this process minus what the allocator has reserved.  None where NVML cannot tell
+    (no NVML, a MIG slice, a driver that hides per-process memory)."""
+    import os
+
+    try:
+        import pynvml
+
+        torch.cuda.synchronize(device)   # creates the context if nothing has yet: it is what is measured
+        card, _ = identify(device)
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001
+        return None
+    try:
+        mine = [p.usedGpuMemory for p in pynvml.nvmlDeviceGetComputeRunningProcesses(nvml_handle(pynvml, card))
+                if p.pid == os.getpid()]
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+    if not mine or not isinstance(mine[0], int):
+        return None
+    return max(0, int(mine[0]) - int(torch.cuda.memory_reserved(device)))
+
+
 def cap_memory(fraction: float, device: torch.device) -> None:
     """Cap this process's CUDA allocator at ``fraction`` of ``device``'s total memory (torch's figure)."""
     torch.cuda.set_per_process_memory_fraction(float(fraction), device)
+
+
+def configure(device: torch.device, fp32_precision: str = "ieee") -> None:
+    """The backend options every command computes under (`bench run`, `replay`, `check`, `speed`), set here only.
+
+    * fp32 precision, for matmuls (cuBLAS) and convolutions (cuDNN) alike, through
+      torch's own ``fp32_precision`` API (mixing it with the legacy ``allow_tf32``
+      flags makes torch raise).  torch 2.14's defaults differ by operation --
+      matmul ``ieee``, cuDNN convolution ``tf32`` -- so "fp32" on an A100/H100 would
+      be TF32 convolutions while a GTX 1070 computes true fp32: a hardware comparison
+      must choose, and record (:func:`precision_in_force`).  Both modes run in one process
+      after this call, so they share it.
+    * ``cudnn.benchmark`` on CUDA: cuDNN autotunes each new shape (untimed warm-up,
+      bench.step), so a check exercises autotuning under the memory cap and a speed
+      figure times the kernels a run gets.
+    """
+    if fp32_precision not in FP32_PRECISIONS:
+        raise ConfigError(f"--fp32-precision {fp32_precision!r}: expected one of {', '.join(FP32_PRECISIONS)}")
+    torch.backends.cuda.matmul.fp32_precision = fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = fp32_precision
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def precision_in_force(device: torch.device) -> dict[str, Any]:
+    """How fp32 matmuls and convolutions actually compute on ``device``: ``ieee`` or ``tf32`` each.
+
+    TF32 is in force only where it is asked for *and* the card has TF32 tensor
+    cores (compute capability 8.0+); a CPU or a Pascal card computes ieee fp32
+    whatever the flag says.  ``cudnn_benchmark``: whether cuDNN autotunes.
+    """
+    def setting(value: str, *parents: str) -> str:
+        for v in (value, *parents):   # "none" inherits: op -> backend ("cuda", "all") -> generic
+            if v != "none":
+                return v
+        return "ieee"
+
+    cuda_all, generic = torch.backends.cudnn.fp32_precision, torch.backends.fp32_precision
+    asked = {"matmul": setting(torch.backends.cuda.matmul.fp32_precision, cuda_all, generic),
+             "conv": setting(torch.backends.cudnn.conv.fp32_precision, cuda_all, generic)}
+    tf32_card = device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) >= TF32_MIN_CAPABILITY
+    return {**{k: v if v == "ieee" or tf32_card else "ieee" for k, v in asked.items()},
+            "requested": asked, "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) and device.type == "cuda"}

@@ -15,20 +15,31 @@ from __future__ import annotations
 import os
 import platform
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 GIB = 1 << 30
 
-# Wheels that still carry Maxwell/Pascal (and Volta) kernels: PyTorch 2.8+
-# cu128/cu129 wheels dropped sm_50/sm_60/sm_61 (and sm_70); cu126 keeps them.
-CU126_INSTALL = (
-    "pip install torch==2.7.1 torchvision==0.22.1 "
-    "--index-url https://download.pytorch.org/whl/cu126"
-)
-CUDA_INSTALL = (
-    "pip install torch torchvision --index-url https://download.pytorch.org/whl/cu128"
-)
+# Which torch build drives which card -- the one statement of it (README, profiles, `bench env`,
+# scripts/gpu_check.sh all take it from here).  PyTorch's support matrix for release 2.14 keeps a
+# "legacy" CUDA 12.6 build with Maxwell (sm_50), Pascal (sm_60, which runs sm_61 cards) and Volta
+# (sm_70) kernels; its CUDA 13 builds start at Turing (sm_75) -- 13.0 is named here, the stable
+# build with the older driver floor (580).  The versions are those of constraints.txt (a test holds
+# them equal), so an old card runs the same torch as the rest.
+TORCH_PIN, TORCHVISION_PIN = "2.14.1", "0.29.1"
+LEGACY_INDEX, CURRENT_INDEX = "https://download.pytorch.org/whl/cu126", "https://download.pytorch.org/whl/cu130"
+LEGACY_MAX_CAPABILITY = (7, 0)       # sm_50 .. sm_70: the cu126 build; newer: CUDA 13
+CU126_INSTALL = f"pip install torch=={TORCH_PIN} torchvision=={TORCHVISION_PIN} --index-url {LEGACY_INDEX}"
+CUDA_INSTALL = f"pip install torch=={TORCH_PIN} torchvision=={TORCHVISION_PIN} --index-url {CURRENT_INDEX}"
+
+
+def install_line(cc: tuple[int, int]) -> str | None:
+    """The exact pip command that installs a torch with kernels for compute capability ``cc``; None below
+    Maxwell (no prebuilt torch of this version has kernels for it)."""
+    cc = (int(cc[0]), int(cc[1]))
+    if cc < (5, 0):
+        return None
+    return CU126_INSTALL if cc <= LEGACY_MAX_CAPABILITY else CUDA_INSTALL
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,6 @@ class DeviceInfo:
 
     def with_selected(self, gpu: GPUInfo) -> "DeviceInfo":
         """This machine, training on ``gpu``."""
-        from dataclasses import replace
-
         return replace(self, kind="cuda", selected=gpu)
 
     @property
@@ -198,13 +207,13 @@ def _parse_arch(entry: str) -> tuple[str, tuple[int, int], str] | None:
 
 def _install_hint(cc: tuple[int, int]) -> str:
     """Which torch build to install for this compute capability."""
-    if cc[0] in (5, 6) or cc == (7, 0):
-        return f"install a CUDA 12.6 build: {CU126_INSTALL}"
-    if cc[0] < 5:
+    line = install_line(cc)
+    if line is None:
         return ("no current PyTorch wheel supports it; use an old torch build "
                 "(e.g. torch 1.12 with CUDA 11.3) or run on the CPU")
-    return ("install a torch build whose torch.cuda.get_arch_list() includes "
-            f"sm_{cc[0]}{cc[1]}, e.g. a newer one: {CUDA_INSTALL}")
+    if line == CU126_INSTALL:
+        return f"install the CUDA 12.6 build: {line}"
+    return f"install a torch build whose torch.cuda.get_arch_list() includes sm_{cc[0]}{cc[1]}: {line}"
 
 
 def arch_support(cc: tuple[int, int], arch_list: Sequence[str]) -> str | None:
@@ -284,6 +293,8 @@ def _nvml_gpus() -> tuple[GPUInfo, ...]:
                 total_memory_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
                 compute_capability=(int(major), int(minor)),
                 driver=driver,
+                uuid=_nvml_text(pynvml, "nvmlDeviceGetUUID", h),
+                pci_bus_id=_nvml_pci_bus_id(pynvml, h),
             ))
         return tuple(gpus)
     finally:
@@ -291,6 +302,26 @@ def _nvml_gpus() -> tuple[GPUInfo, ...]:
             pynvml.nvmlShutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def _nvml_text(pynvml: Any, fn: str, handle: Any) -> str | None:
+    """An optional NVML string (absent from old nvidia-ml-py, or refused): None rather than an error."""
+    try:
+        return _to_str(getattr(pynvml, fn)(handle))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _nvml_pci_bus_id(pynvml: Any, handle: Any) -> str | None:
+    """NVML's bus id ("00000000:01:00.0"), lower case as torch's is formatted (:func:`_pci_bus_id`)."""
+    try:
+        info = pynvml.nvmlDeviceGetPciInfo(handle)
+    except Exception:  # noqa: BLE001
+        return None
+    text = _to_str(getattr(info, "busId", "") or getattr(info, "busIdLegacy", ""))
+    if text.count(":") == 2 and len(text.split(":")[0]) == 4:   # legacy 4-digit domain
+        text = "0000" + text
+    return text.lower() or None
 
 
 def _torch_gpus(torch: Any) -> tuple[GPUInfo, ...]:
@@ -303,15 +334,63 @@ def _torch_gpus(torch: Any) -> tuple[GPUInfo, ...]:
     return tuple(gpus)
 
 
+def _uuid(props: Any) -> str | None:
+    """torch prints a card's UUID without NVML's "GPU-" prefix."""
+    value = getattr(props, "uuid", None)
+    if value is None or not str(value):
+        return None
+    text = str(value)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def _pci_bus_id(props: Any) -> str | None:
+    try:
+        return f"{int(props.pci_domain_id):08x}:{int(props.pci_bus_id):02x}:{int(props.pci_device_id):02x}.0"
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def cuda_card(torch: Any, index: int) -> GPUInfo:
+    """CUDA device ``index`` as torch describes it (CUDA's numbering), with the UUID and PCI bus id that find
+    the same card in NVML; raises where torch cannot describe it."""
+    props = torch.cuda.get_device_properties(index)
+    return GPUInfo(index=int(index), name=str(props.name), total_memory_bytes=int(props.total_memory),
+                   compute_capability=(int(props.major), int(props.minor)), uuid=_uuid(props),
+                   pci_bus_id=_pci_bus_id(props))
+
+
+def nvml_handle(pynvml: Any, card: GPUInfo) -> Any:
+    """NVML's handle of ``card``, found by its UUID, else its PCI bus id -- never by CUDA's index, which
+    NVML does not share (PCI order, ``CUDA_VISIBLE_DEVICES`` ignored).  Raises LookupError when not found."""
+    for lookup, key in ((getattr(pynvml, "nvmlDeviceGetHandleByUUID", None), card.uuid),
+                        (getattr(pynvml, "nvmlDeviceGetHandleByPciBusId", None), card.pci_bus_id)):
+        if lookup is not None and key:
+            try:
+                return lookup(key)
+            except pynvml.NVMLError:
+                pass
+    raise LookupError(f"NVML has no GPU with UUID {card.uuid} or PCI bus id {card.pci_bus_id}")
+
+
+def _nvml_match(card: GPUInfo, gpus: Sequence[GPUInfo]) -> GPUInfo | None:
+    """The entry of NVML's list that is ``card`` (same UUID or PCI bus id), if any."""
+    for g in gpus:
+        if (card.uuid and g.uuid == card.uuid) or (card.pci_bus_id and g.pci_bus_id == card.pci_bus_id):
+            return g
+    return None
+
+
 def detect(nvml: bool = True) -> DeviceInfo:
     """Probe the machine; never raises for missing drivers or GPUs.
 
     GPUs come from NVML (driver-level facts, including the driver version),
     else from ``torch.cuda`` when NVML is missing or fails.  Note that NVML
     lists every GPU in PCI order and ignores CUDA_VISIBLE_DEVICES; a warning
-    is recorded when its count differs from torch's.  The run uses the first
-    GPU, and only if torch can: CUDA available and kernels for its
-    architecture (see :func:`arch_support`); otherwise the CPU path.
+    is recorded when its count differs from torch's.  The run uses CUDA's
+    current device (found in NVML's list by UUID / PCI bus id, never by index;
+    NVML's first GPU only where torch cannot describe its card), and only if
+    torch can drive it: CUDA available and kernels for its architecture (see
+    :func:`arch_support`); otherwise the CPU path.
     """
     import torch
 
@@ -353,9 +432,20 @@ def detect(nvml: bool = True) -> DeviceInfo:
     except Exception:  # noqa: BLE001
         cudnn = None
 
+    # the card CUDA would train on (its current device), found in NVML's list by UUID / PCI bus id:
+    # NVML's GPU 0 is another card wherever the orders differ or CUDA_VISIBLE_DEVICES hides cards
+    selected: GPUInfo | None = None
+    if cuda_available:
+        try:
+            card = cuda_card(torch, torch.cuda.current_device())
+            seen = _nvml_match(card, gpus)
+            selected = replace(card, driver=seen.driver) if seen is not None else card
+        except Exception:  # noqa: BLE001 - torch cannot describe it: NVML's first card stands in
+            selected = None
+
     kind = "cpu"
-    if gpus:
-        first = gpus[0]
+    if gpus or selected is not None:
+        first = selected or gpus[0]
         problem: str | None = None
         if cuda_version is None:
             problem = arch_support(first.compute_capability, ())
@@ -376,7 +466,7 @@ def detect(nvml: bool = True) -> DeviceInfo:
             if nvml_ok and n_torch != len(gpus):
                 warnings.append(
                     f"NVML sees {len(gpus)} GPU(s) but torch sees {n_torch} "
-                    "(CUDA_VISIBLE_DEVICES?); NVML index 0 may not be cuda:0")
+                    "(CUDA_VISIBLE_DEVICES?); NVML's numbering is not CUDA's, the card is matched by UUID")
 
     return DeviceInfo(
         kind=kind,
@@ -389,6 +479,7 @@ def detect(nvml: bool = True) -> DeviceInfo:
         torch_arch_list=arch_list,
         nvml_available=nvml_ok,
         warnings=tuple(warnings),
+        selected=selected if kind == "cuda" else None,
     )
 
 
@@ -428,7 +519,19 @@ def format_env(info: DeviceInfo) -> str:
         ("arch list", " ".join(info.torch_arch_list) or "-"),
         ("NVML", "available" if info.nvml_available else "not available"),
     ]
+    card = info.gpu or (info.gpus[0] if info.gpus else None)
+    if card is not None:   # the torch build for this card (the one the run uses, else NVML's first)
+        rows.append(("install", install_line(card.compute_capability) or _install_hint(card.compute_capability)))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     lines += [f"warning: {w}" for w in info.warnings]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":   # `python3 bench/hardware.py install-line 6.1`: the install step of gpu_check.sh,
+    import sys               # before any torch is installed (this module imports torch only in detect())
+
+    if len(sys.argv) != 3 or sys.argv[1] != "install-line":
+        sys.exit("usage: python3 bench/hardware.py install-line MAJOR.MINOR")
+    major, _, minor = sys.argv[2].strip().partition(".")
+    print(install_line((int(major), int(minor or 0))) or "")

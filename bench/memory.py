@@ -44,7 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MemoryEstimate", "measure_training_memory", "infer_optimizer_state_factor", "measure_cuda_peak"]
+__all__ = ["MemoryEstimate", "measure_training_memory", "infer_optimizer_state_factor", "measure_cuda_peak",
+           "reset_cuda_peak"]
 
 Batch = Union[Sequence[int], torch.Size, torch.Tensor, tuple]
 
@@ -244,8 +245,21 @@ def measure_cuda_peak(step_fn: Callable[[], Any], device: Optional[Union[str, to
     allocated (parameters, optimizer state) plus the step's transient peak.
     """
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
-    torch.cuda.synchronize(dev)
-    torch.cuda.reset_peak_memory_stats(dev)
+    reset_cuda_peak(dev)
     step_fn()
     torch.cuda.synchronize(dev)
     return int(torch.cuda.max_memory_allocated(dev)), int(torch.cuda.max_memory_reserved(dev))
+
+
+def reset_cuda_peak(device: torch.device) -> None:
+    """Start a peak measurement on CUDA ``device``: empty the allocator's cache, then reset the peaks.
+
+    ``torch.cuda.reset_peak_memory_stats`` sets every peak to the *current*
+    value, and reserved memory still holds every block the earlier work cached
+    (dense's larger tensors, the shape before a pruning).  Reset first, and
+    PruneTrain's reserved peak could never fall below dense's; empty first, and
+    it starts from what is live now.
+    """
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)

@@ -71,19 +71,27 @@ class Profile:
                 "budget, e.g. --profile cpu")
         return device.memory_bytes
 
-    def emulation_fraction(self, device: DeviceInfo) -> float | None:
+    def emulation_fraction(self, device: DeviceInfo, context_bytes: int | None = None) -> float | None:
         """Fraction for ``torch.cuda.set_per_process_memory_fraction`` (``--emulate``).
 
-        The cap excludes the CUDA context, so the reserve is subtracted:
-        (budget - reserve) / device total.  None when there is nothing to
-        emulate: CPU device, "device" budget, or a GPU not larger than the budget.
+        The cap limits only torch's caching allocator; on the real small card the
+        CUDA context (and the driver memory of the cuDNN and cuBLAS handles) takes
+        its share first.  So the larger of the profile's reserve and
+        ``context_bytes`` -- this process's driver memory outside the allocator,
+        measured where NVML reports it (:func:`bench.gpu.context_bytes`) -- is
+        subtracted: (budget - context) / device total.  What the emulation still
+        leaves out: the small card's slower memory and fewer SMs (time is the big
+        card's), and a context that grows after the measurement (cuDNN's handle
+        is created at the first convolution) beyond the profile's reserve.  None
+        when there is nothing to emulate: CPU device, "device" budget, or a GPU
+        not larger than the budget.
         """
         total = device.memory_bytes
         if device.kind != "cuda" or total is None or self.budget_bytes is None:
             return None
         if total <= self.budget_bytes:
             return None
-        usable = self.budget_bytes - self.reserve_bytes
+        usable = self.budget_bytes - max(self.reserve_bytes, context_bytes or 0)
         if usable <= 0:
             return None
         return usable / total

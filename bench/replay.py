@@ -365,7 +365,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
                                                                     s.reconfig_repeats, usable, profile.headroom)
     plan = replay_fit.timing_plan({ts.label: ts.memory.total_for_batch(ts.batch) for ts in fitting.values()}, device)
     echo(f"timing {plan['timing']}: {plan['why']}")
-    probe = ContentionProbe((device.index or 0) if device.type == "cuda" else None)
+    probe = ContentionProbe(device if device.type == "cuda" else None)
     probe.start()
     rounds, stop = time_shapes(fitting, plan["timing"], data, device, cfg, lam, s, echo)
     contention = probe.stop()
@@ -381,7 +381,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
         "config": {**traj.meta["config"], "profile": profile.name, "device": s.device, "emulate": s.emulate,
                    "data_dir": Path(cfg.data_dir).name if cfg.data_dir else None},  # records hold no paths
         "hardware": info.to_dict(), "device": str(device), "profile": portable_profile(profile), "emulated": emulated,
-        "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(),
+        "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(device),
         "git_commit": git_commit(), "seed": cfg.seed, "torch_threads": torch.get_num_threads(),
         "command": portable_command(sys.argv),
         "modes": {mode: {"status": "finished", "architectures": [arch_record(timed[(mode, sh.index)])

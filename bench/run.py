@@ -63,12 +63,16 @@ def git_commit(root: Path | None = None) -> str | None:
     return f"{head}-dirty" if changed is None or changed else head
 
 
-def versions() -> dict[str, Any]:
+def versions(device: torch.device | None = None) -> dict[str, Any]:
+    """The software a record was made with; with ``device``, the fp32 precision in force on it (gpu.configure)."""
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-            else None, "bench": __version__}
+    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+           else None, "bench": __version__}
+    if device is not None:
+        out["fp32_precision"] = gpu.precision_in_force(device)
+    return out
 
 
 def new_run_dir(results_dir: Path, profile: str, model: str) -> tuple[str, Path]:
@@ -103,16 +107,16 @@ def prepare_device(cfg, dist=None, info: DeviceInfo | None = None, profile: Prof
     ``cfg``: a RunConfig, or any settings with ``device``, ``profile`` and ``emulate`` (a replay's).
     """
     device, info = gpu.select(cfg.device, info if info is not None else detect(), dist)
+    gpu.configure(device, getattr(cfg, "fp32_precision", "ieee"))
     if profile is None:  # a resumed run brings the profile it recorded
         profile = resolve_profile(cfg.profile, info)
     budget = profile.resolve_budget(info)
     if device.type != "cuda":  # a GPU profile's budget decisions, made on the CPU, are emulated
         return DeviceSetup(device, info, profile, budget, emulated=profile.device_kind == "cuda")
     gpu.check_features(cfg, info.gpu)
-    fraction = profile.emulation_fraction(info) if cfg.emulate else None
+    fraction = profile.emulation_fraction(info, gpu.context_bytes(device)) if cfg.emulate else None
     if fraction is not None:
         gpu.cap_memory(fraction, device)
-    torch.backends.cudnn.benchmark = True
     return DeviceSetup(device, info, profile, budget, emulated=fraction is not None)
 
 
@@ -287,7 +291,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             "created": _now(), "finished": None, "config": portable_config(cfg, profile),
             "hardware": info.to_dict(), "device": str(device), "profile": portable_profile(profile),
             "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
-            "versions": versions(), "git_commit": git_commit(), "seed": cfg.seed,
+            "versions": versions(device), "git_commit": git_commit(), "seed": cfg.seed,
             "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
             "command": portable_command(sys.argv),
             "method": method_name(cfg), "method_differs": method_differences(cfg),

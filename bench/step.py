@@ -27,6 +27,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far (dynamo's ``unique_graphs`` counter, bumped
+    once per compiled graph: a first compilation and every recompilation alike); 0 where dynamo never ran."""
+    import sys
+
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    return int(dynamo.counters["stats"]["unique_graphs"]) if dynamo is not None else 0
+
+
 @dataclass
 class EpochMeter:
     """Sums over one epoch's steps, on the device (no host sync per step)."""
@@ -39,6 +48,9 @@ class EpochMeter:
     steps: int = 0
     warmup_s: float = 0.0         # untimed warm-ups of new shapes (TrainStep.warm_up): wall clock
     warmup_cpu_s: float = 0.0     # ... and this process's CPU time in them
+    compile_s: float = 0.0        # wall clock of warm-ups and steps in which torch.compile compiled a graph
+    compile_cpu_s: float = 0.0    # ... and this process's CPU time in them
+    compiled_steps: int = 0       # training steps among those (their training part is estimated by the caller)
 
     def __post_init__(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -121,9 +133,13 @@ class TrainStep:
                  amp: str = "off", scaler: torch.amp.GradScaler | None = None,
                  lasso: pc.GroupLasso | None = None, lpr: float = 0.0, lam: float | None = None,
                  reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = False,
-                 penalty_in_loss: bool = True, module: nn.Module | None = None):
+                 penalty_in_loss: bool = True, module: nn.Module | None = None, warm_compiled: bool = False):
         self.model, self.optimizer, self.device = model, optimizer, device
         self.module = module if module is not None else model  # the bare model under DDP / compile wrappers
+        # torch.compile without DDP: warm-ups run the compiled model, so each shape compiles there, untimed
+        self.warm_model = self.model if warm_compiled else self.module
+        self._buffers = list(self.module.buffers())
+        self._buffer_copy = [b.detach().clone() for b in self._buffers]   # as before the step being run
         self.warmed: set[tuple[int, ...]] = set()
         dtype = autocast_dtype(amp, device)
         self.autocast, self.dtype = dtype is not None, dtype or torch.float16
@@ -136,6 +152,18 @@ class TrainStep:
         self.post_step_hooks: list[Callable[[], None]] = []
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter | None = None) -> None:
+        graphs, start, cpu = compiled_graphs(), time.perf_counter(), time.process_time()
+        if self._buffers:   # one multi-tensor copy: what :meth:`recover` puts back after a failed step
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffer_copy, self._buffers)
+        self._step(x, y, meter)
+        if meter is not None and compiled_graphs() != graphs:   # torch.compile (re)compiled inside this step
+            _sync(self.device)
+            meter.compile_s += time.perf_counter() - start
+            meter.compile_cpu_s += time.process_time() - cpu
+            meter.compiled_steps += 1
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter | None) -> None:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
@@ -181,20 +209,23 @@ class TrainStep:
 
         cuDNN autotunes each new shape in benchmark mode, and the first calls pay
         CUDA's start-up costs: here, so that the timed step does not.  The bare
-        module runs (no collectives, no compilation); BatchNorm statistics are
-        restored and the gradients dropped, so training is exactly as without it.
+        module runs (no collectives), or the compiled one (``warm_compiled``): then
+        torch.compile compiles each shape here -- the short last batch too -- and
+        a warm-up that compiled is booked as compile time (``meter.compile_s``),
+        not warm-up.  BatchNorm statistics are restored and the gradients
+        dropped, so training is exactly as without it.
         """
         key = tuple(x.shape)
         if key in self.warmed:
             return 0.0
         _sync(self.device)
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, graphs = time.perf_counter(), time.process_time(), compiled_graphs()
         buffers, modes = snapshot_buffers(self.module)
         try:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
-                loss = F.cross_entropy(self.module(x).float(), y)
+                loss = F.cross_entropy(self.warm_model(x).float(), y)
             loss.backward()
             del loss
         finally:
@@ -203,7 +234,10 @@ class TrainStep:
         _sync(self.device)
         self.warmed.add(key)
         seconds = time.perf_counter() - start
-        if meter is not None:
+        if meter is not None and compiled_graphs() != graphs:
+            meter.compile_s += seconds
+            meter.compile_cpu_s += time.process_time() - cpu
+        elif meter is not None:
             meter.warmup_s += seconds
             meter.warmup_cpu_s += time.process_time() - cpu
         return seconds
@@ -215,7 +249,13 @@ class TrainStep:
         ``update`` would refuse the next step ("unscale_() has already been
         called"), so it is replaced by a fresh one with the same scale and growth
         tracker (the public state_dict, not its private per-optimizer stage).
+        BatchNorm's running statistics (and batch counters) go back to what they
+        were before the step: its forward pass had already updated them, and the
+        retry would count the same images twice.
         """
+        if self._buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._buffer_copy)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None and self.scaler.is_enabled():
             self.scaler = new_scaler(self.device.type, self.scaler.state_dict())

@@ -36,7 +36,7 @@ from .data import DataSplit, ImageData, Loader
 from .distributed import debug_dump
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .hooks import NO_HOOKS, Hooks
-from .memory import measure_training_memory
+from .memory import measure_training_memory, reset_cuda_peak
 from .records import SCHEMA_VERSION, EpochLog
 from .step import EpochMeter, EpochStats, TrainStep, autocast_dtype, make_scaler, memory_format, new_scaler
 
@@ -169,6 +169,7 @@ class ModeTrainer:
         """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
         model, self.channels_last = memory_format(model, self.ctx.device, self.cfg.channels_last, self.mode)
+        pc.align_optimizer_state(optimizer)  # the format change moved the parameters, not their momentum
         self.module, self.optimizer = model, optimizer
         self.lasso = pc.GroupLasso(model, self.example, groups=self.cfg.penalise, weighting=self.cfg.group_weight) if self.prune else None
         self.flops = pc.count_flops(model, self.example)
@@ -176,12 +177,11 @@ class ModeTrainer:
         self.memory = halve_on_oom(lambda n: measure_training_memory(
             model, self.example[:1].expand(n, -1, -1, -1), optimizer=optimizer, autocast_dtype=amp), MEMORY_PROBE_BATCH)
         self.forward_model = self._wrap(model)
-        self.needs_compile = self.cfg.compile
         self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
                               scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
                               reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
                               channels_last=self.channels_last, penalty_in_loss=self.cfg.lasso != "proximal",
-                              module=model)
+                              module=model, warm_compiled=self.cfg.compile and self.ctx.dist is None)
         if self.lasso is not None and self.cfg.lasso == "proximal":
             self.step.post_step_hooks.append(self._proximal_step)
 
@@ -200,8 +200,8 @@ class ModeTrainer:
         if self.ctx.dist is not None:
             model = self.ctx.dist.wrap(model)
         if self.cfg.compile:
-            torch._dynamo.reset()  # a new shape: compile afresh rather than pile up recompiles
-            model = torch.compile(model)
+            model = torch.compile(model, dynamic=False)
+            _room_for_recompiles(self.cfg)
         return model
 
     # ------------------------------------------------------------------ batch decisions
@@ -242,37 +242,33 @@ class ModeTrainer:
         if ctx.dist is not None:
             ctx.dist.take_comm_wait()  # reset the comm hook's timer
         if ctx.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(ctx.device)
+            reset_cuda_peak(ctx.device)
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
         half = len(loader) // 2
         self.step.nan_loss = self.ctx.hooks.nan_loss(self.mode, epoch)  # False unless the test suite asks
-        compile_time = 0.0
-        probe = ContentionProbe((ctx.device.index or 0) if ctx.device.type == "cuda" else None)
+        probe = ContentionProbe(ctx.device if ctx.device.type == "cuda" else None)
         self._sync()
         probe.start()
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
-            if i == 0 and self.needs_compile:
-                t0 = time.perf_counter()
-                self._step_with_retry(x, y, meter)
-                self._sync()
-                self.needs_compile = False
-                compile_time = time.perf_counter() - t0 - meter.warmup_s  # corrected below by the typical step
-            else:
-                self._step_with_retry(x, y, meter)
+            self._step_with_retry(x, y, meter)
             if i == half:
                 self.ctx.hooks.kill_point("mid-epoch")
             bar.update(1)
         self._sync()
-        elapsed = time.perf_counter() - start - meter.warmup_s  # the warm-ups were not training
+        # neither the warm-ups nor torch.compile's compilations were training (bench.step books both)
+        elapsed = time.perf_counter() - start - meter.warmup_s - meter.compile_s
         contention = probe.stop()
-        if contention.cpu_time_s is not None:  # the warm-ups were not training: neither their CPU time
-            contention = dataclasses.replace(contention, cpu_time_s=contention.cpu_time_s - meter.warmup_cpu_s)
+        if contention.cpu_time_s is not None:  # ... nor was their CPU time
+            contention = dataclasses.replace(contention, cpu_time_s=contention.cpu_time_s - meter.warmup_cpu_s
+                                             - meter.compile_cpu_s)
         bar.close()
         self.state.lam = self.step.lam
-        if compile_time and meter.steps > 1:
-            typical = (elapsed - compile_time) / (meter.steps - 1)
-            compile_time = max(0.0, compile_time - typical)
+        # a step that compiled also trained: its training part is a typical step's time, the rest compilation
+        trained = meter.steps - meter.compiled_steps
+        typical = elapsed / trained if trained > 0 else 0.0
+        compile_time = max(0.0, meter.compile_s - meter.compiled_steps * typical)
+        elapsed += meter.compile_s - compile_time
         comm_wait = ctx.dist.take_comm_wait() if ctx.dist is not None else 0.0
         loss_sum, correct, ratio_sum, comm_sum = meter.totals(comm_wait or 0.0, ctx.dist)
         comm_wait = None if comm_wait is None else comm_sum / world  # mean over ranks; None: not separable
@@ -286,7 +282,7 @@ class ModeTrainer:
         return EpochStats(
             train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
             lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.prune else 0.0,
-            samples=samples, steps=meter.steps, epoch_time_s=elapsed - compile_time,
+            samples=samples, steps=meter.steps, epoch_time_s=elapsed,
             compile_time_s=compile_time, warmup_time_s=meter.warmup_s, peak_memory_bytes=int(peak),
             peak_reserved_bytes=int(torch.cuda.max_memory_reserved(ctx.device)) if cuda else None,
             comm_wait_s=comm_wait, contention=contention)
@@ -347,7 +343,7 @@ class ModeTrainer:
         """Shrink the model (plan on rank 0, same surgery everywhere), then re-decide the batch."""
         self._sync()
         start = time.perf_counter()
-        before = pc.outputs(self.module, self.held_x)  # the budget's reference, and the proof's "before"
+        before = self._held_out(lambda m, x, y: pc.outputs(m, x), "held-out forward")  # the budget's reference, the proof's "before"
         proof_time = 0.0 if self.cfg.change_budget else time.perf_counter() - start
         chosen: dict[str, Any] = {"threshold": self.cfg.threshold}
 
@@ -357,7 +353,9 @@ class ModeTrainer:
         model = elsewhere_on_oom(lambda: pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer),
                                  lambda why: self._surgery_on_cpu(plan, why))
         t0 = time.perf_counter()
-        change = pc.compare(before, pc.outputs(model, self.held_x), self.held_y)
+        self.module = model  # the new shape, measured on the same batch
+        change = pc.compare(before, self._held_out(lambda m, x, y: pc.outputs(m, x), "held-out forward"),
+                            self.held_y.cpu())
         proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
         self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict(),
                             "measured_on": self.held_out_source}
@@ -377,12 +375,31 @@ class ModeTrainer:
             return pc.plan_reconfiguration(self.module, self.example, threshold=cfg.threshold,
                                            round_to=cfg.round_channels, liveness=cfg.liveness,
                                            structure=cfg.structure)
-        choice = pc.plan_within_budget(self.module, self.example, self.held_x, self.held_y,
-                                       tolerance=cfg.change_budget, thresholds=pc.threshold_grid(cfg.threshold),
-                                       liveness=cfg.liveness, round_to=cfg.round_channels, reference=before,
-                                       structure=cfg.structure)
+        choice = self._held_out(lambda m, x, y: pc.plan_within_budget(
+            m, self.example.to(x.device), x, y, tolerance=cfg.change_budget,
+            thresholds=pc.threshold_grid(cfg.threshold), liveness=cfg.liveness, round_to=cfg.round_channels,
+            reference=pc.Outputs(before.eval.to(x.device), before.train.to(x.device)), structure=cfg.structure),
+            "change-budget search")
         chosen.update(threshold=choice.threshold, tried=choice.tried)
         return choice.plan
+
+    def _held_out(self, fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], Any], what: str) -> Any:
+        """``fn(module, held_x, held_y)`` on the card; after an out-of-memory error there, on the CPU (the module
+        moved there and back).  The held-out batch runs whole (train-mode BatchNorm statistics depend on it), and
+        the change-budget search adds a trial model per threshold: VGG-16 at 224×224 on an 8 GiB card has no
+        room for them.  :class:`pc.Outputs` come back on the CPU either way, so that any two compare."""
+        def cpu_outputs(result: Any) -> Any:
+            return pc.Outputs(result.eval.cpu(), result.train.cpu()) if isinstance(result, pc.Outputs) else result
+
+        def on_cpu(why: str) -> Any:
+            self.state.batch_reasons.append(f"epoch {self.state.epoch}: {what} out of memory on "
+                                            f"{self.ctx.device} ({why}); done on the CPU")
+            self.module.to("cpu")
+            try:
+                return cpu_outputs(fn(self.module, self.held_x.cpu(), self.held_y.cpu()))
+            finally:
+                self.module.to(self.ctx.device)
+        return elsewhere_on_oom(lambda: cpu_outputs(fn(self.module, self.held_x, self.held_y)), on_cpu)
 
     def _surgery_on_cpu(self, plan: pc.Plan, why: str) -> nn.Module:
         """The surgery where the card has no room for the old and the new model at once (2 GiB, ImageNet)."""
@@ -482,3 +499,20 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, unit="step", mininterval=0.5, disable=not enabled)
+
+
+def _room_for_recompiles(cfg: RunConfig) -> None:
+    """Let dynamo keep a compiled graph per model shape and batch size for the whole run.
+
+    Each mode's model shares its classes' ``forward`` code with the other mode's
+    and with every earlier shape; dynamo keeps at most ``recompile_limit`` (8)
+    graphs per code object and then silently runs it eagerly.  Compiled with
+    static shapes, a shape needs two (the full and the short last batch): dense
+    one shape, PruneTrain one per reconfiguration and the first.  Clearing the
+    cache instead (``torch._dynamo.reset()``) would throw away the other mode's
+    graphs under ``--interleave`` and recompile them inside its timed epoch.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    shapes = 2 + (cfg.epochs // max(1, cfg.interval)) + 1
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * shapes + 2)

@@ -23,11 +23,12 @@ from .lasso import GroupLasso, lambda_from_ratio, proximal_step_size
 from .models import available_models, build_model, initialise
 from .plan import LIVENESS_RULES, STRUCTURES, Plan
 from .reconfig import apply_plan_to, plan_reconfiguration, reconfigure, scale_width
+from .surgery import align_optimizer_state
 
 __all__ = [
     "build_model", "available_models", "initialise", "scale_width", "analyse", "ChannelGraph", "UnsupportedModelError",
     "GroupLasso", "lambda_from_ratio", "proximal_step_size", "Plan", "LIVENESS_RULES", "STRUCTURES",
-    "plan_reconfiguration", "apply_plan_to", "reconfigure", "count_flops", "FlopCount",
+    "plan_reconfiguration", "apply_plan_to", "reconfigure", "align_optimizer_state", "count_flops", "FlopCount",
     "describe", "rebuild", "channels", "outputs", "compare", "Outputs", "FunctionChange",
     "plan_within_budget", "threshold_grid", "BudgetChoice",
 ]

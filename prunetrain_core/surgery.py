@@ -176,9 +176,40 @@ def _copy_param(old: nn.Parameter, new_mod: nn.Module, attr: str, idx: tuple, re
     value = old.detach()
     for dim, i in enumerate(idx):
         value = value.index_select(dim, i.to(value.device))
-    param = nn.Parameter(value.clone(), requires_grad=old.requires_grad)
+    param = nn.Parameter(_in_layout_of(old, value).clone(), requires_grad=old.requires_grad)
     setattr(new_mod, attr, param)
     remap[old] = (param, idx)
+
+
+def _in_layout_of(old: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (sliced from ``old``) in ``old``'s memory format.
+
+    ``index_select`` returns a contiguous tensor; a channels_last model must stay
+    channels_last after the surgery, or every later step pays a layout conversion.
+    A tensor contiguous in both formats (a 1x1 kernel, one input channel) stays as sliced.
+    """
+    for fmt in (torch.channels_last, torch.channels_last_3d):
+        if value.dim() == old.dim() == (4 if fmt is torch.channels_last else 5) \
+                and old.is_contiguous(memory_format=fmt) and not old.is_contiguous():
+            return value.contiguous(memory_format=fmt)
+    return value
+
+
+def align_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give each state tensor shaped like its parameter (momentum, Adam's moments) the parameter's strides.
+
+    torch.optim's foreach kernels take their fast path only when every tensor of a
+    list shares sizes and strides with its partner (ATen/native/ForeachUtils.h,
+    ``check_fast_path_restrictions``); one channels_last parameter with a
+    contiguous momentum buffer sends the whole list to one kernel per tensor.
+    Call after the surgery and after any change of the parameters' memory format.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            for key, value in (state or {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype, device=value.device).copy_(value)
 
 
 def _eliminate_dead_code(graph: fx.Graph) -> None:
@@ -224,6 +255,7 @@ def _move_optimizer(optimizer: torch.optim.Optimizer, remap: dict) -> None:
         group["params"] = params
     optimizer.state.clear()
     optimizer.state.update(new_state)
+    align_optimizer_state(optimizer)
 
 
 def _slice_state(value: Any, param: torch.Tensor, idx: tuple) -> Any:

@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# The GPU proof of issue 10, as one script for a machine with an NVIDIA GPU:
-#   1. install with the pinned constraints (skipped when this Python already has the pinned torch),
-#   2. `bench env` and `bench check` (every path a long run takes, on this card),
-#   3. `bench run --profile gtx1070 --emulate --epochs 2 --subset 4096` on the real CIFAR-10 copy,
-#   4. the same run killed (kill -9) in the middle of an epoch, then `bench run --resume`,
+# The GPU proof of issues 10 and 23, as one script for a machine with an NVIDIA GPU:
+#   1. install the pinned torch built for this card (`python3 bench/hardware.py install-line <cc>`: the CUDA 12.6
+#      build for sm_50..sm_70, CUDA 13 from sm_75); skipped when this Python's torch already drives the card,
+#   2. `bench env` and `bench check --device cuda` (every path a long run takes, on this card; then with AMP),
+#   3. `bench run --profile gtx1070 --emulate --device cuda` on the real CIFAR-10 copy, for EPOCHS epochs with a
+#      reconfiguration every INTERVAL, so that surgery and batch growth run on the card,
+#   4. the same run killed (kill -9) in the middle of an epoch, then `bench run --resume DIR --data-dir ...`,
 #   5. a short table: what passed, with the figures.
-# Usage: scripts/gpu_check.sh [OUT_DIR]     (env: CIFAR10_DIR=folder with train/ and test/, BENCH_PYTHON=python,
-#        SUBSET=4096: images of the two runs; a smaller one only for a dry run of this script on a CPU)
+# Usage: scripts/gpu_check.sh [--dry-run] [OUT_DIR]
+#   --dry-run: every step on the CPU (`--device cpu`, install skipped, AMP check skipped: CUDA only), to test this
+#   script itself; its summary says that nothing in it ran on a GPU.
+# Env: CIFAR10_DIR=folder with train/ and test/, BENCH_PYTHON=python, EPOCHS=3, INTERVAL=1, SUBSET=4096,
+#      MODEL=resnet32 (the profile's), PRUNETRAIN_BENCH_CACHE=decoded-image cache, THRESHOLD=0.2: far above the
+#      method's 1e-4, so that a run of a few epochs removes channels (a third of ResNet-20's parameters at
+#      initialisation) and the surgery and batch growth run on the card; these runs check paths, they are no result.
 # Exit status: non-zero when any step failed. Everything it prints is also under OUT_DIR.
 set -uo pipefail
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 OUT=${1:-${OUT:-$ROOT/gpu-check}}
@@ -17,20 +26,49 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 STATUS=0
 declare -a SUMMARY=()
 note() { SUMMARY+=("$(printf '%-34s %-6s %s' "$1" "$2" "$3")"); [ "$2" = pass ] || STATUS=1; }
+finish() {
+  if [ "$DRY" = 1 ]; then SUMMARY+=("" "DRY RUN on the CPU: every step ran, nothing here was measured on a GPU"); fi
+  printf '%s\n' "" "${SUMMARY[@]}" | tee "$OUT/summary.txt"; exit $STATUS
+}
+if [ "$DRY" = 1 ]; then DEVICE=cpu; else DEVICE=cuda; fi
 
-# -- 1. install ----------------------------------------------------------------------------------------
+# -- 1. install: the pinned torch from the index that has this card's kernels ------------------------------
 PY=${BENCH_PYTHON:-python3}
-want=$(sed -n 's/^torch==//p' constraints.txt)
-have=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
-if [ "$have" != "$want" ] || ! "$PY" -c 'import bench' 2>/dev/null; then
-  "$PY" -m venv "$ROOT/.venv-gpu" && PY="$ROOT/.venv-gpu/bin/python"
-  if "$PY" -m pip install -q -c constraints.txt -e . >"$OUT/install.log" 2>&1; then
-    note "install (constraints.txt)" pass "torch $want"
-  else
-    note "install (constraints.txt)" FAIL "see $OUT/install.log"; printf '%s\n' "${SUMMARY[@]}"; exit 1
-  fi
+drives_card() {  # this Python has the pinned torch, bench, and (on a GPU) kernels for the card
+  "$PY" - "$1" <<'PYEOF' 2>/dev/null
+import sys
+import torch
+from bench.hardware import TORCH_PIN, arch_support
+if torch.__version__.split("+")[0] != TORCH_PIN:
+    sys.exit(1)
+if sys.argv[1] == "cpu":
+    sys.exit(0)
+cc = torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None
+sys.exit(0 if cc is not None and arch_support(cc, torch.cuda.get_arch_list()) is None else 1)
+PYEOF
+}
+if [ "$DRY" = 1 ]; then
+  if drives_card cpu; then note "install (skipped: dry run)" pass "this Python's torch $("$PY" -c 'import torch; print(torch.__version__)')"
+  else note "install (skipped: dry run)" FAIL "$PY lacks the pinned torch or bench"; finish; fi
 else
-  note "install (constraints.txt)" pass "torch $have already installed"
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader -i 0 2>/dev/null | head -1 | tr -d ' ')
+  line=$(python3 bench/hardware.py install-line "${cc:-0.0}")
+  if [ -z "$cc" ]; then
+    note "install" FAIL "nvidia-smi reports no GPU (driver missing?); for a test of this script: --dry-run"; finish
+  elif [ -z "$line" ]; then
+    note "install" FAIL "no prebuilt torch $(sed -n 's/^torch==//p' constraints.txt) has kernels for sm_${cc/./}"; finish
+  elif drives_card cuda; then
+    note "install" pass "torch already drives sm_${cc/./} (would be: $line)"
+  else
+    "$PY" -m venv "$ROOT/.venv-gpu" && PY="$ROOT/.venv-gpu/bin/python"
+    # the build for the card first, then the project under the same pins (2.14.1+cu126 satisfies torch==2.14.1)
+    if "$PY" -m ${line#pip } >"$OUT/install.log" 2>&1 && "$PY" -m pip install -q -c constraints.txt -e . >>"$OUT/install.log" 2>&1 \
+       && drives_card cuda; then
+      note "install (sm_${cc/./})" pass "$line"
+    else
+      note "install (sm_${cc/./})" FAIL "$line: see $OUT/install.log"; finish
+    fi
+  fi
 fi
 BENCH=("$PY" -m bench)
 
@@ -43,24 +81,31 @@ if [ -z "${CIFAR10_DIR:-}" ]; then
     fi
   done
 fi
-export PRUNETRAIN_BENCH_CACHE="$ROOT/.cache"
+export PRUNETRAIN_BENCH_CACHE="${PRUNETRAIN_BENCH_CACHE:-$ROOT/.cache}"
 
 # -- 2. env and check ------------------------------------------------------------------------------------
 "${BENCH[@]}" env | tee "$OUT/env.txt"
-"${BENCH[@]}" check --channels-last 2>"$OUT/check.log" | tee "$OUT/check.txt"
+"${BENCH[@]}" check --device "$DEVICE" --channels-last 2>"$OUT/check.log" | tee "$OUT/check.txt"
 rc=${PIPESTATUS[0]}
-note "bench check" "$([ "$rc" = 0 ] && echo pass || echo FAIL)" "$(grep -c ' pass ' "$OUT/check.txt") rows pass (table: $OUT/check.txt)"
-cc=$("$PY" -c 'import torch; print("%d%d" % torch.cuda.get_device_capability())' 2>/dev/null || echo 0)
-if [ "$cc" -ge 80 ]; then AMP=bf16; else AMP=fp16; fi
-"${BENCH[@]}" check --amp "$AMP" 2>>"$OUT/check.log" | tee "$OUT/check-amp.txt"
-rc=${PIPESTATUS[0]}
-note "bench check --amp $AMP" "$([ "$rc" = 0 ] && echo pass || echo FAIL)" "table: $OUT/check-amp.txt"
+note "bench check --device $DEVICE" "$([ "$rc" = 0 ] && echo pass || echo FAIL)" "$(grep -c ' pass ' "$OUT/check.txt") rows pass (table: $OUT/check.txt)"
+if [ "$DRY" = 1 ]; then
+  note "bench check --amp (skipped)" pass "dry run: mixed precision is CUDA only"
+else
+  cc=$("$PY" -c 'import torch; print("%d%d" % torch.cuda.get_device_capability())' 2>/dev/null || echo 0)
+  if [ "$cc" -ge 80 ]; then AMP=bf16; else AMP=fp16; fi
+  "${BENCH[@]}" check --device cuda --amp "$AMP" 2>>"$OUT/check.log" | tee "$OUT/check-amp.txt"
+  rc=${PIPESTATUS[0]}
+  note "bench check --amp $AMP" "$([ "$rc" = 0 ] && echo pass || echo FAIL)" "table: $OUT/check-amp.txt"
+fi
 
 if [ -z "${CIFAR10_DIR:-}" ] || [ ! -d "$CIFAR10_DIR/train" ]; then
-  note "CIFAR-10 runs" FAIL "no CIFAR-10 copy: set CIFAR10_DIR (train/ and test/ image folders)"
-  printf '%s\n' "" "${SUMMARY[@]}" | tee "$OUT/summary.txt"; exit 1
+  note "CIFAR-10 runs" FAIL "no CIFAR-10 copy: set CIFAR10_DIR (train/ and test/ image folders)"; finish
 fi
-RUN=(run --profile gtx1070 --emulate --epochs 2 --subset "${SUBSET:-4096}" --data cifar10 --data-dir "$CIFAR10_DIR" --quiet)
+EPOCHS=${EPOCHS:-3}; INTERVAL=${INTERVAL:-1}
+DATA=(--data cifar10 --data-dir "$CIFAR10_DIR")
+RUN=(run --profile gtx1070 --emulate --device "$DEVICE" --epochs "$EPOCHS" --interval "$INTERVAL"
+     --threshold "${THRESHOLD:-0.2}" --subset "${SUBSET:-4096}" ${MODEL:+--model "$MODEL"} "${DATA[@]}" --quiet)
+ROWS=$(( 2 * EPOCHS ))                             # dense and PruneTrain
 
 # -- 3. the uninterrupted run ----------------------------------------------------------------------------
 rm -rf "$OUT/full" "$OUT/killed"
@@ -86,9 +131,9 @@ if kill -9 "$pid" 2>/dev/null; then
   wait "$pid" 2>/dev/null
   rows=$(( $(wc -l <"$csv") - 1 ))
   dir=$(dirname "$csv")
-  if [ "$rows" -ge 4 ]; then
+  if [ "$rows" -ge "$ROWS" ]; then
     note "kill -9 mid-epoch" FAIL "the run had finished ($rows rows) before the kill: nothing was interrupted"
-  elif "${BENCH[@]}" run --resume "$dir" --quiet >"$OUT/resume.log" 2>&1; then
+  elif "${BENCH[@]}" run --resume "$dir" "${DATA[@]}" --quiet >"$OUT/resume.log" 2>&1; then
     note "kill -9 mid-epoch, --resume" pass "killed after $rows row(s); resumed to $(( $(wc -l <"$csv") - 1 )) rows"
   else
     note "kill -9 mid-epoch, --resume" FAIL "$(tail -1 "$OUT/resume.log")"
@@ -101,7 +146,7 @@ fi
 "$PY" - "$OUT" <<'PYEOF' | tee "$OUT/runs.txt"
 import csv, glob, json, sys
 out = sys.argv[1]
-print(f"\n{'run':8} {'mode':10} {'ep':>2} {'batch':>5} {'test_acc':>8} {'epoch s':>8} {'warm-up s':>9} "
+print(f"\n{'run':8} {'mode':10} {'ep':>2} {'batch':>5} {'params':>8} {'test_acc':>8} {'epoch s':>8} {'warm-up s':>9} "
       f"{'alloc MiB':>9} {'reserved MiB':>12} {'budget MiB':>10}")
 runs = {}
 for name in ("full", "killed"):
@@ -111,18 +156,33 @@ for name in ("full", "killed"):
         status = json.load(open(path.replace("epochs.csv", "run.json")))["status"]
         for r in rows:
             mib = lambda k: f"{int(r[k]) / 2**20:.0f}" if r.get(k) else "-"
-            print(f"{name:8} {r['mode']:10} {r['epoch']:>2} {r['batch_size']:>5} {float(r['test_acc']):8.2f} "
-                  f"{float(r['epoch_time_s']):8.2f} {float(r['warmup_time_s']):9.2f} {mib('peak_memory_bytes'):>9} "
-                  f"{mib('peak_memory_reserved_bytes'):>12} {mib('memory_budget_bytes'):>10}")
+            print(f"{name:8} {r['mode']:10} {r['epoch']:>2} {r['batch_size']:>5} {r['params']:>8} "
+                  f"{float(r['test_acc']):8.2f} {float(r['epoch_time_s']):8.2f} {float(r['warmup_time_s']):9.2f} "
+                  f"{mib('peak_memory_bytes'):>9} {mib('peak_memory_reserved_bytes'):>12} {mib('memory_budget_bytes'):>10}")
         print(f"{name:8} status {status}, device {rows[0]['device'] if rows else '?'}, emulated "
               f"{rows[0]['emulated'] if rows else '?'}")
+code = 0
+if "full" in runs:   # the card ran PruneTrain's surgery: reconfigurations happened and removed parameters
+    pt = [r for r in runs["full"] if r["mode"] == "prunetrain"]
+    times = [float(r["reconfig_time_s"] or 0) for r in pt]
+    arch = json.load(open(glob.glob(f"{out}/full/*/run.json")[0]))["modes"]["prunetrain"]["architectures"]
+    params = [a["params"] for a in arch]
+    shrank = sum(t > 0 for t in times) >= 1 and len(params) > 1 and params[-1] < params[0]
+    print(f"PruneTrain reconfigured {sum(t > 0 for t in times)} time(s), params {params[0] if params else '?'} -> "
+          f"{params[-1] if params else '?'}, batch {pt[0]['batch_size'] if pt else '?'} -> "
+          f"{arch[-1]['batch_size'] if arch else '?'}: {shrank}")
+    code = code or (0 if shrank else 4)
 if "full" in runs and "killed" in runs:
     a, b = runs["full"], runs["killed"]
     same = [(r["mode"], r["epoch"], r["batch_size"], r["params"]) for r in a] == \
            [(r["mode"], r["epoch"], r["batch_size"], r["params"]) for r in b]
     print(f"resumed run = uninterrupted run in mode, epoch, batch and shape: {same}")
-    sys.exit(0 if same else 3)
+    code = code or (0 if same else 3)
+sys.exit(code)
 PYEOF
-[ "${PIPESTATUS[0]}" = 0 ] || note "resumed = uninterrupted" FAIL "see $OUT/runs.txt"
-printf '%s\n' "" "${SUMMARY[@]}" | tee "$OUT/summary.txt"
-exit $STATUS
+case "${PIPESTATUS[0]}" in
+  0) note "reconfigured; resumed = uninterrupted" pass "see $OUT/runs.txt" ;;
+  4) note "PruneTrain reconfigured" FAIL "no reconfiguration shrank the model: see $OUT/runs.txt" ;;
+  *) note "resumed = uninterrupted" FAIL "see $OUT/runs.txt" ;;
+esac
+finish

@@ -96,8 +96,13 @@ class FakeCuda:
         self.fractions.append((fraction, index))
 
 
-def nvml_module(machine: list[Card], driver: str = "535.183.01") -> types.ModuleType:
-    """nvidia-ml-py as it behaves: cards by PCI bus, lookups by full UUID or bus id, str or bytes in."""
+def nvml_module(machine: list[Card], driver: str = "535.183.01",
+                processes: dict[str, list[tuple[int, int | None]]] | None = None) -> types.ModuleType:
+    """nvidia-ml-py as it behaves: cards by PCI bus, lookups by full UUID or bus id, str or bytes in.
+
+    ``processes``: card name -> ``(pid, usedGpuMemory)`` of the compute processes NVML lists on it.
+    ``nvmlDeviceGetPciInfo`` gives ``busId`` as NVML writes it (upper-case hex).
+    """
     by_bus = sorted(machine, key=lambda c: c.bus)
     mod = types.ModuleType("pynvml")
     mod.NVMLError = NVMLError
@@ -120,8 +125,9 @@ def nvml_module(machine: list[Card], driver: str = "535.183.01") -> types.Module
     def card(handle) -> Card:
         return next(c for c in by_bus if c.bus == handle[1])
 
-    mod.nvmlInit = lambda: None
-    mod.nvmlShutdown = lambda: None
+    mod.calls = []                 # nvmlInit / nvmlShutdown, in order: every init must be shut down
+    mod.nvmlInit = lambda: mod.calls.append("nvmlInit")
+    mod.nvmlShutdown = lambda: mod.calls.append("nvmlShutdown")
     mod.nvmlSystemGetDriverVersion = lambda: driver
     mod.nvmlDeviceGetCount = lambda: len(by_bus)
     mod.nvmlDeviceGetHandleByIndex = lambda i: ("h", by_bus[i].bus)
@@ -130,11 +136,17 @@ def nvml_module(machine: list[Card], driver: str = "535.183.01") -> types.Module
     mod.nvmlDeviceGetName = lambda h: card(h).name
     mod.nvmlDeviceGetMemoryInfo = lambda h: SimpleNamespace(total=card(h).memory, free=card(h).memory, used=0)
     mod.nvmlDeviceGetCudaComputeCapability = lambda h: card(h).cc
+    mod.nvmlDeviceGetUUID = lambda h: card(h).full_uuid()
+    mod.nvmlDeviceGetPciInfo = lambda h: SimpleNamespace(busId=card(h).bus_id().upper().encode())
+    mod.nvmlDeviceGetComputeRunningProcesses = lambda h: [
+        SimpleNamespace(pid=pid, usedGpuMemory=mem) for pid, mem in (processes or {}).get(card(h).name, [])]
+    mod.nvmlDeviceGetGraphicsRunningProcesses = lambda h: []
     return mod
 
 
 def install(monkeypatch, visible: list[Card], machine: list[Card] | None = None,
-            arch_list: list[str] | None = None) -> FakeCuda:
+            arch_list: list[str] | None = None,
+            processes: dict[str, list[tuple[int, int | None]]] | None = None) -> FakeCuda:
     """Make this process see ``visible`` as its CUDA devices (and ``machine`` through NVML)."""
     fake = FakeCuda(visible=list(visible), machine=list(machine or visible),
                     arch_list=list(CU126_ARCHS if arch_list is None else arch_list))
@@ -150,7 +162,7 @@ def install(monkeypatch, visible: list[Card], machine: list[Card] | None = None,
     import torchvision  # noqa: F401  (checks torch.version.cuda against its own build once, at import)
 
     monkeypatch.setattr(torch.version, "cuda", "12.6")
-    monkeypatch.setitem(sys.modules, "pynvml", nvml_module(fake.machine))
+    monkeypatch.setitem(sys.modules, "pynvml", nvml_module(fake.machine, processes=processes))
     return fake
 
 
@@ -175,3 +187,48 @@ def strict_rng(monkeypatch, visible_gpus: int) -> None:
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_rng_state_all)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all",
                         lambda: [torch.zeros(16, dtype=torch.uint8) for _ in range(visible_gpus)])
+
+
+@dataclass
+class FakeAllocator:
+    """torch's caching allocator as its peak statistics see it (c10/cuda/CUDACachingAllocator.cpp):
+
+    ``allocated`` is live tensors, ``reserved`` what the cache holds (never less than allocated);
+    ``empty_cache`` gives back every unoccupied block (reserved falls to allocated);
+    ``reset_peak_memory_stats`` sets each peak to the *current* value, it does not zero it.
+    """
+
+    allocated: int = 0
+    reserved: int = 0
+    peak_allocated: int = 0
+    peak_reserved: int = 0
+    calls: list[str] = field(default_factory=list)
+
+    def alloc(self, n: int) -> None:
+        self.allocated += n
+        self.reserved = max(self.reserved, self.allocated)
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+
+    def free(self, n: int) -> None:       # freed blocks stay cached
+        self.allocated -= n
+
+    def install(self, monkeypatch) -> "FakeAllocator":
+        def index(device):
+            return torch.cuda._utils._get_device_index(device, optional=True)
+
+        def empty_cache():
+            self.calls.append("empty_cache")
+            self.reserved = self.allocated
+
+        def reset(device=None):
+            index(device)
+            self.calls.append("reset_peak_memory_stats")
+            self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
+
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: self.calls.append("synchronize"))
+        monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak_allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: self.peak_reserved)
+        return self

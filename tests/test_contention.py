@@ -8,9 +8,11 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+import cudafake
 from bench.contention import ContentionProbe, gpu_processes, is_contended
-from tests.test_hardware import fake_nvml
+from cudafake import A100, GTX750TI
 
 linux = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
 
@@ -47,15 +49,21 @@ def test_own_work_is_cpu_time_not_other_processes():
 
 
 def test_gpu_neighbours_come_from_nvml(monkeypatch):
-    nv = fake_nvml()
     me = os.getpid()
-    nv.nvmlDeviceGetComputeRunningProcesses = lambda h: [SimpleNamespace(pid=me, usedGpuMemory=2**30),
-                                                         SimpleNamespace(pid=1, usedGpuMemory=512 * 2**20)]
-    nv.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [SimpleNamespace(pid=2, usedGpuMemory=None)]
-    monkeypatch.setitem(sys.modules, "pynvml", nv)
-    found = gpu_processes(0)
+    cudafake.install(monkeypatch, [A100], processes={A100.name: [(me, 2**30), (1, 512 * 2**20), (2, None)]})
+    found = gpu_processes(torch.device("cuda", 0))
     assert len(found) == 2 and found[0].endswith("(1) 512 MiB") and "(2)" in found[1]  # itself left out
-    assert nv.calls[-1] == "nvmlShutdown"
+    assert sys.modules["pynvml"].calls == ["nvmlInit", "nvmlShutdown"]
+
+
+def test_gpu_neighbours_are_those_of_the_cuda_card_not_of_nvmls_same_index(monkeypatch):
+    """CUDA_VISIBLE_DEVICES=1: cuda:0 is the A100, NVML's GPU 0 the 750 Ti with a neighbour on it."""
+    cudafake.install(monkeypatch, visible=[A100], machine=[GTX750TI, A100],
+                     processes={GTX750TI.name: [(1, 300 * 2**20)], A100.name: [(2, 100 * 2**20)]})
+    probe = ContentionProbe(torch.device("cuda", 0))
+    probe.start()
+    found = probe.stop().busy_processes
+    assert "gpu: " in found and "(2) 100 MiB" in found and "(1) 300 MiB" not in found
 
 
 def test_gpu_neighbours_without_nvml(monkeypatch):

@@ -441,3 +441,22 @@ def test_real_cifar10_subset(tmp_path):
     # the JPEG copy's pixel statistics are close to the published ones
     mean = (s.train.images.float() / 255).mean((0, 2, 3))
     assert torch.allclose(mean, torch.tensor(CIFAR10_MEAN), atol=0.02)
+
+
+def test_batches_for_an_accelerator_are_copied_from_pinned_memory(monkeypatch):
+    """torch.Tensor.pin_memory needs a CUDA build, so it is recorded here; the "meta" device stands in for the
+    card (copies to it are real tensor.to calls, without data)."""
+    from bench.data import Loader, synthetic_data
+
+    pinned = []
+
+    def pin_memory(self, device=None):
+        pinned.append(tuple(self.shape))
+        return self.clone()
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    train = synthetic_data()[0]
+    x, y = next(iter(Loader(train, 8, train=True, device="meta")))
+    assert x.device.type == "meta" and pinned == [(8, 3, 32, 32), (8,)]
+    pinned.clear()
+    next(iter(Loader(train, 8, train=True, device="cpu")))
+    assert pinned == []                                    # on the CPU nothing is copied

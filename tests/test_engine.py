@@ -514,3 +514,25 @@ def test_describe_and_rebuild_a_pruned_model():
 def test_rebuild_rejects_foreign_data():
     with pytest.raises(ValueError, match="format"):
         pc.rebuild({"format": 99, "nodes": [], "modules": {}})
+
+
+def test_reconfiguration_keeps_channels_last_for_parameters_and_their_optimizer_state():
+    """A channels_last model stays channels_last through the surgery, and each momentum buffer keeps its
+    parameter's strides: one mismatched pair sends SGD's whole foreach list to the per-tensor path
+    (ATen/native/ForeachUtils.h, check_fast_path_restrictions: equal sizes and strides)."""
+    torch.manual_seed(0)
+    model = pc.build_model("resnet20", 10).to(memory_format=torch.channels_last)
+    x, y = torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last), torch.randint(0, 10, (4,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    nn.CrossEntropyLoss()(model(x), y).backward()
+    opt.step()
+    graph = pc.analyse(model, x)
+    _kill_random_channels(model, graph, torch.Generator().manual_seed(5), fraction=0.25)
+
+    pruned = pc.reconfigure(model, x, optimizer=opt)
+
+    convs = [m.weight for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                         for w in convs)
+    mismatched = [n for n, p in pruned.named_parameters() if opt.state[p]["momentum_buffer"].stride() != p.stride()]
+    assert mismatched == []

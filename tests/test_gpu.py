@@ -7,6 +7,7 @@ the CPU, and what a card or a torch build cannot do is refused up front in one l
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -231,3 +232,172 @@ def test_check_features_is_silent_on_a_cpu_config():
     check_features(RunConfig(amp="fp16"), GPUInfo(0, "x", GIB, (6, 1)))
     with pytest.raises(ConfigError):
         check_features(RunConfig(compile=True), GPUInfo(0, "x", GIB, (5, 0)))
+
+
+# ---------------------------------------------------------------------------- issue 23
+
+def test_a_change_of_memory_format_takes_the_momentum_buffers_along(tmp_path):
+    """The trainer converts a model's parameters in place (channels_last, or back to contiguous where a shape is
+    hazardous); their momentum must follow, or SGD's foreach kernels fall back to one launch per tensor."""
+    trainer = make_trainer(tmp_path, "prunetrain", images=32, batch=16, channels_last=True)
+    trainer.start()
+    trainer.train_epoch(1)
+    for state in trainer.optimizer.state.values():   # as if the state had been made under the other format
+        state["momentum_buffer"] = state["momentum_buffer"].contiguous()
+    trainer._install(trainer.module, trainer.optimizer)
+    params = [p for p in trainer.module.parameters() if p.dim() == 4]
+    assert any(not p.is_contiguous() for p in params)      # channels_last indeed
+    assert [p.stride() for p in params] == [trainer.optimizer.state[p]["momentum_buffer"].stride() for p in params]
+
+
+def test_detect_decides_by_cudas_card_not_nvmls_first(monkeypatch):
+    """CUDA sees an A100 (CUDA_VISIBLE_DEVICES=1); NVML's GPU 0 is a 750 Ti this cu128-style build cannot drive."""
+    cudafake.install(monkeypatch, visible=[A100], machine=[GTX750TI, A100], arch_list=cudafake.CURRENT_ARCHS)
+    info = detect()
+    assert info.kind == "cuda" and info.device_name == A100.name
+    assert info.gpu.uuid == A100.full_uuid() and info.gpu.driver == "535.183.01"
+    setup = prepare_device(RunConfig(device="auto", profile="auto"))
+    assert setup.device == torch.device("cuda", 0) and setup.info.device_name == A100.name
+    result = CliRunner().invoke(cli.main, ["env"])
+    assert result.exit_code == 0 and re.search(rf"device +cuda +\({A100.name}\)", result.output), result.output
+
+
+@pytest.fixture
+def backend_flags():
+    """The process-wide flags gpu.configure sets, restored after the test."""
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.benchmark)
+    yield
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved[:2]
+    torch.backends.cudnn.benchmark = saved[2]
+
+
+@pytest.mark.parametrize("command", [["check", "--device", "cuda"], ["speed", "--device", "cuda", "--quick"]])
+def test_check_and_speed_set_the_device_options_a_run_sets(monkeypatch, backend_flags, command):
+    """cuDNN autotuning (and the fp32 precision) come from one function for run, check and speed alike."""
+    from bench import check as check_module
+    from bench.speed import run as speed_run
+    from bench.speed.table import SpeedReport
+
+    cudafake.install(monkeypatch, [A100])
+    torch.backends.cudnn.benchmark = False
+    prepare_device(RunConfig(device="cuda", profile="auto"))
+    assert torch.backends.cudnn.benchmark is True
+    torch.backends.cudnn.benchmark = False
+    monkeypatch.setattr(check_module.Checker, "check_all", lambda self: [])
+    monkeypatch.setattr(speed_run, "run_speed", lambda model, **kw: SpeedReport("fake", 1, "-", 2, model, 1, rows=[]))
+    result = CliRunner().invoke(cli.main, command)
+    assert result.exit_code == 0, result.output
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_tf32_is_in_force_only_where_asked_and_on_a_card_that_has_it(monkeypatch, backend_flags):
+    from bench.check import reconfiguration_tolerance
+    from bench.gpu import configure, precision_in_force
+
+    cudafake.install(monkeypatch, [A100, GTX1070])
+    a100, gtx1070 = torch.device("cuda", 0), torch.device("cuda", 1)
+    configure(a100, "tf32")
+    assert precision_in_force(a100)["matmul"] == precision_in_force(a100)["conv"] == "tf32"
+    assert precision_in_force(gtx1070)["conv"] == "ieee"               # Pascal has no TF32: true fp32
+    assert precision_in_force(torch.device("cpu"))["conv"] == "ieee"
+    assert reconfiguration_tolerance(False, a100)[0] == 1e-3 and reconfiguration_tolerance(False, gtx1070)[0] == 1e-4
+    configure(a100, "ieee")
+    assert precision_in_force(a100)["conv"] == "ieee" and reconfiguration_tolerance(False, a100)[0] == 1e-4
+    assert reconfiguration_tolerance(True, a100)[0] == 1e-2
+
+
+def test_a_run_records_the_fp32_precision_it_ran_with(tmp_path, backend_flags):
+    import json
+
+    result = CliRunner().invoke(cli.main, ["run", "--profile", "smoke", "--mode", "dense", "--epochs", "1",
+                                           "--subset", "64", "--fp32-precision", "tf32", "--quiet",
+                                           "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_json,) = tmp_path.glob("*/run.json")
+    meta = json.loads(run_json.read_text())
+    assert meta["config"]["fp32_precision"] == "tf32"
+    assert meta["versions"]["fp32_precision"]["requested"] == {"matmul": "tf32", "conv": "tf32"}
+    assert meta["versions"]["fp32_precision"]["conv"] == "ieee"       # the CPU computes true fp32 whatever is asked
+
+
+def _graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """torch.compile with dynamo's "eager" backend: dynamo traces, guards and recompiles exactly as with inductor
+    (its unique_graphs counter counts each compiled graph); only the code generation is skipped."""
+    import functools
+
+    real, reset = torch.compile, torch._dynamo.reset
+    monkeypatch.setattr(torch, "compile", functools.partial(real, backend="eager"))
+    reset()
+    yield
+    reset()
+
+
+def test_every_compilation_happens_in_the_untimed_warm_up_and_lands_in_compile_time(tmp_path, monkeypatch,
+                                                                                      eager_compile):
+    """40 images at batch 16: a short last batch of 8, a second shape to compile.  No timed step may compile."""
+    from bench.step import TrainStep
+
+    compiled_in_timed_steps = []
+    timed = TrainStep.__call__
+
+    def counting(self, x, y, meter=None):
+        before = _graphs()
+        timed(self, x, y, meter)
+        compiled_in_timed_steps.append(_graphs() - before)
+    monkeypatch.setattr(TrainStep, "__call__", counting)
+    trainer = make_trainer(tmp_path, "dense", images=40, batch=16, compile=True)
+    trainer.start()
+    before = _graphs()
+    stats = trainer.train_epoch(1)
+    assert _graphs() - before >= 2                        # the full and the short batch were compiled ...
+    assert compiled_in_timed_steps == [0, 0, 0]           # ... none of it inside a timed step
+    assert stats.compile_time_s > 0 and stats.steps == 3
+
+
+def test_interleaved_modes_keep_each_others_compiled_frames(tmp_path, monkeypatch, eager_compile):
+    """Installing PruneTrain's model must not clear dense's compiled code (torch._dynamo.reset() did):
+    dense's next epoch compiles nothing and records no compile time."""
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: pytest.fail("torch._dynamo.reset() clears every mode's frames"))
+    dense = make_trainer(tmp_path, "dense", images=32, batch=16, compile=True)
+    dense.start()
+    dense.train_epoch(1)
+    prune = make_trainer(tmp_path, "prunetrain", images=32, batch=16, compile=True)
+    prune.start()
+    prune.train_epoch(1)
+    before = _graphs()
+    stats = dense.train_epoch(2)
+    assert _graphs() == before and stats.compile_time_s == 0.0
+
+
+def test_a_mig_slice_is_its_parent_card_not_a_disagreement(monkeypatch, tmp_path):
+    """CUDA sees a 1g.5gb slice of an A100; NVML has no GPU with the slice's UUID and finds the A100 by bus id."""
+    from bench.check import Checker
+
+    mig = cudafake.Card(f"{A100.name} MIG 1g.5gb", A100.cc, 5 * GIB, bus=A100.bus, uuid="m1g5gb-0000-0000-0000-000000000009")
+    cudafake.install(monkeypatch, visible=[mig], machine=[A100])
+    setup = prepare_device(RunConfig(device="cuda", profile="auto"))
+    assert not any("disagree" in w for w in setup.info.warnings)
+    assert any("MIG slice of" in w for w in setup.info.warnings)
+    assert setup.info.gpu.name == mig.name and setup.info.gpu.total_memory_bytes == 5 * GIB   # torch's, the slice's
+    checker = Checker.__new__(Checker)
+    checker.device = setup.device
+    assert checker.identity().startswith(f"cuda:0: {mig.name}")     # bench check's identity row passes
+
+
+def test_emulation_subtracts_the_measured_context_where_it_exceeds_the_reserve(monkeypatch):
+    """The 750 Ti's 2 GiB less this process's driver memory (NVML's figure less the allocator's reserve)."""
+    import os
+
+    mib = 1 << 20
+    fake = cudafake.install(monkeypatch, [A100], processes={A100.name: [(os.getpid(), 700 * mib)]})
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 100 * mib)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    setup = prepare_device(RunConfig(device="cuda", profile="gtx750ti", emulate=True))
+    assert fake.fractions == [(pytest.approx((2 * GIB - 600 * mib) / A100.memory), 0)]
+    assert setup.emulated

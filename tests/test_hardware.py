@@ -1,7 +1,11 @@
 """Device detection and architecture checks, without a GPU (fake NVML / torch.cuda)."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
+from pathlib import Path
 import types
 from types import SimpleNamespace
 
@@ -24,7 +28,7 @@ def test_old_gpus_need_cu126_on_current_wheels(cc, sm, arch):
     msg = arch_support(cc, CURRENT)
     assert msg is not None and "\n" not in msg
     assert sm in msg and arch in msg
-    assert "cu126" in msg and "torch==2.7.1" in msg and "torchvision==0.22.1" in msg
+    assert "cu126" in msg and "torch==2.14.1" in msg and "torchvision==0.29.1" in msg
 
 
 @pytest.mark.parametrize("cc", [(5, 0), (6, 0), (6, 1), (7, 5), (8, 6), (8, 9), (9, 0)])
@@ -239,3 +243,37 @@ def test_format_cudnn_encodings():
     assert hardware.format_cudnn(92400) == "9.24.0"
     assert hardware.format_cudnn(8907) == "8.9.7"
     assert hardware.format_cudnn(None) == "-"
+
+
+# ---------------------------------------------------------------------------- issue 23: one statement of the build
+
+def test_the_install_line_is_the_pinned_torch_from_the_index_that_has_the_cards_kernels():
+    from bench.hardware import CU126_INSTALL, CUDA_INSTALL, TORCH_PIN, TORCHVISION_PIN, install_line
+
+    root = Path(__file__).resolve().parent.parent
+    pins = dict(line.split("==") for line in (root / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert (pins["torch"], pins["torchvision"]) == (TORCH_PIN, TORCHVISION_PIN)
+    for cc in [(5, 0), (6, 1), (7, 0)]:          # 750 Ti, 1070 / 1080 Ti, V100: the legacy cu126 build
+        assert install_line(cc) == CU126_INSTALL
+        assert arch_support(cc, CU126) is None    # and that build's arch list drives them
+    for cc in [(7, 5), (8, 0), (9, 0), (12, 0)]:
+        assert install_line(cc) == CUDA_INSTALL
+    assert install_line((3, 7)) is None
+    # every document says the same: the README carries the exact line, no profile names another torch
+    assert CU126_INSTALL in (root / "README.md").read_text()
+    stale = re.compile(r"PyTorch \d+\.\d+\+?|torch==(?!%s)" % re.escape(TORCH_PIN))
+    for path in [root / "README.md", *(root / "bench" / "builtin_profiles").glob("*.toml")]:
+        assert not stale.search(path.read_text()), path
+    script = subprocess.run([sys.executable, str(root / "bench" / "hardware.py"), "install-line", "6.1"],
+                            capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
+    assert script.stdout.strip() == CU126_INSTALL     # what gpu_check.sh runs before any torch is installed
+
+
+def test_bench_env_prints_the_install_line_for_the_detected_card(monkeypatch):
+    from bench.hardware import CU126_INSTALL
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml())          # a GTX 1070, and a CPU-only torch
+    fake_cuda(monkeypatch, available=False, arch=[], cuda_version=None)
+    text = format_env(detect())
+    assert re.search(r"^install +" + re.escape(CU126_INSTALL) + "$", text, re.M), text

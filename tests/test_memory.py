@@ -214,3 +214,22 @@ def test_measuring_keeps_nothing_alive():
     del model, opt
     gc.collect()
     assert gone() is None
+
+
+def test_a_peak_measurement_empties_the_cache_before_it_resets_the_peaks(monkeypatch):
+    """Dense left 1 GiB cached; PruneTrain's step needs 300 MiB: its reserved peak must say so, not dense's GiB."""
+    from bench.memory import measure_cuda_peak
+    from cudafake import FakeAllocator
+
+    mib = 1 << 20
+    alloc = FakeAllocator().install(monkeypatch)
+    alloc.alloc(1024 * mib)
+    alloc.free((1024 - 100) * mib)                   # dense is gone; 100 MiB of parameters live, the rest cached
+
+    def step():
+        alloc.alloc(300 * mib)
+        alloc.free(300 * mib)
+
+    peak, reserved = measure_cuda_peak(step, torch.device("cuda", 0))
+    assert alloc.calls.index("empty_cache") < alloc.calls.index("reset_peak_memory_stats")
+    assert (peak, reserved) == (400 * mib, 400 * mib)

@@ -66,7 +66,11 @@ def test_the_retry_runs_after_the_failed_step_is_freed():
 
 def test_cudnn_and_cublas_allocation_failures_count_as_out_of_memory():
     assert is_out_of_memory(cuda_oom())
-    assert is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    # torch's AT_CUDNN_CHECK (aten/src/ATen/cudnn/Exceptions.h) raises "cuDNN error: " + cudnnGetErrorString(status);
+    # cuDNN 9 (cudnn_graph.h) names a device allocation failure 4004 CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED
+    assert is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"))
+    # 4003, host memory: a smaller batch on the card does not help
+    assert not is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED"))
     assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be ..."))
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
@@ -208,15 +212,20 @@ def test_evaluation_halves_its_batch_after_out_of_memory(tmp_path):
     assert any("test batch lowered" in r for r in trainer.state.batch_reasons)
 
 
-def test_reconfiguration_falls_back_to_surgery_on_the_cpu(tmp_path, monkeypatch):
-    trainer = make_trainer(tmp_path, "prunetrain", threshold=0.05)
-    trainer.start()
-    trainer.train_epoch(1)
+def _kill_ten_channels(trainer) -> None:
+    """Ten dead channels in layer2.1's inner space: the next reconfiguration removes them."""
     with torch.no_grad():
         trainer.module.layer2[1].conv1.weight[:10] = 0
         trainer.module.layer2[1].bn1.weight[:10] = 0
         trainer.module.layer2[1].bn1.bias[:10] = 0
         trainer.module.layer2[1].conv2.weight[:, :10] = 0
+
+
+def test_reconfiguration_falls_back_to_surgery_on_the_cpu(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, "prunetrain", threshold=0.05)
+    trainer.start()
+    trainer.train_epoch(1)
+    _kill_ten_channels(trainer)
     real, calls = pc.apply_plan_to, []
 
     def apply_plan_to(*a, **k):
@@ -254,3 +263,53 @@ def test_peak_reserved_is_left_empty_on_the_cpu(tmp_path):
     trainer.start()
     stats = trainer.train_epoch(1)
     assert stats.peak_reserved_bytes is None and stats.peak_memory_bytes > 0
+
+
+def test_a_retried_step_counts_its_images_once_in_batchnorms_running_statistics():
+    """The failed forward pass had updated BatchNorm's running mean and batch counter; the retry must start
+    from the values before it, as if the failed attempt had never run."""
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+
+    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 3, (8,))
+    reference = build()
+    ref_step = TrainStep(reference, torch.optim.SGD(reference.parameters(), lr=0.1), device=torch.device("cpu"))
+    for i in (0, 4):
+        ref_step(x[i:i + 4], y[i:i + 4])
+
+    inner = build()
+    model = FailsAbove(inner, limit=4)
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), device=torch.device("cpu"))
+    batch = {"n": 8}
+
+    def lower(why):
+        step.recover()
+        batch["n"] = 4
+    run_with_oom_retry(step, x, y, chunk=lambda: batch["n"], lower=lower)
+    bn, ref_bn = inner[1], reference[1]
+    assert int(bn.num_batches_tracked) == int(ref_bn.num_batches_tracked) == 2
+    assert torch.equal(bn.running_mean, ref_bn.running_mean) and torch.equal(bn.running_var, ref_bn.running_var)
+
+
+@pytest.mark.parametrize("budget, failing", [(0.0, "outputs"), (0.5, "outputs"), (0.5, "plan_within_budget")])
+def test_held_out_passes_and_budget_trials_fall_back_to_the_cpu(tmp_path, monkeypatch, budget, failing):
+    """The held-out forward passes (before and after) and the change-budget search's trial surgeries."""
+    trainer = make_trainer(tmp_path, "prunetrain", threshold=0.05, change_budget=budget)
+    trainer.start()
+    trainer.train_epoch(1)
+    _kill_ten_channels(trainer)
+    real, calls = getattr(pc, failing), []
+
+    def first_fails(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise cuda_oom()
+        return real(*a, **k)
+    monkeypatch.setattr(pc, failing, first_fails)
+    before = pc.channels(trainer.module)["layer2.1.conv1"]
+    trainer.reconfigure(1)
+    assert pc.channels(trainer.module)["layer2.1.conv1"] < before
+    assert any("out of memory" in r and "done on the CPU" in r for r in trainer.state.batch_reasons)
+    assert trainer.last_change["train_rel"] >= 0
+    trainer.train_epoch(2)
