@@ -30,6 +30,8 @@ from . import controls
 from .config import CONTROLS, PAIR, Overrides, RunConfig, method_differences, method_name, partial_from, \
     record_source, resolve
 from .data import DataSplit, load_data
+from .peak import measure_peak
+from .step import autocast_dtype
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
 from .hardware import DeviceInfo, detect
 from .hooks import from_environment
@@ -330,6 +332,8 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
             meta.data["status"] = "failed" if failed else "finished"
             meta.data["finished"] = _now()
+            # where the run ends: the device's measured peak rate at the precision it trained in (bench.peak)
+            meta.data["device_peak"] = measure_peak(device, autocast_dtype(cfg.amp, device))
             meta.save()
     except OutOfMemoryBudget:
         if writer:

@@ -120,6 +120,7 @@ def test_repeat_and_all_modes_end_to_end(tmp_path):
         meta = json.loads((folder / "run.json").read_text())
         seeds.append(meta["config"]["seed"])
         assert meta["data"]["val_size"] == 300 and meta["data"]["test_size"] == 300
+        assert meta["device_peak"]["source"] == "measured" and meta["device_peak"]["flops_per_s"] > 0
         assert meta["method"].startswith("PruneTrain variant (")
         modes = meta["modes"]
         assert list(modes) == ["dense", "prunetrain", "small-dense", "thin-dense"]
@@ -138,3 +139,19 @@ def test_repeat_and_all_modes_end_to_end(tmp_path):
     assert rep.returncode == 0, rep.stderr
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "95 % CI over 2 seeds" in md and "Against the controls" in md and "small-dense" in md
+
+
+def test_peak_is_measured_and_each_modes_share_of_it_computed():
+    from types import SimpleNamespace
+
+    from bench.peak import measure_peak
+    from bench.report.aggregate import peak_fraction
+
+    peak = measure_peak(torch.device("cpu"), side=128, repeats=2)
+    assert peak["source"] == "measured" and peak["dtype"] == "float32" and peak["flops_per_s"] > 0
+    run = SimpleNamespace(meta={"device_peak": {"flops_per_s": 1e11}})
+    m = {"dense_train_flops": 6e12, "dense_time_s": 120.0, "prunetrain_train_flops": 3e12, "prunetrain_time_s": 100.0}
+    out = peak_fraction(run, m)
+    assert out["dense_flops_per_s"] == pytest.approx(5e10) and out["dense_peak_fraction_pct"] == pytest.approx(50.0)
+    assert out["prunetrain_peak_fraction_pct"] == pytest.approx(30.0)
+    assert math.isnan(peak_fraction(SimpleNamespace(meta={}), m)["dense_peak_fraction_pct"])  # an older record

@@ -72,6 +72,8 @@ METRICS: list[str] = [
     "reconfigurations", "max_function_change", "flagged_reconfigurations", "min_function_acc_delta",
     "accuracy_target", "dense_time_to_acc_s", "prunetrain_time_to_acc_s", "saved_with_larger_batch_pct",
     "final_acc_gap", "dense_acc_at_prunetrain_time", "acc_at_prunetrain_time_gap",
+    "device_peak_flops_per_s", "dense_flops_per_s", "prunetrain_flops_per_s",
+    "dense_peak_fraction_pct", "prunetrain_peak_fraction_pct",
     *CONTROL_METRICS,
 ]
 
@@ -186,6 +188,7 @@ def run_metrics(run: Run) -> dict[str, Any]:
     m["dense_acc_at_prunetrain_time"] = acc_at_time(d, pt_time)
     m["acc_at_prunetrain_time_gap"] = m["prunetrain_final_acc"] - m["dense_acc_at_prunetrain_time"]
     m.update(control_metrics(run, m))
+    m.update(peak_fraction(run, m))
     m.update(faithfulness(p))
     m.update(time_to_accuracy(d, p, m["dense_final_acc"] - TIME_TO_ACCURACY_MARGIN))
     m["saved_with_larger_batch_pct"] = saved_with_larger_batch(d, p)
@@ -240,6 +243,20 @@ def control_metrics(run: Run, m: dict[str, Any]) -> dict[str, float]:
             f"{key}_final_acc_gap": m["prunetrain_final_acc"] - final,
             f"{key}_acc_at_prunetrain_time_gap": m["prunetrain_final_acc"] - at_pt,
         })
+    return out
+
+
+def peak_fraction(run: Run, m: dict[str, Any]) -> dict[str, float]:
+    """Each mode's achieved training rate (Σ train_flops ÷ training time) and its share of the device's
+    measured peak (run.json → device_peak, bench.peak); NaN where a record lacks either."""
+    peak = run.meta.get("device_peak") if isinstance(run.meta.get("device_peak"), dict) else {}
+    rate = peak.get("flops_per_s")
+    rate = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0 else math.nan
+    out = {"device_peak_flops_per_s": rate}
+    for mode in MODES:
+        achieved = m[f"{mode}_train_flops"] / m[f"{mode}_time_s"] if m[f"{mode}_time_s"] > 0 else math.nan
+        out[f"{mode}_flops_per_s"] = achieved
+        out[f"{mode}_peak_fraction_pct"] = 100.0 * achieved / rate
     return out
 
 

@@ -204,6 +204,24 @@ def _findings(table: pd.DataFrame) -> Items:
     return Items(items)
 
 
+PEAK_HEADERS = ["Device", "Model / data", "n", "Measured peak (matmul)", "Dense achieved", "Dense, % of peak",
+                "PruneTrain achieved", "PruneTrain, % of peak"]
+
+
+def peak_table(table: pd.DataFrame) -> Table | None:
+    """The hardware axis: each mode's achieved training rate as a share of the device's measured peak."""
+    rows = []
+    for _, r in table.iterrows():
+        if fmt.missing(r.get("device_peak_flops_per_s")):
+            continue
+        device, where = _row_names(r)
+        rate = lambda k: fmt.DASH if fmt.missing(r.get(k)) else f"{r[k] / 1e9:,.1f} GFLOP/s"  # noqa: E731
+        rows.append([device, where, str(int(r["n"])), rate("device_peak_flops_per_s"), rate("dense_flops_per_s"),
+                     fmt.cell(r, "dense_peak_fraction_pct", "pct"), rate("prunetrain_flops_per_s"),
+                     fmt.cell(r, "prunetrain_peak_fraction_pct", "pct")])
+    return Table(PEAK_HEADERS, rows, numeric=set(range(2, 8))) if rows else None
+
+
 #: what each control is, in a finding
 CONTROL_WHAT = {"small-dense": "its final architecture trained from scratch",
                 "thin-dense": "dense uniformly thinned to its training FLOPs"}
@@ -428,6 +446,12 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                  "dense, initialised by dense's rule. Accuracy at PruneTrain's time is a mode's test accuracy "
                  "after the last epoch it finished within PruneTrain's whole training time."),
             controls])] if (controls := controls_table(agg.table)) is not None else []),
+        *([Section("How much of the device each mode used", [
+            Para("Achieved = Σ training FLOPs ÷ training time of a mode; the peak is a timed dense matmul at the "
+                 "run's precision, measured on the device where the run ended (run.json → device_peak). A device "
+                 "that runs the dense network far below its peak (small kernels, launch overhead) turns fewer "
+                 "FLOPs into less time than one that runs near it: compare PruneTrain's share with dense's."),
+            peak])] if (peak := peak_table(agg.table)) is not None else []),
         Section("Memory, batch size and accuracy", [mem_table]),
         Section("Faithfulness and time to accuracy", [
             Para(faithful.EXPLANATION),
