@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, CONTROLS, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, METHODS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -78,7 +78,8 @@ def _setting(*decls: str, **kw):
 @_setting("--mode", field="modes", shown="both", type=click.Choice(["both", "all", *MODES]),
           help="both: dense and PruneTrain; all: both, then the controls small-dense (PruneTrain's final "
                "architecture trained from scratch) and thin-dense (dense uniformly thinned to PruneTrain's "
-               "training FLOPs); or one mode.")
+               "training FLOPs); slimming, earlybird: that method next to dense; random: dense, PruneTrain and "
+               "random channels at PruneTrain's counts; or one mode.")
 @_setting("--val", help="Training images held out as the validation split (class-balanced, the same for every "
                         "seed and mode): every decision taken from data reads it, never the test set.")
 @_setting("--test-size", help="Evaluate a class-balanced subset of N test images (0 = the whole test split).")
@@ -120,6 +121,10 @@ def _setting(*decls: str, **kw):
 @_setting("--lasso-until",
           help="Fraction of the epochs trained under the penalty; after it the pruned network trains without "
                "it (1 = throughout, as published). With --lasso paper given: 1 unless given too.")
+@_setting("--sparsity", help="slimming, earlybird: the L1 weight on every BatchNorm scale γ (Liu et al.: 1e-4).")
+@_setting("--prune-ratio", help="slimming, earlybird: the fraction of all BN channels whose |γ| falls below the "
+                                "global cut.")
+@_setting("--prune-at", help="slimming: prune once after this fraction of the epochs (at least the first).")
 @_setting("--held-out", help="Validation images in the fixed batch that measures every reconfiguration's function "
                              "change (and the change-budget search).")
 @_setting("--batch-policy", type=click.Choice(BATCH_POLICIES),
@@ -215,7 +220,8 @@ def build_config(opts: dict, dist=None):
 
     given = {k: v for k, v in opts.items() if k in FIELDS and v is not None}
     if opts.get("mode"):
-        given["modes"] = {"both": list(PAIR), "all": list(MODES)}.get(opts["mode"], [opts["mode"]])
+        given["modes"] = {"both": list(PAIR), "all": list(PAIR + CONTROLS), "random": ["dense", "prunetrain", "random"],
+                          **{m: ["dense", m] for m in METHODS if m != "random"}}.get(opts["mode"], [opts["mode"]])
     given["world_size"] = dist.world_size if dist is not None else 1
     auto_round = given.get("round_channels") == "auto"
     if auto_round:

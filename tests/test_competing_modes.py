@@ -1,0 +1,131 @@
+"""The competing methods as modes (bench.methods): settings, schedules, and one run next to dense."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import prunetrain_core as pc
+from bench import methods
+from bench.cli import build_config
+from bench.config import RunConfig, method_name, run_method
+from bench.errors import ConfigError
+from bench.records import read_epochs
+
+X = torch.randn(2, 3, 32, 32)
+
+
+def test_mode_options_pair_each_method_with_dense_and_random_with_prunetrain():
+    opts = {"profile": "smoke", "device": "cpu"}
+    assert build_config({**opts, "mode": "slimming"}).modes == ["dense", "slimming"]
+    assert build_config({**opts, "mode": "earlybird"}).modes == ["dense", "earlybird"]
+    assert build_config({**opts, "mode": "random"}).modes == ["dense", "prunetrain", "random"]
+    assert build_config({**opts, "mode": "all"}).modes == ["dense", "prunetrain", "small-dense", "thin-dense"]
+    with pytest.raises(ConfigError, match="random pruning removes as many channels as PruneTrain"):
+        RunConfig(modes=["dense", "random"]).validate()
+    for bad, match in [({"prune_ratio": 1.0}, "--prune-ratio"), ({"prune_at": 0.0}, "--prune-at"),
+                       ({"sparsity": 0.0}, "--sparsity"), ({"epochs": 1, "modes": ["dense", "slimming"]}, "--epochs")]:
+        with pytest.raises(ConfigError, match=match):
+            RunConfig(**bad).validate()
+
+
+def test_each_method_is_named_with_its_settings_and_the_paper_defaults_say_so():
+    cfg = RunConfig(modes=["dense", "slimming"], epochs=30)
+    assert cfg.prune_epoch() == 3 and RunConfig(epochs=2).prune_epoch() == 1
+    assert method_name(cfg, "slimming") == ("Network Slimming (paper defaults): L1 on BN scales s=0.0001 until "
+                                            "pruning, ratio 0.4 once after epoch 3")
+    assert run_method(cfg) == method_name(cfg, "slimming")          # not PruneTrain: it did not run
+    varied = RunConfig(modes=["dense", "earlybird"], prune_ratio=0.7)
+    assert "(paper defaults)" not in method_name(varied, "earlybird") and "ratio 0.7" in method_name(varied, "earlybird")
+    assert run_method(RunConfig(modes=["dense", "prunetrain", "random"])).startswith("PruneTrain")
+
+
+def _bn_model(gammas: list[float]) -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, len(gammas), 3, padding=1), nn.BatchNorm2d(len(gammas)), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(len(gammas), 10))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor(gammas))
+    return model
+
+
+def test_earlybird_draws_the_ticket_after_five_stable_masks_and_stops_penalising():
+    cfg = RunConfig(modes=["dense", "earlybird"], epochs=10, prune_ratio=0.5)
+    eb = methods.EarlyBird(cfg)
+    model = _bn_model([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.05, 0.95])
+    assert [eb.due(e, model, X) for e in range(1, 6)] == [False] * 4 + [True]   # the fifth identical mask
+    assert not eb.penalty_on and eb.pruned_at == [5]
+    plan, record = eb.plan(model, X)
+    assert plan.keep[next(iter(plan.keep))] == [1, 3, 5, 7, 9] and record["threshold"] == pytest.approx(0.6)
+    assert not eb.due(6, model, X)                                                  # once only
+    rec = eb.record()
+    assert rec["drawn"] and rec["drawn_after_epoch"] == 5 and rec["mask_distances"][-1] == [0, 0, 0, 0]
+
+
+def test_earlybird_that_never_converges_stays_dense_and_says_so():
+    cfg = RunConfig(modes=["dense", "earlybird"], epochs=8, prune_ratio=0.5)
+    eb = methods.EarlyBird(cfg)
+    a, b = [0.1, 0.9, 0.2, 0.8], [0.9, 0.1, 0.8, 0.2]           # the mask flips every epoch: distance 1
+    assert not any(eb.due(e, _bn_model(a if e % 2 else b), X) for e in range(1, 9))
+    rec = eb.record()
+    assert not rec["drawn"] and rec["drawn_after_epoch"] is None and "never converged" in rec["note"]
+    assert eb.penalty_on
+    # a ticket that would be drawn after the last epoch is not: nothing would train on it
+    late = methods.EarlyBird(RunConfig(modes=["dense", "earlybird"], epochs=5))
+    assert not any(late.due(e, _bn_model(a), X) for e in range(1, 6))
+
+
+def test_slimming_prunes_once_at_its_epoch_and_a_resumed_schedule_continues():
+    cfg = RunConfig(modes=["dense", "slimming"], epochs=20, prune_at=0.25)
+    slim = methods.Slimming(cfg)
+    model = _bn_model([0.1, 0.9, 0.2, 0.8])
+    assert [e for e in range(1, 21) if slim.due(e, model, X)] == [5]
+    again = methods.Slimming(cfg)
+    again.load(slim.state(), "ckpt")
+    assert again.pruned_at == [5] and not again.penalty_on
+    with pytest.raises(Exception, match="method.pruned_at"):
+        again.load({"pruned_at": "5"}, "ckpt")
+
+
+def test_random_pruning_follows_prunetrains_recorded_epochs_and_counts():
+    model = pc.build_model("resnet20")
+    pt = pc.scale_width(model, X, 0.5)
+    archs = [{"epoch": 0, "channels": list(pc.channels(model).items())},
+             {"epoch": 3, "channels": list(pc.channels(pt).items())}]
+    rnd = methods.RandomPruning(RunConfig(modes=["dense", "prunetrain", "random"], epochs=10, seed=2))
+    rnd.follow(json.loads(json.dumps(archs)), "run.json")           # as run.json holds them
+    assert not rnd.penalised and [e for e in range(1, 11) if rnd.due(e, model, X)] == [3]
+    plan, record = rnd.plan(model, X)
+    small = pc.apply_plan_to(model, plan, X)
+    assert pc.channels(small) == pc.channels(pt)                    # PruneTrain's counts, layer by layer
+    assert record["seed"] == 2003 and plan.keep != {s: list(range(len(k))) for s, k in plan.keep.items()}
+    with pytest.raises(ConfigError, match="per-layer channels"):
+        rnd.follow([{"epoch": 1}], "run.json")
+
+
+@pytest.mark.slow
+def test_slimming_runs_next_to_dense_end_to_end(tmp_path):
+    """bench run --mode slimming: dense and slimming, same start, pruned once after epoch 1 through the engine,
+    the function change measured on the validation split and the method named in run.json."""
+    args = ["--profile", "smoke", "--mode", "slimming", "--epochs", "2", "--subset", "256", "--val", "200",
+            "--held-out", "100", "--test-size", "200", "--results-dir", str(tmp_path / "r"), "--quiet"]
+    out = subprocess.run([sys.executable, "-m", "bench", "run", *args], capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr
+    folder = next((tmp_path / "r").iterdir())
+    meta = json.loads((folder / "run.json").read_text())
+    assert list(meta["modes"]) == ["dense", "slimming"] and meta["method"].startswith("Network Slimming")
+    slim = meta["modes"]["slimming"]
+    assert slim["status"] == "finished" and slim["pruning"] == {"pruned_after_epochs": [1], "prune_epoch": 1}
+    first, pruned = slim["architectures"]
+    assert first["params"] == meta["modes"]["dense"]["architectures"][0]["params"] > pruned["params"]
+    change = pruned["function_change"]
+    assert change["method"] == "slimming" and change["measured_on"].startswith("validation split")
+    assert change["bn_below"] == int(change["bn_channels"] * 0.4) and "union_rule" in change
+    rows = [r for _, r in read_epochs(folder / "epochs.csv", strict=True)]
+    by = {(r.mode, r.epoch): r for r in rows}
+    assert by["slimming", 1].lasso_lambda == 1e-4 and by["slimming", 1].prune_threshold == change["cut"]
+    assert by["slimming", 1].train_flops == by["dense", 1].train_flops > by["slimming", 2].train_flops
+    assert by["slimming", 1].func_change_eval == change["eval_rel"]
