@@ -75,11 +75,12 @@ def _setting(*decls: str, **kw):
           help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
                "run's folder again (records keep only its name).")
 @_setting("--subset", help="Train on a class-balanced subset of N images (0 = all).")
-@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", "all", *MODES]),
+@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", "all", "compare", *MODES]),
           help="both: dense and PruneTrain; all: both, then the controls small-dense (PruneTrain's final "
                "architecture trained from scratch) and thin-dense (dense uniformly thinned to PruneTrain's "
                "training FLOPs); slimming, earlybird: that method next to dense; random: dense, PruneTrain and "
-               "random channels at PruneTrain's counts; or one mode.")
+               "random channels at PruneTrain's counts; compare: dense, PruneTrain and all three methods in one "
+               "folder (the report's method comparison); or one mode.")
 @_setting("--val", help="Training images held out as the validation split (class-balanced, the same for every "
                         "seed and mode): every decision taken from data reads it, never the test set.")
 @_setting("--test-size", help="Evaluate a class-balanced subset of N test images (0 = the whole test split).")
@@ -220,7 +221,8 @@ def build_config(opts: dict, dist=None):
 
     given = {k: v for k, v in opts.items() if k in FIELDS and v is not None}
     if opts.get("mode"):
-        given["modes"] = {"both": list(PAIR), "all": list(PAIR + CONTROLS), "random": ["dense", "prunetrain", "random"],
+        given["modes"] = {"both": list(PAIR), "all": list(PAIR + CONTROLS), "compare": list(PAIR + METHODS),
+                          "random": ["dense", "prunetrain", "random"],
                           **{m: ["dense", m] for m in METHODS if m != "random"}}.get(opts["mode"], [opts["mode"]])
     given["world_size"] = dist.world_size if dist is not None else 1
     auto_round = given.get("round_channels") == "auto"

@@ -24,6 +24,7 @@ def test_mode_options_pair_each_method_with_dense_and_random_with_prunetrain():
     assert build_config({**opts, "mode": "slimming"}).modes == ["dense", "slimming"]
     assert build_config({**opts, "mode": "earlybird"}).modes == ["dense", "earlybird"]
     assert build_config({**opts, "mode": "random"}).modes == ["dense", "prunetrain", "random"]
+    assert build_config({**opts, "mode": "compare"}).modes == ["dense", "prunetrain", "slimming", "earlybird", "random"]
     assert build_config({**opts, "mode": "all"}).modes == ["dense", "prunetrain", "small-dense", "thin-dense"]
     with pytest.raises(ConfigError, match="random pruning removes as many channels as PruneTrain"):
         RunConfig(modes=["dense", "random"]).validate()
@@ -129,3 +130,43 @@ def test_slimming_runs_next_to_dense_end_to_end(tmp_path):
     assert by["slimming", 1].lasso_lambda == 1e-4 and by["slimming", 1].prune_threshold == change["cut"]
     assert by["slimming", 1].train_flops == by["dense", 1].train_flops > by["slimming", 2].train_flops
     assert by["slimming", 1].func_change_eval == change["eval_rel"]
+
+
+def test_the_report_compares_each_method_with_dense_and_calls_its_function_change_by_design(tmp_path):
+    """A folder with dense, PruneTrain and slimming (written with the real writers): the method comparison
+    row of slimming holds its time and FLOPs saved against dense, its epoch of pruning, and the words "by
+    design" for its function change, while PruneTrain's faithful change is not flagged."""
+    from bench.records import EpochLog, atomic_write_json
+    from bench.report import build_report, load_runs
+    from bench.report.aggregate import BY_DESIGN, aggregate
+    from report_fixtures import FakeRun, run_json, write_run
+
+    fr = FakeRun("20261206-100000-gtx1070-resnet32-cc01", epochs=4, interval=2)
+    folder = write_run(tmp_path / "r", fr)
+    meta = run_json(fr)
+    meta["config"]["modes"] = ["dense", "prunetrain", "slimming"]
+    slim_archs = [dict(meta["modes"]["dense"]["architectures"][0]), {"epoch": 1, "channels": {"conv1": 8}}]
+    meta["modes"]["slimming"] = {"status": "finished", "architectures": slim_archs, "method": "Network Slimming"}
+    atomic_write_json(folder / "run.json", meta)
+    log = EpochLog(folder / "epochs.csv")
+    dense = [r for r in fr.rows if r["mode"] == "dense"]
+    for r in dense:   # pruned after epoch 1 to half the time and FLOPs: 3 of 8 epoch-halves saved
+        pruned = r["epoch"] > 1
+        log.append({**r, "mode": "slimming", "train_flops": r["train_flops"] * (0.5 if pruned else 1.0),
+                    "epoch_time_s": r["epoch_time_s"] * (0.5 if pruned else 1.0), "test_acc": r["test_acc"] - 2.0,
+                    "reconfig_time_s": 0.0, "func_change_eval": 0.3 if r["epoch"] == 1 else None,
+                    "func_change_train": 0.2 if r["epoch"] == 1 else None})
+    agg = aggregate(load_runs([tmp_path / "r"]).runs)
+    rows = {r["mode"]: r for _, r in agg.methods.iterrows()}
+    assert set(rows) == {"prunetrain", "slimming"}
+    slim = rows["slimming"]
+    assert slim["time_saved_pct"] == pytest.approx(37.5) and slim["train_flops_saved_pct"] == pytest.approx(37.5)
+    assert slim["pruned_after_epoch"] == 1 and slim["max_function_change"] == pytest.approx(0.3)
+    assert slim["final_acc_gap"] == pytest.approx(-2.0) and slim["method"] == "Network Slimming"
+    assert rows["prunetrain"]["pruned_after_epoch"] == 2
+    build_report([tmp_path / "r"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    section = md[md.index("## Method comparison"):]
+    section = section[:section.index("\n## ", 1)]
+    assert f"0.3 ({BY_DESIGN})" in section and "changed the function" not in section
+    assert "| slimming | Network Slimming |" in section and "| 37.5 |" in section
