@@ -11,7 +11,8 @@
   0.1, the ticket is drawn and the network pruned once.  If that never happens, the run stays dense and its
   record says so.
 * ``random`` — after each of PruneTrain's reconfiguration epochs in the same run folder, random channels
-  (seeded by the run's seed and the epoch) removed down to PruneTrain's per-space counts.
+  (seeded by the run's seed and the epoch) removed down to PruneTrain's per-space counts.  It trains without a
+  penalty: it chooses nothing from the weights, so it is the dense run pruned at PruneTrain's points.
 
 Both papers retrain the pruned network without the sparsity term, so the penalty stops at the pruning.
 Every pruning is measured like PruneTrain's (function change on the validation split); these methods remove

@@ -34,6 +34,14 @@ def test_mode_options_pair_each_method_with_dense_and_random_with_prunetrain():
             RunConfig(**bad).validate()
 
 
+def test_a_bad_method_setting_is_one_line_exit_2_and_nothing_written(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "run", "--profile", "smoke", "--mode", "earlybird",
+                          "--prune-ratio", "1.5", "--results-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip() == "error: --prune-ratio must be a fraction in (0, 1)"
+    assert not (tmp_path / "r").exists()
+
+
 def test_each_method_is_named_with_its_settings_and_the_paper_defaults_say_so():
     cfg = RunConfig(modes=["dense", "slimming"], epochs=30)
     assert cfg.prune_epoch() == 3 and RunConfig(epochs=2).prune_epoch() == 1
