@@ -93,11 +93,14 @@ class EarlyBird(Competing):
         super().__init__(cfg)
         self.masks: list[list[bool]] = []
         self.distances: list[list[float]] = []   # per epoch: the consecutive distances in the window
+        self._graph: tuple[nn.Module, Any] | None = None  # traced once: the shape holds until the ticket
 
     def _due(self, epoch: int, model: nn.Module, example) -> bool:
         if self.pruned_at:
             return False
-        graph = pc.analyse(model, (example,))
+        if self._graph is None or self._graph[0] is not model:
+            self._graph = (model, pc.analyse(model, (example,)))  # shares the model's modules: γ read live
+        graph = self._graph[1]
         self.masks = (self.masks + [pc.methods.bn_mask(pc.methods.bn_scales(graph, model), self.cfg.prune_ratio)])[
             -pc.methods.EARLYBIRD_WINDOW:]
         self.distances.append(pc.methods.mask_distances(self.masks))

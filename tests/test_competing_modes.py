@@ -70,6 +70,12 @@ def test_earlybird_draws_the_ticket_after_five_stable_masks_and_stops_penalising
     plan, record = eb.plan(model, X)
     assert plan.keep[next(iter(plan.keep))] == [1, 3, 5, 7, 9] and record["threshold"] == pytest.approx(0.6)
     assert not eb.due(6, model, X)                                                  # once only
+    live = methods.EarlyBird(cfg)
+    for e in range(1, 5):
+        live.due(e, model, X)
+        with torch.no_grad():
+            model[1].weight.copy_(model[1].weight.flip(0))    # the same model, its γ moved: the mask follows
+    assert live.distances[-1] == [1.0, 1.0, 1.0] and not live.due(5, model, X)
     rec = eb.record()
     assert rec["drawn"] and rec["drawn_after_epoch"] == 5 and rec["mask_distances"][-1] == [0, 0, 0, 0]
 
