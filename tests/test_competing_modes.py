@@ -42,6 +42,12 @@ def test_a_bad_method_setting_is_one_line_exit_2_and_nothing_written(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_study_does_not_vary_a_setting_that_none_of_its_runs_reads():
+    from bench.sweep import parse_vary
+    with pytest.raises(ConfigError, match="'prune_ratio' is not a setting a study can vary"):
+        parse_vary("prune_ratio=0.3,0.5")
+
+
 def test_each_method_is_named_with_its_settings_and_the_paper_defaults_say_so():
     cfg = RunConfig(modes=["dense", "slimming"], epochs=30)
     assert cfg.prune_epoch() == 3 and RunConfig(epochs=2).prune_epoch() == 1
