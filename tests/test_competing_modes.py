@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -158,15 +159,17 @@ def test_the_report_compares_each_method_with_dense_and_calls_its_function_chang
     design" for its function change, while PruneTrain's faithful change is not flagged."""
     from bench.records import EpochLog, atomic_write_json
     from bench.report import build_report, load_runs
-    from bench.report.aggregate import BY_DESIGN, aggregate
+    from bench.report.aggregate import BY_DESIGN, BY_DESIGN_RANDOM, aggregate
     from report_fixtures import FakeRun, run_json, write_run
 
     fr = FakeRun("20261206-100000-gtx1070-resnet32-cc01", epochs=4, interval=2)
     folder = write_run(tmp_path / "r", fr)
     meta = run_json(fr)
-    meta["config"]["modes"] = ["dense", "prunetrain", "slimming"]
-    slim_archs = [dict(meta["modes"]["dense"]["architectures"][0]), {"epoch": 1, "channels": {"conv1": 8}}]
+    meta["config"]["modes"] = ["dense", "prunetrain", "slimming", "random"]
+    slim_archs = [dict(meta["modes"]["dense"]["architectures"][0]), {"epoch": 1, "channels": {"conv1": 8}, "params": 9}]
     meta["modes"]["slimming"] = {"status": "finished", "architectures": slim_archs, "method": "Network Slimming"}
+    same = [dict(slim_archs[0]), {**slim_archs[0], "epoch": 2}]   # a reconfiguration that removed nothing
+    meta["modes"]["random"] = {"status": "finished", "architectures": same, "method": "random pruning"}
     atomic_write_json(folder / "run.json", meta)
     log = EpochLog(folder / "epochs.csv")
     dense = [r for r in fr.rows if r["mode"] == "dense"]
@@ -176,9 +179,12 @@ def test_the_report_compares_each_method_with_dense_and_calls_its_function_chang
                     "epoch_time_s": r["epoch_time_s"] * (0.5 if pruned else 1.0), "test_acc": r["test_acc"] - 2.0,
                     "reconfig_time_s": 0.0, "func_change_eval": 0.3 if r["epoch"] == 1 else None,
                     "func_change_train": 0.2 if r["epoch"] == 1 else None})
+    for r in dense:
+        log.append({**r, "mode": "random", "func_change_eval": 0.05 if r["epoch"] == 2 else None})
     agg = aggregate(load_runs([tmp_path / "r"]).runs)
     rows = {r["mode"]: r for _, r in agg.methods.iterrows()}
-    assert set(rows) == {"prunetrain", "slimming"}
+    assert set(rows) == {"prunetrain", "slimming", "random"}
+    assert math.isnan(rows["random"]["pruned_after_epoch"]) and rows["random"]["time_saved_pct"] == 0
     slim = rows["slimming"]
     assert slim["time_saved_pct"] == pytest.approx(37.5) and slim["train_flops_saved_pct"] == pytest.approx(37.5)
     assert slim["pruned_after_epoch"] == 1 and slim["max_function_change"] == pytest.approx(0.3)
@@ -190,3 +196,4 @@ def test_the_report_compares_each_method_with_dense_and_calls_its_function_chang
     section = section[:section.index("\n## ", 1)]
     assert f"0.3 ({BY_DESIGN})" in section and "changed the function" not in section
     assert "| slimming | Network Slimming |" in section and "| 37.5 |" in section
+    assert f"| never | 0.05 ({BY_DESIGN_RANDOM}) |" in section

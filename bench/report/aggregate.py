@@ -251,6 +251,7 @@ def control_metrics(run: Run, m: dict[str, Any]) -> dict[str, float]:
 PRUNING_MODES = ("prunetrain", *METHODS)
 #: what a competing method's function change is: it removes live channels on purpose
 BY_DESIGN = "prunes by ratio: changes the function by design"
+BY_DESIGN_RANDOM = "random channels: changes the function by design"
 METHOD_METRICS = ["time_s", "dense_time_s", "time_saved_pct", "train_flops_saved_pct", "time_per_flops_saved",
                   "final_acc", "dense_final_acc", "final_acc_gap", "acc_at_equal_time_gap", "pruned_after_epoch",
                   "max_function_change"]
@@ -271,7 +272,9 @@ def method_rows(run: Run) -> list[dict[str, Any]]:
             continue
         time_s, flops = float(train_time(df).sum()), _sum(df, "train_flops", all_required=True)
         saved, flops_saved = _saved_pct(dense_time, time_s), _saved_pct(dense_flops, flops)
-        pruned = [a["epoch"] for a in run.architectures(mode) if isinstance(a.get("epoch"), int) and a["epoch"] > 0]
+        archs = run.architectures(mode)  # a reconfiguration that removed nothing is not a pruning
+        pruned = [a["epoch"] for a in archs[1:] if isinstance(a.get("epoch"), int) and a.get("params") is not None
+                  and a["params"] < archs[0].get("params", math.inf)]
         method = run.mode_info(mode).get("method")
         rows.append({
             "mode": mode, "method": method if isinstance(method, str) else mode,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from . import faithful, fmt
-from .aggregate import BY_DESIGN, CONTROL_KEYS, FUNCTION_CHANGE_TOLERANCE, TRAINING_TIME_DEFINITION, Aggregation
+from .aggregate import BY_DESIGN, BY_DESIGN_RANDOM, CONTROL_KEYS, FUNCTION_CHANGE_TOLERANCE, TRAINING_TIME_DEFINITION, Aggregation
 from .load import Run
 from .plots import PLOT_NAMES, Plot
 
@@ -252,7 +252,7 @@ def _function_change_text(r: pd.Series) -> str:
     if fmt.missing(worst):
         return "not pruned"
     if r["mode"] != "prunetrain":
-        return f"{worst:.2g} ({BY_DESIGN})"
+        return f"{worst:.2g} ({BY_DESIGN_RANDOM if r['mode'] == 'random' else BY_DESIGN})"
     return f"{worst:.2g}" + (" changed the function" if worst > FUNCTION_CHANGE_TOLERANCE else "")
 
 
@@ -462,8 +462,9 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                  "data, schedule, seed and initial weights): Network Slimming and Early-Bird prune once by a ratio "
                  "of BatchNorm scales, random pruning removes random channels at PruneTrain's epochs and counts. "
                  "The gap at the mode's time is its final accuracy minus dense's after the last epoch dense "
-                 "finished within the mode's whole training time. A ratio method removes live channels on "
-                 f"purpose, so its function change is a cost, not a fault; {TRAINING_TIME_DEFINITION}."),
+                 "finished within the mode's whole training time. The three competing methods remove live channels "
+                 f"on purpose, so their function change is a cost, not a fault; a pruning is a reconfiguration "
+                 f"that removed channels; {TRAINING_TIME_DEFINITION}."),
             methods])] if (methods := methods_table(agg.methods)) is not None else []),
         Section("Memory, batch size and accuracy", [mem_table]),
         Section("Faithfulness and time to accuracy", [
