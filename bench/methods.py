@@ -15,6 +15,8 @@
   penalty: it chooses nothing from the weights, so it is the dense run pruned at PruneTrain's points.
 
 Both papers retrain the pruned network without the sparsity term, so the penalty stops at the pruning.
+After a pruning the batch is re-decided by the run's rule (``--adjust-batch``, ``--batch-policy``) exactly as
+after PruneTrain's: the comparison then differs only in which channels go and when; the record says so.
 Every pruning is measured like PruneTrain's (function change on the validation split); these methods remove
 live channels by design, so their change is a cost to report, not a fault.
 """
@@ -63,7 +65,9 @@ class Competing:
 
     def record(self) -> dict[str, Any]:
         """``modes.<mode>.pruning`` in run.json."""
-        return {"pruned_after_epochs": list(self.pruned_at)}
+        return {"pruned_after_epochs": list(self.pruned_at),
+                "batch": "re-decided after pruning by the run's rule, as after PruneTrain's"
+                if self.cfg.adjust_batch else "fixed (--no-adjust-batch)"}
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a resumed mode decides as an uninterrupted one would."""

@@ -140,7 +140,7 @@ def test_slimming_runs_next_to_dense_end_to_end(tmp_path):
     meta = json.loads((folder / "run.json").read_text())
     assert list(meta["modes"]) == ["dense", "slimming"] and meta["method"].startswith("Network Slimming")
     slim = meta["modes"]["slimming"]
-    assert slim["status"] == "finished" and slim["pruning"] == {"pruned_after_epochs": [1], "prune_epoch": 1}
+    assert slim["status"] == "finished" and slim["pruning"]["pruned_after_epochs"] == [1] and slim["pruning"]["prune_epoch"] == 1
     first, pruned = slim["architectures"]
     assert first["params"] == meta["modes"]["dense"]["architectures"][0]["params"] > pruned["params"]
     change = pruned["function_change"]
@@ -197,3 +197,33 @@ def test_the_report_compares_each_method_with_dense_and_calls_its_function_chang
     assert f"0.3 ({BY_DESIGN})" in section and "changed the function" not in section
     assert "| slimming | Network Slimming |" in section and "| 37.5 |" in section
     assert f"| never | 0.05 ({BY_DESIGN_RANDOM}) |" in section
+
+
+def test_slimming_in_the_trainer_prunes_through_the_engine_and_a_resume_keeps_its_schedule(tmp_path):
+    """The trainer's path: s·Σ|γ| at the fixed weight s, the pruning measured on the validation split, the
+    optimizer's momentum sliced with the weights, and a resumed mode that neither prunes again nor penalises."""
+    from trainlib import make_trainer
+
+    trainer = make_trainer(tmp_path, "slimming", images=64, val=32, held_out=16, prune_at=0.25)  # after epoch 1
+    trainer.start()
+    assert trainer.state.lam == 1e-4 and isinstance(trainer.lasso, pc.methods.BNScaleL1)
+    trainer.train_epoch(1)
+    assert trainer.step.penalty_on and trainer.step.lam == 1e-4
+    trainer.state.epoch = 1
+    assert trainer.method.due(1, trainer.module, trainer.example)
+    before = sum(p.numel() for p in trainer.module.parameters())
+    trainer.reconfigure(1)
+    change = trainer.last_change
+    assert change["method"] == "slimming" and change["measured_on"].startswith("validation split (16 of 32")
+    assert change["bn_below"] == int(0.4 * change["bn_channels"])
+    assert sum(p.numel() for p in trainer.module.parameters()) < before
+    assert all(trainer.optimizer.state[p]["momentum_buffer"].shape == p.shape for p in trainer.module.parameters())
+    trainer.save_checkpoint()
+    again = make_trainer(tmp_path, "slimming", images=64, val=32, held_out=16, prune_at=0.25,
+                         run_dir=trainer.ctx.run_dir)
+    assert again.resume()
+    assert again.method.pruned_at == [1] and not again.method.penalty_on and again.state.lam == 1e-4
+    assert pc.channels(again.module) == pc.channels(trainer.module)
+    assert not again.method.due(2, again.module, again.example)
+    again.train_epoch(2)
+    assert not again.step.penalty_on
