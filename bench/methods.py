@@ -156,9 +156,14 @@ class RandomPruning(Competing):
         epoch = self.pruned_at[-1]
         graph = pc.analyse(model, (example,))
         counts = pc.methods.space_counts(graph, self.targets[epoch])
-        seed = self.cfg.seed * 1000 + epoch
+        seed = self.seed_for(self.cfg, epoch)
         return pc.methods.random_plan(graph, counts, seed), {"threshold": None, "of": "prunetrain", "seed": seed,
                                                             "counts": {str(k): v for k, v in counts.items()}}
+
+    @staticmethod
+    def seed_for(cfg: RunConfig, epoch: int) -> int:
+        """The draw after ``epoch``: the run's seed and the epoch (another seed, other channels)."""
+        return cfg.seed * 1000 + epoch
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), "of": "prunetrain", "prunetrain_epochs": sorted(self.targets)}

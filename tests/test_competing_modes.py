@@ -227,3 +227,33 @@ def test_slimming_in_the_trainer_prunes_through_the_engine_and_a_resume_keeps_it
     assert not again.method.due(2, again.module, again.example)
     again.train_epoch(2)
     assert not again.step.penalty_on
+
+
+@pytest.mark.parametrize("mode", ["slimming", "random"])
+def test_replay_times_a_methods_penalty_before_its_pruning_and_the_pruning_itself(mode):
+    """bench replay: the shape before a slimming pruning trains under s·Σ|γ| (random never has a penalty), and
+    the pruning is timed as the method's own decision plus the surgery, ending exactly in the recorded shape."""
+    from types import SimpleNamespace
+
+    from bench.data import load_data
+    from bench.replay import StepRunner, time_method_pruning
+    from bench.trajectory import Shape
+
+    cfg = RunConfig(model="resnet20", modes=["dense", "prunetrain", mode], epochs=4)
+    model = pc.build_model("resnet20")
+    small = pc.scale_width(model, X, 0.5)
+
+    def shape(m: nn.Module, index: int) -> Shape:
+        return Shape(mode, index, index, pc.describe(m), dict(pc.channels(m)), 8, 0, 0.0, 0.0)
+
+    data = load_data("synthetic", subset=64).train
+    before, after = (StepRunner(shape(m, i), data, 8, torch.device("cpu"), cfg, 0.5).step for i, m in
+                     enumerate((model, small)))
+    if mode == "slimming":
+        assert isinstance(before.lasso, pc.methods.BNScaleL1) and before.lam == 1e-4
+    else:
+        assert before.lasso is None
+    assert after.lasso is None
+    seconds, exact = time_method_pruning(SimpleNamespace(cfg=cfg), shape(model, 0), shape(small, 1), data,
+                                         torch.device("cpu"), 1, 1 << 30, 0.9)
+    assert exact and seconds > 0
