@@ -87,8 +87,9 @@ class RunConfig:
     test_batch: int = 500
     world_size: int = field(default=1, metadata=ADDED)
     interleave: bool = field(default=False, metadata=ADDED)  # alternate the modes epoch by epoch (both kept)
-    # the competing methods (bench.methods); defaults are their papers': s = 1e-4 on every BN γ (Liu et al.,
-    # ICCV 2017, their VGGNet value, also Early-Bird's), ratio 0.4 (Liu et al.'s ResNet-164 on CIFAR-10)
+    # the competing methods (bench.methods); defaults from their papers: s = 1e-4 on every BN γ (Liu et al.,
+    # ICCV 2017, their VGGNet value, also Early-Bird's; 1e-5 for their ResNets), ratio 0.4 (Liu et al.'s
+    # ResNet-164 on CIFAR-10; 0.7 for their VGGNet; Early-Bird used 0.3, 0.5 and 0.7)
     sparsity: float = field(default=1e-4, metadata=ADDED)
     prune_ratio: float = field(default=0.4, metadata=ADDED)
     prune_at: float = field(default=0.1, metadata=ADDED)  # slimming prunes after this fraction of the epochs
@@ -214,15 +215,14 @@ MODE_METHODS = {
 
 
 def _competing_name(cfg: RunConfig, mode: str) -> str:
-    """A competing method named with the settings it ran (bench.methods cites where each default comes from)."""
+    """A competing method named with the settings it ran (bench.methods cites where each default comes from; the
+    papers' values differ by network, so the name states the values rather than calling them the paper's)."""
     if mode == "random":
         return "random pruning: PruneTrain's per-space channel counts at its epochs, channels drawn at random"
-    paper = " (paper defaults)" if (cfg.sparsity, cfg.prune_ratio) == (default("sparsity"), default("prune_ratio")) \
-        else ""
     when = f"once after epoch {cfg.prune_epoch()}" if mode == "slimming" else \
         "once when the Early-Bird ticket is drawn (5 masks, distance < 0.1)"
     name = "Network Slimming" if mode == "slimming" else "Early-Bird tickets"
-    return f"{name}{paper}: L1 on BN scales s={cfg.sparsity:g} until pruning, ratio {cfg.prune_ratio:g} {when}"
+    return f"{name}: L1 on BN scales s={cfg.sparsity:g} until pruning, ratio {cfg.prune_ratio:g} {when}"
 
 
 def run_method(cfg: RunConfig) -> str:

@@ -2,11 +2,13 @@
 (:mod:`prunetrain_core.methods`), and the surgery is PruneTrain's own (``apply_plan_to`` with the optimizer).
 
 * ``slimming`` — Network Slimming (Liu et al., ICCV 2017) run during training: s·Σ|γ| on every BatchNorm
-  scale (s = ``--sparsity``, their 1e-4), and after epoch ``--prune-at`` × epochs (default 10 %) the channels
-  whose |γ| fall below the global percentile ``--prune-ratio`` (default 0.4, their ResNet-164 CIFAR-10 ratio)
-  are removed once.  The paper trains fully before pruning; pruning early is what makes it a training-time
+  scale (s = ``--sparsity``, default 1e-4: their VGGNet value; they chose 1e-5 for ResNets, so give
+  ``--sparsity 1e-5`` to follow them there), and after epoch ``--prune-at`` × epochs (default 10 %) the
+  channels whose |γ| fall below the global percentile ``--prune-ratio`` (default 0.4: their ResNet-164
+  CIFAR-10 ratio; 0.7 for VGGNet) are removed once.  The paper trains fully before pruning; pruning early is what makes it a training-time
   method comparable with PruneTrain, and ``--prune-at`` says when.
-* ``earlybird`` — Early-Bird tickets (You et al., ICLR 2020): the same penalty and ratio; after every epoch
+* ``earlybird`` — Early-Bird tickets (You et al., ICLR 2020): the same penalty (their s = 1e-4) and ratio
+  (they drew tickets at 0.3, 0.5 and 0.7); after every epoch
   the global-percentile mask; once the largest distance between consecutive masks of the last 5 is below
   0.1, the ticket is drawn and the network pruned once.  If that never happens, the run stays dense and its
   record says so.

@@ -49,14 +49,15 @@ def test_a_study_does_not_vary_a_setting_that_none_of_its_runs_reads():
         parse_vary("prune_ratio=0.3,0.5")
 
 
-def test_each_method_is_named_with_its_settings_and_the_paper_defaults_say_so():
+def test_each_method_is_named_with_the_settings_it_ran():
     cfg = RunConfig(modes=["dense", "slimming"], epochs=30)
     assert cfg.prune_epoch() == 3 and RunConfig(epochs=2).prune_epoch() == 1
-    assert method_name(cfg, "slimming") == ("Network Slimming (paper defaults): L1 on BN scales s=0.0001 until "
-                                            "pruning, ratio 0.4 once after epoch 3")
+    assert method_name(cfg, "slimming") == ("Network Slimming: L1 on BN scales s=0.0001 until pruning, ratio 0.4 "
+                                            "once after epoch 3")
     assert run_method(cfg) == method_name(cfg, "slimming")          # not PruneTrain: it did not run
     varied = RunConfig(modes=["dense", "earlybird"], prune_ratio=0.7)
-    assert "(paper defaults)" not in method_name(varied, "earlybird") and "ratio 0.7" in method_name(varied, "earlybird")
+    assert method_name(varied, "earlybird").startswith("Early-Bird tickets: L1 on BN scales s=0.0001 until pruning, "
+                                                       "ratio 0.7 once when the Early-Bird ticket is drawn")
     assert run_method(RunConfig(modes=["dense", "prunetrain", "random"])).startswith("PruneTrain")
 
 
