@@ -122,7 +122,8 @@ def _setting(*decls: str, **kw):
 @_setting("--lasso-until",
           help="Fraction of the epochs trained under the penalty; after it the pruned network trains without "
                "it (1 = throughout, as published). With --lasso paper given: 1 unless given too.")
-@_setting("--sparsity", help="slimming, earlybird: the L1 weight on every BatchNorm scale γ (Liu et al.: 1e-4 for VGGNet, 1e-5 for ResNets).")
+@_setting("--sparsity", help="slimming, earlybird: the L1 weight on every BatchNorm scale γ (Liu et al.: 1e-4 "
+                              "for VGGNet, 1e-5 for ResNets).")
 @_setting("--prune-ratio", help="slimming, earlybird: the fraction of all BN channels whose |γ| falls below the "
                                 "global cut.")
 @_setting("--prune-at", help="slimming: prune once after this fraction of the epochs (at least the first).")

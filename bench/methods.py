@@ -5,8 +5,8 @@
   scale (s = ``--sparsity``, default 1e-4: their VGGNet value; they chose 1e-5 for ResNets, so give
   ``--sparsity 1e-5`` to follow them there), and after epoch ``--prune-at`` × epochs (default 10 %) the
   channels whose |γ| fall below the global percentile ``--prune-ratio`` (default 0.4: their ResNet-164
-  CIFAR-10 ratio; 0.7 for VGGNet) are removed once.  The paper trains fully before pruning; pruning early is what makes it a training-time
-  method comparable with PruneTrain, and ``--prune-at`` says when.
+  CIFAR-10 ratio; 0.7 for VGGNet) are removed once.  The paper trains fully before pruning; pruning early
+  is what makes it a training-time method comparable with PruneTrain, and ``--prune-at`` says when.
 * ``earlybird`` — Early-Bird tickets (You et al., ICLR 2020): the same penalty (their s = 1e-4) and ratio
   (they drew tickets at 0.3, 0.5 and 0.7); after every epoch
   the global-percentile mask; once the largest distance between consecutive masks of the last 5 is below

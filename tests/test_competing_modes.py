@@ -141,7 +141,8 @@ def test_slimming_runs_next_to_dense_end_to_end(tmp_path):
     meta = json.loads((folder / "run.json").read_text())
     assert list(meta["modes"]) == ["dense", "slimming"] and meta["method"].startswith("Network Slimming")
     slim = meta["modes"]["slimming"]
-    assert slim["status"] == "finished" and slim["pruning"]["pruned_after_epochs"] == [1] and slim["pruning"]["prune_epoch"] == 1
+    assert slim["status"] == "finished" and slim["pruning"]["pruned_after_epochs"] == [1]
+    assert slim["pruning"]["prune_epoch"] == 1
     first, pruned = slim["architectures"]
     assert first["params"] == meta["modes"]["dense"]["architectures"][0]["params"] > pruned["params"]
     change = pruned["function_change"]

@@ -23,7 +23,8 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from . import faithful, fmt
-from .aggregate import BY_DESIGN, BY_DESIGN_RANDOM, CONTROL_KEYS, FUNCTION_CHANGE_TOLERANCE, TRAINING_TIME_DEFINITION, Aggregation
+from .aggregate import BY_DESIGN, BY_DESIGN_RANDOM, CONTROL_KEYS, FUNCTION_CHANGE_TOLERANCE, \
+    TRAINING_TIME_DEFINITION, Aggregation
 from .load import Run
 from .plots import PLOT_NAMES, Plot
 
