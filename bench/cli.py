@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, FP32_PRECISIONS, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, CONTROLS, FP32_PRECISIONS, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, METHODS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -75,10 +75,12 @@ def _setting(*decls: str, **kw):
           help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
                "run's folder again (records keep only its name).")
 @_setting("--subset", help="Train on a class-balanced subset of N images (0 = all).")
-@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", "all", *MODES]),
+@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", "all", "compare", *MODES]),
           help="both: dense and PruneTrain; all: both, then the controls small-dense (PruneTrain's final "
                "architecture trained from scratch) and thin-dense (dense uniformly thinned to PruneTrain's "
-               "training FLOPs); or one mode.")
+               "training FLOPs); slimming, earlybird: that method next to dense; random: dense, PruneTrain and "
+               "random channels at PruneTrain's counts; compare: dense, PruneTrain and all three methods in one "
+               "folder (the report's method comparison); or one mode.")
 @_setting("--val", help="Training images held out as the validation split (class-balanced, the same for every "
                         "seed and mode): every decision taken from data reads it, never the test set.")
 @_setting("--test-size", help="Evaluate a class-balanced subset of N test images (0 = the whole test split).")
@@ -120,6 +122,11 @@ def _setting(*decls: str, **kw):
 @_setting("--lasso-until",
           help="Fraction of the epochs trained under the penalty; after it the pruned network trains without "
                "it (1 = throughout, as published). With --lasso paper given: 1 unless given too.")
+@_setting("--sparsity", help="slimming, earlybird: the L1 weight on every BatchNorm scale γ (Liu et al.: 1e-4 "
+                              "for VGGNet, 1e-5 for ResNets).")
+@_setting("--prune-ratio", help="slimming, earlybird: the fraction of all BN channels whose |γ| falls below the "
+                                "global cut.")
+@_setting("--prune-at", help="slimming: prune once after this fraction of the epochs (at least the first).")
 @_setting("--held-out", help="Validation images in the fixed batch that measures every reconfiguration's function "
                              "change (and the change-budget search).")
 @_setting("--batch-policy", type=click.Choice(BATCH_POLICIES),
@@ -217,7 +224,9 @@ def build_config(opts: dict, dist=None):
 
     given = {k: v for k, v in opts.items() if k in FIELDS and v is not None}
     if opts.get("mode"):
-        given["modes"] = {"both": list(PAIR), "all": list(MODES)}.get(opts["mode"], [opts["mode"]])
+        given["modes"] = {"both": list(PAIR), "all": list(PAIR + CONTROLS), "compare": list(PAIR + METHODS),
+                          "random": ["dense", "prunetrain", "random"],
+                          **{m: ["dense", m] for m in METHODS if m != "random"}}.get(opts["mode"], [opts["mode"]])
     given["world_size"] = dist.world_size if dist is not None else 1
     auto_round = given.get("round_channels") == "auto"
     if auto_round:

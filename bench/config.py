@@ -5,6 +5,9 @@ A run's settings come from up to three sources: a profile's ``[defaults]``, the 
 resumed run.json.  Each is read by :func:`partial_from` into checked, typed :class:`Overrides` (unknown
 keys and wrong types are one line naming the source and the key), and :func:`resolve` merges them over
 :class:`RunConfig`'s field defaults, the only place a run default is written, then validates the result.
+
+(Over 400 lines on purpose: every setting, its rules, its sources and the name of the method it makes are
+decided here and nowhere else.)
 """
 from __future__ import annotations
 
@@ -20,7 +23,11 @@ PAIR = ("dense", "prunetrain")
 #: the controls a reviewer asks for first (Liu et al., ICLR 2019): PruneTrain's final architecture trained from
 #: scratch, and the dense network uniformly thinned to PruneTrain's training FLOPs; both need PruneTrain's records
 CONTROLS = ("small-dense", "thin-dense")
-MODES = PAIR + CONTROLS
+#: the methods PruneTrain competes with (bench.methods), each run next to dense; random follows PruneTrain's records
+METHODS = ("slimming", "earlybird", "random")
+MODES = PAIR + CONTROLS + METHODS
+#: modes built from PruneTrain's finished records in the same folder: they run after it
+AFTER_PRUNETRAIN = CONTROLS + ("random",)
 LASSO_STEPS = ("paper", "proximal")
 LIVENESS = ("union", "readers")
 STRUCTURES = ("union", "gating")
@@ -82,6 +89,12 @@ class RunConfig:
     test_batch: int = 500
     world_size: int = field(default=1, metadata=ADDED)
     interleave: bool = field(default=False, metadata=ADDED)  # alternate the modes epoch by epoch (both kept)
+    # the competing methods (bench.methods); defaults from their papers: s = 1e-4 on every BN γ (Liu et al.,
+    # ICCV 2017, their VGGNet value, also Early-Bird's; 1e-5 for their ResNets), ratio 0.4 (Liu et al.'s
+    # ResNet-164 on CIFAR-10; 0.7 for their VGGNet; Early-Bird used 0.3, 0.5 and 0.7)
+    sparsity: float = field(default=1e-4, metadata=ADDED)
+    prune_ratio: float = field(default=0.4, metadata=ADDED)
+    prune_at: float = field(default=0.1, metadata=ADDED)  # slimming prunes after this fraction of the epochs
 
     def milestone_epochs(self) -> list[int]:
         """1-based epochs from which the LR is multiplied by gamma (91 and 136 of 182, as the original)."""
@@ -100,6 +113,10 @@ class RunConfig:
         if epoch >= self.epochs or epoch > self.lasso_last_epoch():
             return False
         return epoch % self.interval == 0 or (epoch == self.lasso_last_epoch() and self.lasso_until < 1.0)
+
+    def prune_epoch(self) -> int:
+        """The 1-based epoch after which ``slimming`` prunes (at least the first)."""
+        return max(1, round(self.prune_at * self.epochs))
 
     def validate(self) -> "RunConfig":
         """ConfigError for the first broken rule; its ``key`` is the field, so a loader can name its source."""
@@ -144,6 +161,14 @@ class RunConfig:
             ("modes", not set(CONTROLS) & set(self.modes) or "prunetrain" in self.modes,
              "the control modes (small-dense, thin-dense) are built from PruneTrain's records: run them with "
              "--mode all, or later with --controls-of RUN"),
+            ("modes", "random" not in self.modes or "prunetrain" in self.modes,
+             "random pruning removes as many channels as PruneTrain, when PruneTrain did: run it with --mode random "
+             "(dense, PruneTrain, random)"),
+            ("sparsity", self.sparsity > 0, "--sparsity must be > 0"),
+            ("prune_ratio", 0.0 < self.prune_ratio < 1.0, "--prune-ratio must be a fraction in (0, 1)"),
+            ("prune_at", 0.0 < self.prune_at < 1.0, "--prune-at must be a fraction of the epochs in (0, 1)"),
+            ("epochs", self.epochs >= 2 or not {"slimming", "earlybird"} & set(self.modes),
+             "slimming and earlybird prune after an epoch and train on: give --epochs >= 2"),
         ]
         for key, ok, message in checks:
             if not ok:
@@ -192,6 +217,24 @@ MODE_METHODS = {
 }
 
 
+def _competing_name(cfg: RunConfig, mode: str) -> str:
+    """A competing method named with the settings it ran (bench.methods cites where each default comes from; the
+    papers' values differ by network, so the name states the values rather than calling them the paper's)."""
+    if mode == "random":
+        return "random pruning: PruneTrain's per-space channel counts at its epochs, channels drawn at random"
+    when = f"once after epoch {cfg.prune_epoch()}" if mode == "slimming" else \
+        "once when the Early-Bird ticket is drawn (5 masks, distance < 0.1)"
+    name = "Network Slimming" if mode == "slimming" else "Early-Bird tickets"
+    return f"{name}: L1 on BN scales s={cfg.sparsity:g} until pruning, ratio {cfg.prune_ratio:g} {when}"
+
+
+def run_method(cfg: RunConfig) -> str:
+    """run.json's top-level ``method``: PruneTrain's name where it runs (or only dense does), else the competing
+    method's, so that a record of dense and slimming does not name PruneTrain."""
+    competing = [m for m in cfg.modes if m in METHODS]
+    return method_name(cfg, "prunetrain" if "prunetrain" in cfg.modes or not competing else competing[0])
+
+
 def method_differences(cfg: RunConfig) -> dict[str, Any]:
     """The method settings of ``cfg`` that differ from the published method's, in field order."""
     return {k: getattr(cfg, k) for k, v in PUBLISHED_METHOD.items() if getattr(cfg, k) != v}
@@ -200,6 +243,8 @@ def method_differences(cfg: RunConfig) -> dict[str, Any]:
 def method_name(cfg: RunConfig, mode: str = "prunetrain") -> str:
     """What a mode ran, named as it ran: "PruneTrain (published)" only when every method setting has its
     published value, otherwise "PruneTrain variant (...)" listing each setting that differs."""
+    if mode in METHODS:
+        return _competing_name(cfg, mode)
     if mode != "prunetrain":
         return MODE_METHODS[mode]
     differ = method_differences(cfg)

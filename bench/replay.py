@@ -7,7 +7,8 @@ run.json), decides its batch with the *target* profile's memory rule, times
 training steps of all shapes in interleaved rounds (so a busy phase of a
 shared machine hits them alike) until each median is stable or the time
 budget runs out, times each reconfiguration as real surgery between the two
-recorded shapes, and writes a run folder of the ``bench run`` schema with
+recorded shapes (a competing method's pruning by its own decision, and its
+penalty before it: bench.methods), and writes a run folder of the ``bench run`` schema with
 ``source = replay``: ``epoch_time_s`` = the epoch's images / batch × the
 median step time.  A shape the target card cannot train even at batch 1 is
 recorded as such (``fits`` 0, its need and the limit, no time: bench.replay_fit),
@@ -38,6 +39,7 @@ from .config import default
 from .contention import ContentionProbe
 from .data import ImageData, Loader, load_data
 from .errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
+from . import methods
 from .memory import MemoryEstimate, measure_training_memory
 from .atomic import atomic_write_json
 from .records import SCHEMA_VERSION, write_epochs
@@ -108,7 +110,10 @@ class StepRunner:
         # PruneTrain shape trains wholly inside the window (with the penalty) or wholly after it (without).
         penalised = shape.mode == "prunetrain" and shape.epoch < cfg.lasso_last_epoch()
         lasso = pc.GroupLasso(model, _example(data, device), groups=cfg.penalise, weighting=cfg.group_weight) if penalised else None
-        proximal = lasso is not None and cfg.lasso == "proximal"
+        proximal = penalised and cfg.lasso == "proximal"
+        method = methods.for_mode(shape.mode, cfg)
+        if method is not None and method.penalised and shape.index == 0:  # s·Σ|γ| until the single pruning
+            lasso, lam = pc.methods.BNScaleL1(model), cfg.sparsity
         self.step = TrainStep(model, opt, device=device, amp=cfg.amp, scaler=make_scaler(cfg.amp, device),
                               lasso=lasso, lpr=cfg.lpr, lam=lam, channels_last=channels_last,
                               penalty_in_loss=not proximal)
@@ -268,10 +273,7 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
     held_x = _example(data, device, min(cfg.held_out, len(data))) if cfg.change_budget else None
     times, exact = [], True
     for _ in range(repeats):
-        model = pc.rebuild(src.arch).to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        F.cross_entropy(model(example), torch.zeros(len(example), dtype=torch.long, device=device)).backward()
-        opt.step()                                   # momentum buffers exist, as mid-training
+        model, opt = _mid_training(src, cfg, example, device)
         graph = pc.analyse(model, example)
         keep = {}
         for space in graph.prunable_spaces():
@@ -292,19 +294,70 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
                 pc.outputs(pc.apply_plan_to(model, plan, example), held_x)
         new = pc.apply_plan_to(model, plan, example, optimizer=opt)
         pc.GroupLasso(new, example, groups=cfg.penalise, weighting=cfg.group_weight)
-        pc.count_flops(new, example)
-        memory = measure_training_memory(new, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
-        try:
-            BatchPolicy("prunetrain", cfg.batch_size, cfg.max_batch, 1, usable, headroom, "").after_reshape(
-                memory.fixed, memory.per_sample_activations, at_start=False)
-        except OutOfMemoryBudget:
-            pass  # the next shape does not fit the card: the run records it, the decision took its time
-
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(_after_surgery(new, opt, example, cfg, device, usable, headroom, t0))
         exact = exact and pc.channels(new) == dst.channels
         del model, new, opt, graph, plan
         gc.collect()  # the traced graph and the surgery leave cycles: free a VGG-16 (1.5 GB with its state) now
+    return statistics.median(times), exact
+
+
+def _mid_training(src: Shape, cfg, example, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A model of shape ``src`` and its optimizer after one step: momentum buffers exist, as mid-training."""
+    model = pc.rebuild(src.arch).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    F.cross_entropy(model(example), torch.zeros(len(example), dtype=torch.long, device=device)).backward()
+    opt.step()
+    return model, opt
+
+
+def _after_surgery(new, opt, example, cfg, device, usable: int, headroom: float, t0: float) -> float:
+    """What ModeTrainer does after any surgery (FLOP count, memory model, batch decision); seconds since ``t0``."""
+    pc.count_flops(new, example)
+    memory = measure_training_memory(new, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
+    try:
+        BatchPolicy("prunetrain", cfg.batch_size, cfg.max_batch, 1, usable, headroom, "").after_reshape(
+            memory.fixed, memory.per_sample_activations, at_start=False)
+    except OutOfMemoryBudget:
+        pass  # the next shape does not fit the card: the run records it, the decision took its time
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def time_method_pruning(traj: Trajectory, src: Shape, dst: Shape, data: ImageData, device, repeats: int,
+                        usable: int, headroom: float) -> tuple[float, bool]:
+    """Median seconds of a competing method's pruning from ``src`` into ``dst``, on real surgery.
+
+    The run's γ are not recorded, only how many channels survived, so every BatchNorm of a model of shape
+    ``src`` gets γ = 1 on that many channels of its space and 0 on the rest; then the method decides as in
+    the run (Network Slimming's global percentile, or random channels at the recorded counts) and the same
+    surgery with the optimizer state, FLOP count, memory model and batch decision follow.
+    """
+    cfg, example = traj.cfg, _example(data, device)
+    times, exact = [], True
+    for _ in range(repeats):
+        model, opt = _mid_training(src, cfg, example, device)
+        graph = pc.analyse(model, example)
+        counts = pc.methods.space_counts(graph, dst.channels)
+        with torch.no_grad():
+            for space in graph.prunable_spaces():
+                for m in space.members:
+                    if m.role == "bn":
+                        weight = graph.graph_module.get_submodule(m.module).weight
+                        weight.fill_(0.0)[: counts.get(space.id, space.size)] = 1.0
+        _sync(device)
+        t0 = time.perf_counter()
+        graph = pc.analyse(model, example)
+        if src.mode == "random":
+            plan = pc.methods.random_plan(graph, counts, methods.RandomPruning.seed_for(cfg, dst.epoch))
+        else:
+            scales = pc.methods.bn_scales(graph, model)
+            values = [v for per_bn in scales.values() for bn in per_bn.values() for v in bn]
+            plan = pc.methods.ratio_plan(graph, scales, (values.count(0.0) + 0.5) / len(values)).plan
+        new = pc.apply_plan_to(model, plan, example, optimizer=opt)
+        times.append(_after_surgery(new, opt, example, cfg, device, usable, headroom, t0))
+        exact = exact and pc.channels(new) == dst.channels
+        del model, new, opt, graph, plan
+        gc.collect()
     return statistics.median(times), exact
 
 
@@ -363,6 +416,9 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
         if nxt is not None and key[0] == "prunetrain":
             ts.reconfig_s, ts.reconfig_exact = time_reconfiguration(traj, ts.shape, nxt, data, device,
                                                                     s.reconfig_repeats, usable, profile.headroom)
+        elif nxt is not None and methods.for_mode(key[0], cfg) is not None:
+            ts.reconfig_s, ts.reconfig_exact = time_method_pruning(traj, ts.shape, nxt, data, device,
+                                                                   s.reconfig_repeats, usable, profile.headroom)
     plan = replay_fit.timing_plan({ts.label: ts.memory.total_for_batch(ts.batch) for ts in fitting.values()}, device)
     echo(f"timing {plan['timing']}: {plan['why']}")
     probe = ContentionProbe(device if device.type == "cuda" else None)

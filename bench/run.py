@@ -27,8 +27,8 @@ import prunetrain_core as pc
 from . import __version__, checkpoint, gpu
 from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
 from . import controls
-from .config import CONTROLS, PAIR, Overrides, RunConfig, method_differences, method_name, partial_from, \
-    record_source, resolve
+from .config import AFTER_PRUNETRAIN, CONTROLS, PAIR, Overrides, RunConfig, method_differences, method_name, partial_from, \
+    record_source, resolve, run_method
 from .data import DataSplit, load_data
 from .peak import measure_peak
 from .step import autocast_dtype
@@ -296,7 +296,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             "versions": versions(device), "git_commit": git_commit(), "seed": cfg.seed,
             "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
             "command": portable_command(sys.argv),
-            "method": method_name(cfg), "method_differs": method_differences(cfg),
+            "method": run_method(cfg), "method_differs": method_differences(cfg),
             "modes": {m: {"status": "pending", "architectures": [], "method": method_name(cfg, m)} for m in cfg.modes},
         }, hooks)
     if hooks.active:  # a record says what it is: this run had faults injected
@@ -321,13 +321,15 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     )
     errors: list[str] = []
     try:
-        pair = [_run_mode(ctx, meta, mode, resume is not None, echo, writer) for mode in cfg.modes if mode in PAIR]
+        pair = [_run_mode(ctx, meta, mode, resume is not None, echo, writer) for mode in cfg.modes
+                if mode not in AFTER_PRUNETRAIN]
         if not cfg.interleave:
             pair = [_chain(pair)]  # one mode after the other
         errors += _round_robin(pair)
-        # the controls are built from PruneTrain's finished records, so they run after it (never interleaved)
+        # the controls and random pruning are built from PruneTrain's finished records, so they run after it
+        # (never interleaved)
         errors += _round_robin([_chain([_run_mode(ctx, meta, mode, resume is not None, echo, writer)
-                                        for mode in cfg.modes if mode in CONTROLS])])
+                                        for mode in cfg.modes if mode in AFTER_PRUNETRAIN])])
         if writer:
             failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
             meta.data["status"] = "failed" if failed else "finished"
@@ -364,6 +366,15 @@ def _control_model(ctx: RunContext, meta: RunJson, mode: str, writer: bool):
         meta.mode(mode)["control"] = record
         meta.save()
     return model
+
+
+def _prunetrain_architectures(ctx: RunContext, meta: RunJson) -> list[dict]:
+    """PruneTrain's finished architecture records in this folder (rank 0 reads them), for random pruning."""
+    def read() -> list[dict]:
+        controls.prunetrain_result(meta.mode("prunetrain"), [r for _, r in read_epochs(ctx.log.path, strict=True)],
+                                   str(ctx.run_dir / "run.json"))  # ConfigError unless PruneTrain finished
+        return meta.mode("prunetrain")["architectures"]
+    return ctx.dist.from_rank0(read) if ctx.dist is not None else read()
 
 
 def run_repeats(cfg: RunConfig, repeat: int, **kwargs: Any) -> list[Path]:
@@ -442,6 +453,8 @@ def _run_mode(ctx: RunContext, meta: RunJson, mode: str, resuming: bool, echo: E
         echo(f"{mode}: already {state['status']}")
         return str(state.get("error") or f"{mode}: failed") if state["status"] == "failed" else None
     trainer = ModeTrainer(ctx, mode)
+    if mode == "random":
+        trainer.method.follow(_prunetrain_architectures(ctx, meta), str(ctx.run_dir / "run.json"))
     resumed = resuming and trainer.resume()
     if writer and resuming:
         # rows written after the last checkpoint are redone: drop them so no epoch appears twice
@@ -473,7 +486,8 @@ def _run_mode(ctx: RunContext, meta: RunJson, mode: str, resuming: bool, echo: E
         final = ctx.run_dir / f"{mode}_final.pt"
         checkpoint.export(final, trainer.module, ctx.data)
         state.update(status="finished", final_model=final.name, lasso_lambda=trainer.state.lam,
-                     batch_reasons=trainer.state.batch_reasons)
+                     batch_reasons=trainer.state.batch_reasons,
+                     **({"pruning": trainer.method.record()} if trainer.method is not None else {}))
         meta.save()
     echo(f"{mode}: finished")
     return None

@@ -35,7 +35,9 @@ STUDY_SCHEMA = 1
 #: RunConfig fields that only PruneTrain reads: dense is the same whatever their value
 PRUNETRAIN_ONLY = frozenset(PUBLISHED_METHOD) | {"interval"}  # the method's settings and when it reconfigures
 #: fields a study may not vary: they name the run rather than a setting of it
-NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate"})
+NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate",
+                          # the competing methods' settings: a study runs dense and PruneTrain, which never read them
+                          "sparsity", "prune_ratio", "prune_at"})
 
 Echo = Callable[[str], None]
 

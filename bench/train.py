@@ -27,7 +27,7 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from . import checkpoint
+from . import checkpoint, methods
 from .batching import BatchPolicy, elsewhere_on_oom, halve_on_oom, run_with_oom_retry
 from .checkpoint import ModeState
 from .config import RunConfig
@@ -77,8 +77,9 @@ class ModeTrainer:
     def __init__(self, ctx: RunContext, mode: str):
         self.ctx, self.mode, self.cfg = ctx, mode, ctx.cfg
         self.prune = mode == "prunetrain"
+        self.method = methods.for_mode(mode, self.cfg)  # a competing method (bench.methods), or None
         self.example = self._example_batch()
-        self.held_x, self.held_y = self._held_out_batch() if self.prune else (None, None)
+        self.held_x, self.held_y = self._held_out_batch() if self.prune or self.method else (None, None)
         self.state = ModeState()
         self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
         self.last_change: dict[str, Any] | None = None  # function change measured at this epoch's reconfiguration
@@ -132,6 +133,8 @@ class ModeTrainer:
             torch.manual_seed(self.cfg.seed)
             model = pc.build_model(self.cfg.model, self.ctx.data.num_classes)
         model = model.to(self.ctx.device)
+        if self.method is not None and self.method.penalised:
+            self.state.lam = self.cfg.sparsity  # the method's fixed weight (PruneTrain's λ comes from its ratio)
         self._install(model, self._make_optimizer(model.parameters()))
         self.state.batch = self.cfg.batch_size
         self._decide_batch(at_start=True)
@@ -153,6 +156,8 @@ class ModeTrainer:
         self.state = state
         if self.scaler is not None:  # fp16 continues with the loss scale it had reached
             self.scaler = new_scaler(self.ctx.device.type, checkpoint.scaler_state(blob, self.ckpt_path))
+        if self.method is not None:
+            self.method.load(blob.get("method"), str(self.ckpt_path))
         self._install(model, optimizer)
         checkpoint.set_rng_state(blob["rng"], self.ckpt_path)
         return True
@@ -172,6 +177,8 @@ class ModeTrainer:
         pc.align_optimizer_state(optimizer)  # the format change moved the parameters, not their momentum
         self.module, self.optimizer = model, optimizer
         self.lasso = pc.GroupLasso(model, self.example, groups=self.cfg.penalise, weighting=self.cfg.group_weight) if self.prune else None
+        if self.method is not None and self.method.penalised:
+            self.lasso = pc.methods.BNScaleL1(model)  # s·Σ|γ| in the loss, s fixed (state.lam)
         self.flops = pc.count_flops(model, self.example)
         amp = autocast_dtype(self.cfg.amp, self.ctx.device)  # the memory model sees the activations the step keeps
         self.memory = halve_on_oom(lambda n: measure_training_memory(
@@ -182,7 +189,7 @@ class ModeTrainer:
                               reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
                               channels_last=self.channels_last, penalty_in_loss=self.cfg.lasso != "proximal",
                               module=model, warm_compiled=self.cfg.compile and self.ctx.dist is None)
-        if self.lasso is not None and self.cfg.lasso == "proximal":
+        if self.prune and self.cfg.lasso == "proximal":
             self.step.post_step_hooks.append(self._proximal_step)
 
     def _proximal_step(self) -> None:
@@ -232,7 +239,7 @@ class ModeTrainer:
         lr = self.lr_for(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.step.penalty_on = epoch <= cfg.lasso_last_epoch()
+        self.step.penalty_on = epoch <= cfg.lasso_last_epoch() if self.method is None else self.method.penalty_on
         rank, world = (ctx.dist.rank, ctx.dist.world_size) if ctx.dist else (0, 1)
         loader = Loader(ctx.data.train, max(1, self.state.batch // world), train=True, device=ctx.device,
                         generator_seed=cfg.seed, rank=rank, world_size=world)
@@ -281,7 +288,7 @@ class ModeTrainer:
                 else self.memory.total_for_batch(max(1, self.state.batch // world)))
         return EpochStats(
             train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
-            lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.prune else 0.0,
+            lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.lasso is not None else 0.0,
             samples=samples, steps=meter.steps, epoch_time_s=elapsed,
             compile_time_s=compile_time, warmup_time_s=meter.warmup_s, peak_memory_bytes=int(peak),
             peak_reserved_bytes=int(torch.cuda.max_memory_reserved(ctx.device)) if cuda else None,
@@ -344,7 +351,8 @@ class ModeTrainer:
         self._sync()
         start = time.perf_counter()
         before = self._held_out(lambda m, x, y: pc.outputs(m, x), "held-out forward")  # the budget's reference, the proof's "before"
-        proof_time = 0.0 if self.cfg.change_budget else time.perf_counter() - start
+        # the "before" logits are the method's own cost only where a change budget searches with them
+        proof_time = 0.0 if self.cfg.change_budget and self.method is None else time.perf_counter() - start
         chosen: dict[str, Any] = {"threshold": self.cfg.threshold}
 
         def plan_here() -> pc.Plan:
@@ -358,7 +366,7 @@ class ModeTrainer:
                             self.held_y.cpu())
         proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
         self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict(),
-                            "measured_on": self.held_out_source}
+                            "measured_on": self.held_out_source, **chosen.get("method", {})}
         self._install(model, self.optimizer)
         self.ctx.hooks.kill_point("reconfigure")
         self._decide_batch(at_start=False)
@@ -371,6 +379,10 @@ class ModeTrainer:
     def _plan(self, before: pc.Outputs, chosen: dict[str, Any]) -> pc.Plan:
         """The fixed-threshold plan, or with a change budget the largest threshold that stays within it."""
         cfg = self.cfg
+        if self.method is not None:  # a competing method decides; the surgery below is PruneTrain's own
+            plan, record = self.method.plan(self.module, self.example)
+            chosen.update(threshold=record.pop("threshold"), method={"method": self.mode, **record})
+            return plan
         if not cfg.change_budget:
             return pc.plan_reconfiguration(self.module, self.example, threshold=cfg.threshold,
                                            round_to=cfg.round_channels, liveness=cfg.liveness,
@@ -448,7 +460,8 @@ class ModeTrainer:
             grad_bytes = self._grad_bytes()
             self.state.epoch = epoch  # before reconfigure: its batch_reasons entry names this epoch
             self.last_change = None
-            reconfig_time = self.reconfigure(epoch) if self.prune and cfg.is_reconfiguration_epoch(epoch) else 0.0
+            reconfig_time = self.reconfigure(epoch) if (cfg.is_reconfiguration_epoch(epoch) if self.prune else (
+                self.method is not None and self.method.due(epoch, self.module, self.example))) else 0.0
             change = self.last_change or {}
             row = {
                 "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "mode": self.mode,
@@ -491,7 +504,8 @@ class ModeTrainer:
     def save_checkpoint(self) -> None:
         scaler = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
         checkpoint.save(self.ckpt_path, model=self.module, optimizer=self.optimizer,
-                        extra={"mode": self.mode, **self.state.to_blob(), **scaler},
+                        extra={"mode": self.mode, **self.state.to_blob(), **scaler,
+                               **({"method": self.method.state()} if self.method is not None else {})},
                         before_replace=lambda: self.ctx.hooks.kill_point("checkpoint-write"))
 
 

@@ -13,8 +13,10 @@ The public API::
     thin = initialise(scale_width(model, example, 0.5), "resnet32")   # a control: thinner, trained from scratch
 
 Planning (which channels live) is pure data (:class:`Plan`); surgery applies
-it; :mod:`.faithful` measures whether a reconfiguration changed the function.
+it; :mod:`.faithful` measures whether a reconfiguration changed the function; :mod:`.methods` holds the
+decisions of the competing methods (Network Slimming, Early-Bird, random), applied by the same surgery.
 """
+from . import methods
 from .arch import channels, describe, rebuild
 from .faithful import BudgetChoice, FunctionChange, Outputs, compare, outputs, plan_within_budget, threshold_grid
 from .flops import FlopCount, count_flops
@@ -30,5 +32,5 @@ __all__ = [
     "GroupLasso", "lambda_from_ratio", "proximal_step_size", "Plan", "LIVENESS_RULES", "STRUCTURES",
     "plan_reconfiguration", "apply_plan_to", "reconfigure", "align_optimizer_state", "count_flops", "FlopCount",
     "describe", "rebuild", "channels", "outputs", "compare", "Outputs", "FunctionChange",
-    "plan_within_budget", "threshold_grid", "BudgetChoice",
+    "plan_within_budget", "threshold_grid", "BudgetChoice", "methods",
 ]

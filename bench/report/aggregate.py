@@ -16,7 +16,10 @@ Only runs with a complete pair are compared: both modes, neither failed,
 epochs 1..E recorded for both with the same E (the configured number when
 run.json gives it).  The controls (small-dense, thin-dense), where a run holds
 them, are compared with PruneTrain on final accuracy and on accuracy at
-PruneTrain's training time.  Repeated runs of one configuration (seeds) are
+PruneTrain's training time.  Every pruning mode a run holds (PruneTrain and the competing methods
+slimming, earlybird, random) is also compared with the run's dense mode alone (:func:`method_rows`), so the
+method comparison counts a folder of dense and slimming too (the report still needs one dense + PruneTrain
+pair).  Repeated runs of one configuration (seeds) are
 summarised as the mean with a 95 % confidence interval and n (bench.report.stats);
 a difference between modes is taken per run, on one seed, so its interval is
 the paired one.
@@ -29,7 +32,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from ..config import CONTROLS
+from ..config import CONTROLS, METHODS
 from .load import Run
 from .stats import mean_ci
 
@@ -87,6 +90,7 @@ class Aggregation:
     runs: pd.DataFrame      # one row per run read: compared or why not
     compared: list[Run] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    methods: pd.DataFrame = field(default_factory=pd.DataFrame)  # pruning methods against dense (method_rows)
 
 
 # --------------------------------------------------------------------------
@@ -260,6 +264,49 @@ def peak_fraction(run: Run, m: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+#: the pruning methods compared with dense in the method comparison (PruneTrain and its competitors)
+PRUNING_MODES = ("prunetrain", *METHODS)
+#: what a competing method's function change is: it removes live channels on purpose
+BY_DESIGN = "prunes by ratio: changes the function by design"
+BY_DESIGN_RANDOM = "random channels: changes the function by design"
+METHOD_METRICS = ["time_s", "dense_time_s", "time_saved_pct", "train_flops_saved_pct", "time_per_flops_saved",
+                  "final_acc", "dense_final_acc", "final_acc_gap", "acc_at_equal_time_gap", "pruned_after_epoch",
+                  "max_function_change"]
+
+
+def method_rows(run: Run) -> list[dict[str, Any]]:
+    """Each finished pruning mode of a run against its dense mode, as the main table treats PruneTrain: time and
+    training FLOPs saved, time ÷ FLOPs saved, final accuracy, accuracy against dense's at the mode's training
+    time, and the first epoch after which it pruned (NaN: never).  Empty where dense is not finished."""
+    d = run.mode_epochs("dense")
+    if run.mode_status("dense") != "finished" or d.empty or (d["fits"] == 0).any():
+        return []
+    dense_time, dense_flops = float(train_time(d).sum()), _sum(d, "train_flops", all_required=True)
+    rows = []
+    for mode in PRUNING_MODES:
+        df = run.mode_epochs(mode)
+        if run.mode_status(mode) != "finished" or len(df) != len(d) or (df["fits"] == 0).any():
+            continue
+        time_s, flops = float(train_time(df).sum()), _sum(df, "train_flops", all_required=True)
+        saved, flops_saved = _saved_pct(dense_time, time_s), _saved_pct(dense_flops, flops)
+        archs = run.architectures(mode)  # a reconfiguration that removed nothing is not a pruning
+        pruned = [a["epoch"] for a in archs[1:] if isinstance(a.get("epoch"), int) and a.get("params") is not None
+                  and a["params"] < archs[0].get("params", math.inf)]
+        method = run.mode_info(mode).get("method")
+        rows.append({
+            "mode": mode, "method": method if isinstance(method, str) else mode,
+            "time_s": time_s, "dense_time_s": dense_time, "time_saved_pct": saved,
+            "train_flops_saved_pct": flops_saved,
+            "time_per_flops_saved": saved / flops_saved if flops_saved > 0 else math.nan,
+            "final_acc": _last(df, "test_acc"), "dense_final_acc": _last(d, "test_acc"),
+            "final_acc_gap": _last(df, "test_acc") - _last(d, "test_acc"),
+            "acc_at_equal_time_gap": _last(df, "test_acc") - acc_at_time(d, time_s),
+            "pruned_after_epoch": float(pruned[0]) if pruned else math.nan,
+            "max_function_change": faithfulness(df)["max_function_change"],
+        })
+    return rows
+
+
 def fit_note(profile: str, dense: pd.DataFrame, pt: pd.DataFrame) -> str:
     """What did not fit the profile's memory even at batch 1, and from which epoch each mode fits ("" if all did).
 
@@ -403,11 +450,16 @@ def settings_text(run: Run) -> str:
 # --------------------------------------------------------------------------
 # All runs
 
-def run_record(run: Run, settings: str | None = None) -> dict[str, Any]:
-    """One compared run before summarising: its KEY_COLUMNS (``settings`` overrides the text), identity, metrics."""
+def run_keys(run: Run, settings: str | None = None) -> dict[str, Any]:
+    """A run's KEY_COLUMNS (``settings`` overrides the text): what must agree for runs to be repeats."""
     return {"device": run.device_label, "model": run.model, "dataset": run.dataset,
             "epochs": int(run.mode_epochs("dense")["epoch"].max()),
-            "settings": settings_text(run) if settings is None else settings,
+            "settings": settings_text(run) if settings is None else settings}
+
+
+def run_record(run: Run, settings: str | None = None) -> dict[str, Any]:
+    """One compared run before summarising: its KEY_COLUMNS (``settings`` overrides the text), identity, metrics."""
+    return {**run_keys(run, settings),
             "run_id": run.run_id, "in_progress": run.in_progress, "seed": run.config.get("seed", math.nan),
             "method": run.meta.get("method") if isinstance(run.meta.get("method"), str) else "PruneTrain",
             "test_size": _data_size(run, "test_size"), "val_size": _data_size(run, "val_size"),
@@ -430,7 +482,9 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
     per_run: list[dict[str, Any]] = []
     compared: list[Run] = []
     epoch_frames: list[pd.DataFrame] = []
+    method_frames: list[dict[str, Any]] = []
     for run in runs:
+        method_frames += [{**run_keys(run), "run_id": run.run_id, **row} for row in method_rows(run)]
         problem = pair_problem(run)
         counts = {m: int(run.mode_epochs(m)["epoch"].nunique()) for m in MODES}
         inventory.append({
@@ -464,7 +518,22 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
         epochs_df["row"] = epochs_df["run_index"].map(lambda i: row_of_run[i][0])
         epochs_df["label"] = epochs_df["run_index"].map(lambda i: row_of_run[i][1])
     return Aggregation(table=table, epochs=epochs_df, runs=pd.DataFrame(inventory),
-                       compared=compared, warnings=warnings)
+                       compared=compared, warnings=warnings, methods=_summarise_methods(pd.DataFrame(method_frames)))
+
+
+def _summarise_methods(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95 % interval of every METHOD_METRICS per configuration, mode and method (its settings)."""
+    if per_run.empty:
+        return pd.DataFrame()
+    rows = []
+    for key, g in per_run.groupby([*KEY_COLUMNS, "mode", "method"], sort=False, dropna=False):
+        row: dict[str, Any] = {**dict(zip([*KEY_COLUMNS, "mode", "method"], key)), "n": len(g),
+                               "run_ids": ", ".join(g["run_id"])}
+        for name in METHOD_METRICS:
+            ci = mean_ci(pd.to_numeric(g[name], errors="coerce"))
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"], row[f"{name}_n"] = ci.mean, ci.lo, ci.hi, ci.n
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,9 @@ MODE_STYLE = {
     "prunetrain": dict(color="#D55E00", linestyle="--", marker="s", label="PruneTrain"),
     "small-dense": dict(color="#009E73", linestyle="-.", marker="^", label="small-dense (control)"),
     "thin-dense": dict(color="#CC79A7", linestyle=":", marker="v", label="thin-dense (control)"),
+    "slimming": dict(color="#E69F00", linestyle="--", marker="D", label="Network Slimming"),
+    "earlybird": dict(color="#56B4E9", linestyle="--", marker="P", label="Early-Bird"),
+    "random": dict(color="#000000", linestyle=":", marker="x", label="random pruning"),
 }
 MODE_HATCH = {"dense": "", "prunetrain": "//", "small-dense": "..", "thin-dense": "xx"}
 STYLE = {

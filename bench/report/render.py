@@ -23,7 +23,8 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from . import faithful, fmt
-from .aggregate import CONTROL_KEYS, TRAINING_TIME_DEFINITION, Aggregation
+from .aggregate import BY_DESIGN, BY_DESIGN_RANDOM, CONTROL_KEYS, FUNCTION_CHANGE_TOLERANCE, \
+    TRAINING_TIME_DEFINITION, Aggregation
 from .load import Run
 from .plots import PLOT_NAMES, Plot
 
@@ -260,6 +261,37 @@ def controls_table(table: pd.DataFrame) -> Table | None:
     return Table(CONTROL_HEADERS, rows, numeric=set(range(3, 11))) if rows else None
 
 
+METHOD_HEADERS = ["Device", "Model / data", "Mode", "Method", "n", "Training time", "Time saved vs dense (%)",
+                  "Training FLOPs saved (%)", "Time ÷ FLOPs saved", "Final acc. (%)", "Mode − dense, final (points)",
+                  "Mode − dense at the mode's time (points)", "Pruned after epoch", "Function change at pruning"]
+
+
+def _function_change_text(r: pd.Series) -> str:
+    """PruneTrain's change is a fault above the tolerance; a ratio method removes live channels on purpose."""
+    worst = r["max_function_change"]
+    if fmt.missing(worst):
+        return "not pruned"
+    if r["mode"] != "prunetrain":
+        return f"{worst:.2g} ({BY_DESIGN_RANDOM if r['mode'] == 'random' else BY_DESIGN})"
+    return f"{worst:.2g}" + (" changed the function" if worst > FUNCTION_CHANGE_TOLERANCE else "")
+
+
+def methods_table(methods: pd.DataFrame) -> Table | None:
+    """Every pruning method against the dense run of its own folder; None unless a competing method ran."""
+    if methods.empty or (methods["mode"] == "prunetrain").all():
+        return None
+    rows = []
+    for _, r in methods.iterrows():
+        where = f"{r['model']} / {r['dataset']}, {int(r['epochs'])} epochs ({r['settings']})"
+        epoch = "never" if fmt.missing(r["pruned_after_epoch"]) else fmt.cell(r, "pruned_after_epoch", "acc")
+        rows.append([str(r["device"]), where, str(r["mode"]), str(r["method"]), str(int(r["n"])),
+                     fmt.cell(r, "time_s", "time", r["dense_time_s"]), fmt.cell(r, "time_saved_pct", "pct"),
+                     fmt.cell(r, "train_flops_saved_pct", "pct"), fmt.cell(r, "time_per_flops_saved", "ratio"),
+                     fmt.cell(r, "final_acc", "acc"), fmt.cell(r, "final_acc_gap", "acc"),
+                     fmt.cell(r, "acc_at_equal_time_gap", "acc"), epoch, _function_change_text(r)])
+    return Table(METHOD_HEADERS, rows, numeric=set(range(4, 13)))
+
+
 def _reached(r: pd.Series, metric: str, unit: float) -> str:
     """A time to accuracy, or "not reached" (a dash alone would read as unknown)."""
     return "not reached" if fmt.missing(r.get(metric)) else fmt.cell(r, metric, "time", unit)
@@ -452,6 +484,15 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                  "that runs the dense network far below its peak (small kernels, launch overhead) turns fewer "
                  "FLOPs into less time than one that runs near it: compare PruneTrain's share with dense's."),
             peak])] if (peak := peak_table(agg.table)) is not None else []),
+        *([Section("Method comparison", [
+            Para("PruneTrain and the methods it competes with, each against the dense run of its own folder (same "
+                 "data, schedule, seed and initial weights): Network Slimming and Early-Bird prune once by a ratio "
+                 "of BatchNorm scales, random pruning removes random channels at PruneTrain's epochs and counts. "
+                 "The gap at the mode's time is its final accuracy minus dense's after the last epoch dense "
+                 "finished within the mode's whole training time. The three competing methods remove live channels "
+                 f"on purpose, so their function change is a cost, not a fault; a pruning is a reconfiguration "
+                 f"that removed channels; {TRAINING_TIME_DEFINITION}."),
+            methods])] if (methods := methods_table(agg.methods)) is not None else []),
         Section("Memory, batch size and accuracy", [mem_table]),
         Section("Faithfulness and time to accuracy", [
             Para(faithful.EXPLANATION),
