@@ -17,6 +17,9 @@ timed one at a time instead of interleaved (the records say which and why).
 What it cannot know: how a different batch would have
 changed the pruning itself (the trajectory is not re-trained), and accuracy
 (left empty; the original run's is in its own records).
+
+(Over 400 lines on purpose, for now: rebuilding, timing and writing a trajectory share one model of the
+recorded run; the replay package of #24 splits them.)
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """``bench run`` as a library call: validate everything, then train dense and PruneTrain on one schedule.
 
+(Over 400 lines on purpose, for now: the run folder's life — creation, lock, resume, repeats and the
+modes built from PruneTrain's records — is one story; the run-folder package of #24 takes it apart.)
+
 All user input (profile, model, data, options) is checked before the run
 folder exists, so a mistake never leaves a half-written results folder.  The
 run folder is created exclusively with a unique id, so concurrent runs into

@@ -12,12 +12,13 @@ from bench.train import ModeTrainer, RunContext
 
 
 def make_trainer(tmp_path: Path, mode: str = "prunetrain", *, model: str = "resnet20", images: int = 64,
-                 batch: int = 32, run_dir: Path | None = None, val: int = 0, **cfg) -> ModeTrainer:
+                 batch: int = 32, run_dir: Path | None = None, val: int = 256, **cfg) -> ModeTrainer:
     """No records file; the checkpoint goes to ``run_dir`` (a new folder under ``tmp_path`` by default);
     ``val`` images held out as the validation split (a pruning mode measures its function change there)."""
     data = load_data("synthetic", subset=images, val=val)
     config = RunConfig(model=model, data="synthetic", subset=images, modes=[mode], epochs=4, batch_size=batch,
-                       max_batch=batch, adjust_batch=False, device="cpu", **cfg)
+                       max_batch=batch, adjust_batch=False, device="cpu", val=val,
+                       **{"held_out": min(256, val), **cfg})
     run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(dir=tmp_path))
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg=config, run_id="test", run_dir=run_dir, device=torch.device("cpu"), data=data,

@@ -23,6 +23,9 @@ pair).  Repeated runs of one configuration (seeds) are
 summarised as the mean with a 95 % confidence interval and n (bench.report.stats);
 a difference between modes is taken per run, on one seed, so its interval is
 the paired one.
+
+(Over 400 lines on purpose, for now: the per-run metrics of the pair, its controls, the competing methods
+and the device's peak share one set of helpers — time, sums, time to accuracy — and one summary.)
 """
 from __future__ import annotations
 
