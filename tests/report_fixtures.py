@@ -57,6 +57,7 @@ class FakeRun:
     peak_dense: int = int(3.1 * GIB)
     budget: int = 8 * GIB
     acc_offset: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)  # run.json config keys over the ones below
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def keep(self, epoch: int) -> float:
@@ -124,7 +125,7 @@ def run_json(fr: FakeRun) -> dict[str, Any]:
                    "modes": ["dense", "prunetrain"], "epochs": fr.epochs, "batch_size": 128,
                    "max_batch": 1024, "lr": 0.1, "interval": fr.interval, "lpr": 0.2,
                    "threshold": 0.0001, "seed": 0, "subset": 0, "adjust_batch": True,
-                   "world_size": 1},
+                   "world_size": 1, **fr.config},
         "hardware": {"kind": fr.kind, "device_name": fr.device, "gpus": gpus,
                      "cpu_model": "AMD EPYC 7B13" if fr.kind == "cpu" else "Intel Core i7-7700K",
                      "cpu_cores": 2 if fr.kind == "cpu" else 8, "torch_version": "2.14.1",

@@ -482,3 +482,49 @@ def test_epochs_frame_for_plots(standard):
     one = e[(e["run_id"] == runs[3].run_id) & (e["mode"] == "prunetrain")].sort_values("epoch")
     assert one["cum_train_time_s"].iloc[-1] == pytest.approx(
         _row(res.table, CPU_LABEL)["prunetrain_time_s"])
+
+
+def test_runs_differing_in_any_recorded_setting_are_separate_rows_labelled_by_it(tmp_path):
+    """amp, group_weight, ... were left out of the key once, and a bf16 run was merged with an fp32 one."""
+    write_run(tmp_path / "r", FakeRun("run-a"))
+    write_run(tmp_path / "r", FakeRun("run-b", config={"amp": "bf16"}))
+    write_run(tmp_path / "r", FakeRun("run-c", config={"group_weight": "size", "adjust_batch": False}))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert list(res.table["n"]) == [1, 1, 1]
+    labels = sorted(res.table["label"])
+    # each row is named by the settings that vary between the rows only: no shared setting, no Python bool
+    assert [lab.split(" · ")[-1] for lab in labels] == [
+        "group weight size, adjust batch off, amp off", "group weight uniform, adjust batch on, amp bf16",
+        "group weight uniform, adjust batch on, amp off"], labels
+    assert not any("reconfigure every" in lab or "True" in lab or "False" in lab for lab in labels)
+    md = (res.out_dir / "report.md").read_text()
+    assert md.count("reconfigure every 2 epochs") == 1  # the shared settings, listed once
+
+
+def test_runs_differing_only_in_seed_are_repeats(tmp_path):
+    write_run(tmp_path / "r", FakeRun("run-a"))
+    write_run(tmp_path / "r", FakeRun("run-b", config={"seed": 1}, speed=1.1))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert list(res.table["n"]) == [2]
+
+
+def test_a_setting_added_to_runconfig_splits_the_groups(tmp_path, monkeypatch):
+    """The key comes from RunConfig: a new field counts without being listed anywhere else."""
+    import dataclasses
+
+    import bench.config
+    from bench.report.aggregate import NOT_SETTINGS, setting_keys
+
+    new = dataclasses.fields(dataclasses.make_dataclass(
+        "WithKnob", [("new_knob", str, dataclasses.field(default="a", metadata=bench.config.ADDED))]))[0]
+    monkeypatch.setitem(bench.config.FIELDS, "new_knob", new)
+    assert "new_knob" in setting_keys()
+    write_run(tmp_path / "r", FakeRun("run-a"))                           # an older record: the default, "a"
+    write_run(tmp_path / "r", FakeRun("run-b", config={"new_knob": "a"}, speed=1.1))
+    write_run(tmp_path / "r", FakeRun("run-c", config={"new_knob": "b"}))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert sorted(res.table["n"]) == [1, 2]
+    assert any(lab.endswith("· new knob b") for lab in res.table["label"])
+    # the stated exclusions are RunConfig fields (a renamed field cannot silently leave the key)
+    assert set(NOT_SETTINGS) <= set(bench.config.FIELDS)
+    assert "seed" in NOT_SETTINGS and {"amp", "compile", "channels_last", "momentum"} <= set(setting_keys())

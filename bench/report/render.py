@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from . import faithful, fmt
-from .aggregate import TRAINING_TIME_DEFINITION, Aggregation
+from .aggregate import TRAINING_TIME_DEFINITION, Aggregation, shared_settings
 from .load import Run
 from .plots import PLOT_NAMES, Plot
 
@@ -89,8 +89,8 @@ MEM_HEADERS = ["Device", "Model / data", "n", "Peak memory dense", "Peak memory 
 def _row_names(r: pd.Series) -> tuple[str, str]:
     device = str(r["device"]) + (" (in progress)" if r.get("in_progress") else "")
     where = f"{r['model']} / {r['dataset']}, {int(r['epochs'])} epochs"
-    if r["label"] != f"{r['device']} · {r['model']} / {r['dataset']}":
-        where += f" ({r['settings']})"
+    if r.get("varied"):
+        where += f" ({r['varied']})"
     return device, where
 
 
@@ -258,8 +258,7 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
              f"{_join([v.get('torch') for v in versions])}, torchvision "
              f"{_join([v.get('torchvision') for v in versions])}, Python "
              f"{_join([v.get('python') for v in versions])}; git commit {commits}."),
-        Section("Settings", [Items([f"{lab}: {s}" for lab, s in zip(t["label"], t["settings"])])],
-                level=3),
+        Section("Settings", settings_blocks(t), level=3),
         Section("Emulation", [Para(EMULATION_TEXT if t["emulated"].any() else
                                    "No compared run emulated another device.")], level=3),
         Section("Replayed runs", replay_blocks(agg), level=3),
@@ -267,6 +266,15 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
         Section("Warnings", [Items(list(warnings)) if warnings else Para("None.")], level=3),
     ]
     return Section("How it was measured", blocks)
+
+
+def settings_blocks(table: pd.DataFrame) -> list[Block]:
+    """The settings every row shares, once; then per row only what it varied (rows are labelled by that)."""
+    shared = shared_settings(table)
+    blocks: list[Block] = [Para("Every row: " + ", ".join(shared) + ".")] if shared else []
+    own = [f"{lab}: {', '.join(p for p in parts if p not in shared)}"
+           for lab, parts in zip(table["label"], table["setting_parts"]) if len(parts) > len(shared)]
+    return blocks + ([Items(own)] if own else [])
 
 
 def replay_blocks(agg: Aggregation) -> list[Block]:
