@@ -528,3 +528,26 @@ def test_a_setting_added_to_runconfig_splits_the_groups(tmp_path, monkeypatch):
     # the stated exclusions are RunConfig fields (a renamed field cannot silently leave the key)
     assert set(NOT_SETTINGS) <= set(bench.config.FIELDS)
     assert "seed" in NOT_SETTINGS and {"amp", "compile", "channels_last", "momentum"} <= set(setting_keys())
+
+
+def test_no_negative_or_tiny_divisor_ratio_is_printed(tmp_path):
+    """A slower PruneTrain gave "−8.40" and a 1 % FLOP saving "−25.20" in the ratio column; now the cell says why."""
+    from bench.report.fmt import ratio_cell
+
+    row = {"time_per_flops_saved": -8.4, "train_flops_saved_pct": 5.2, "time_saved_pct": -43.8, "n": 1}
+    assert ratio_cell(row) == "– (no time saved)"
+    row.update(train_flops_saved_pct=1.1, time_per_flops_saved=-25.2)
+    assert ratio_cell(row).startswith("– (too few FLOPs saved")
+    row.update(train_flops_saved_pct=30.0, time_saved_pct=24.0, time_per_flops_saved=0.8)
+    assert ratio_cell(row) == "0.80"
+    write_run(tmp_path / "r", FakeRun("slow", dense_epoch_s=20.0))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    res.table.loc[0, ["time_saved_pct", "time_per_flops_saved"]] = [-10.0, -0.4]
+    from bench.report.render import core_tables, _findings
+
+    time_table, _ = core_tables(res.table)
+    assert time_table.rows[0][TIME_RATIO_COLUMN] == "– (no time saved)"
+    assert "-0.40" not in " ".join(_findings(res.table).items)
+
+
+TIME_RATIO_COLUMN = 7

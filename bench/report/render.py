@@ -106,7 +106,7 @@ def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
                           fmt.cell(r, "prunetrain_time_s", "time", r["dense_time_s"]),
                           fmt.cell(r, "time_saved_pct", "pct"),
                           fmt.cell(r, "train_flops_saved_pct", "pct"),
-                          fmt.cell(r, "time_per_flops_saved", "ratio"),
+                          fmt.ratio_cell(r),
                           fmt.cell(r, "inference_flops_saved_pct", "pct")])
         mem_rows.append([device, where, n,
                          fmt.cell(r, "dense_peak_memory_bytes", "bytes", mem_unit),
@@ -121,8 +121,6 @@ def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
             Table(MEM_HEADERS, mem_rows, numeric={2, 3, 4, 7, 8, 9, 10}))
 
 
-#: below this many percent of training FLOPs saved, time ÷ FLOPs is timing noise over a tiny divisor
-MIN_FLOPS_SAVED_FOR_RATIO = 5.0
 
 
 def _more_or_less(saved_pct: Any) -> str:
@@ -135,10 +133,9 @@ def _more_or_less(saved_pct: Any) -> str:
 def _findings(table: pd.DataFrame) -> Items:
     items = []
     for _, r in table.iterrows():
-        ratio = r["time_per_flops_saved"]
-        few = fmt.missing(r["train_flops_saved_pct"]) or r["train_flops_saved_pct"] < MIN_FLOPS_SAVED_FOR_RATIO
-        conv = ("" if fmt.missing(ratio) else
-                ", too few to say how much of a FLOP saving becomes time" if few else
+        ratio, why = r["time_per_flops_saved"], fmt.no_ratio_reason(r)
+        conv = ("" if fmt.missing(ratio) or why == "no time saved" else
+                ", too few to say how much of a FLOP saving becomes time" if why else
                 f", i.e. {ratio:.2f} of the FLOP saving became time saved")
         unit = r["dense_time_s"]
         if r.get("fit_note"):
@@ -243,8 +240,9 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
              "with torch FlopCounterMode). Time saved ÷ FLOPs saved says how much of the FLOP "
              "saving the hardware turns into time: 1 is perfect conversion, below 1 the device "
              "loses part of it (fixed per-step costs, kernels too small to fill the device, data "
-             "loading), above 1 it gains more (e.g. larger batches after pruning); it is left "
-             "empty when no FLOPs were saved. Inference FLOPs saved compares the final epoch's "
+             "loading), above 1 it gains more (e.g. larger batches after pruning); it is "
+             f"shown only where both savings mean something (at least {fmt.MIN_FLOPS_SAVED_FOR_RATIO:g} % of "
+             "the FLOPs and some time saved), else the cell says why not. Inference FLOPs saved compares the final epoch's "
              "per-image inference FLOPs. Peak memory is the largest peak_memory_bytes of any "
              "epoch; the column after it says whether that was measured (the CUDA allocator's peak) "
              "or predicted (the memory model: on a CPU, and in a replay)."),

@@ -235,7 +235,7 @@ def study_section(view: StudyView, index: int) -> tuple["Section", Plot | None]:
         for _, r in t.iterrows():
             rows.append([str(r["settings"]), str(int(r["n"])), fmt.cell(r, "prunetrain_time_s", "time", unit),
                          fmt.cell(r, "time_saved_pct", "pct"), fmt.cell(r, "train_flops_saved_pct", "pct"),
-                         fmt.cell(r, "time_per_flops_saved", "ratio"), fmt.cell(r, "prunetrain_final_acc", "acc"),
+                         fmt.ratio_cell(r), fmt.cell(r, "prunetrain_final_acc", "acc"),
                          fmt.cell(r, "prunetrain_best_acc", "acc"), "★" if r["pareto"] else ""])
         blocks.append(Table(STUDY_HEADERS, rows, numeric={1, 2, 3, 4, 5, 6, 7}))
         devices = sorted(set(t["device"]))
