@@ -131,6 +131,8 @@ def _setting(*decls: str, **kw):
 @_setting("--interleave/--no-interleave",
           help="Alternate dense and PruneTrain epoch by epoch (both models kept), so that a busy phase of "
                    "a shared machine hits both alike.")
+@_setting("--threads", help="CPU threads torch computes with (torch.set_num_threads; 0 = torch's choice); "
+                            "recorded in run.json.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue an interrupted run folder (its recorded configuration is used).")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True,

@@ -73,6 +73,7 @@ class RunConfig:
     test_batch: int = 500
     world_size: int = field(default=1, metadata=ADDED)
     interleave: bool = field(default=False, metadata=ADDED)  # alternate the modes epoch by epoch (both kept)
+    threads: int = field(default=0, metadata=ADDED)  # torch.set_num_threads (0: torch's choice, as before)
 
     def milestone_epochs(self) -> list[int]:
         """1-based epochs from which the LR is multiplied by gamma (91 and 136 of 182, as the original)."""
@@ -123,6 +124,7 @@ class RunConfig:
              "--lr-milestones must be fractions between 0 and 1"),
             ("subset", self.subset >= 0, "--subset must be >= 0"),
             ("round_channels", self.round_channels >= 1, "--round-channels must be >= 1"),
+            ("threads", self.threads >= 0, "--threads must be >= 1 (or 0 for torch's choice)"),
             ("amp", self.amp in AMP, "--amp must be off, bf16 or fp16"),
             ("modes", all(m in MODES for m in self.modes) and self.modes, f"--mode must be one of {', '.join(MODES)} or both"),
         ]

@@ -24,6 +24,7 @@ import prunetrain_core as pc
 
 from . import __version__, checkpoint, gpu
 from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
+from .contention import busy_now
 from .config import MODES, Overrides, RunConfig, partial_from, record_source, resolve
 from .data import load_data
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
@@ -246,12 +247,17 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     cfg.validate()
     if cfg.model not in pc.available_models():
         raise ConfigError(f"unknown model '{cfg.model}': choose one of {', '.join(pc.available_models())}")
+    if cfg.threads and resume is None:
+        torch.set_num_threads(cfg.threads)  # before torch_threads is recorded (a resume uses the recorded count)
     setup = prepare_device(cfg, dist, info, profile=profile)
     info, device, profile, budget, emulated = setup.info, setup.device, setup.profile, setup.budget_bytes, setup.emulated
     data = load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed)
     if resume is not None:
         _check_same_data(resume / "run.json", old.get("data"), data)
     writer = dist is None or dist.rank == 0
+    busy = busy_now(torch.get_num_threads(), (device.index or 0) if device.type == "cuda" else None) if writer else None
+    if busy:
+        echo(f"warning: {busy}")
     if resume is not None:
         run_dir, run_id = resume, old["run_id"]
         meta = RunJson(run_dir / "run.json", old, hooks)
@@ -267,7 +273,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
             "versions": versions(), "git_commit": git_commit(), "seed": cfg.seed,
             "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
-            "command": portable_command(sys.argv), "modes": {m: {"status": "pending", "architectures": []} for m in cfg.modes},
+            "command": portable_command(sys.argv), "busy_at_start": busy, "modes": {m: {"status": "pending", "architectures": []} for m in cfg.modes},
         }, hooks)
     if hooks.active:  # a record says what it is: this run had faults injected
         meta.data.setdefault("fault_injection", []).append({"at": _now(), "variables": hooks.active})

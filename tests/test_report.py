@@ -551,3 +551,26 @@ def test_no_negative_or_tiny_divisor_ratio_is_printed(tmp_path):
 
 
 TIME_RATIO_COLUMN = 7
+
+
+def test_a_finding_timed_under_contention_says_its_time_comparison_is_not_trustworthy(tmp_path):
+    write_run(tmp_path / "busy", FakeRun("busy", device="cpu: AMD EPYC 7B13", kind="cpu", profile="cpu",
+                                         other_cores=2.0))
+    write_run(tmp_path / "quiet", FakeRun("quiet", device="cpu: AMD EPYC 7B13", kind="cpu", profile="cpu",
+                                          other_cores=0.1))
+    busy = build_report([tmp_path / "busy"], tmp_path / "out-busy")
+    first = (busy.out_dir / "report.md").read_text().split("## Findings", 1)[1].split("\n- ", 1)[1].split("\n")[0]
+    assert "not trustworthy: 6 of 12 epochs" not in first  # both modes' epochs count
+    assert "This time comparison is not trustworthy: 12 of 12 epochs were timed while other processes" in first
+    assert "interleave" in first and "replay" in first
+    quiet = build_report([tmp_path / "quiet"], tmp_path / "out-quiet")
+    assert "not trustworthy" not in (quiet.out_dir / "report.md").read_text()
+
+
+def test_busy_message_names_the_load_and_the_busy_processes():
+    from bench.contention import Contention, busy_message
+
+    assert busy_message(Contention(1.0, 0.3, 0.2, ""), cpu_cores=2, threads=1) is None
+    text = busy_message(Contention(1.0, 2.6, 1.9, "python(4242) 0.98 cores"), cpu_cores=2, threads=2)
+    assert "load average 2.6 on 2 cores" in text and "python(4242) 0.98 cores" in text and "--interleave" in text
+    assert busy_message(Contention(1.0, 4.0, None, None), cpu_cores=2, threads=1) is not None  # load alone

@@ -240,3 +240,24 @@ def test_git_commit_says_when_the_code_differs_from_it(tmp_path):
     assert git_commit(tmp_path) == head
     (tmp_path / "bench" / "x.py").write_text("a = 2\n")
     assert git_commit(tmp_path) == f"{head}-dirty"
+
+
+def test_threads_are_applied_and_recorded_and_a_busy_machine_is_warned_of(tmp_path, monkeypatch):
+    import torch
+
+    import bench.run
+
+    monkeypatch.setattr(bench.run, "busy_now", lambda threads, gpu=None: f"the machine is busy ({threads} threads)")
+    before = torch.get_num_threads()
+    results = tmp_path / "results"
+    try:
+        result = _invoke(["run", "--profile", "smoke", "--subset", "64", "--epochs", "1", "--mode", "dense",
+                          "--threads", "1", "--results-dir", str(results)])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    assert "warning: the machine is busy (1 threads)" in result.stderr
+    (run_dir,) = list(results.iterdir())
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["torch_threads"] == 1 and meta["config"]["threads"] == 1
+    assert meta["busy_at_start"] == "the machine is busy (1 threads)"

@@ -130,6 +130,19 @@ def _more_or_less(saved_pct: Any) -> str:
     return f"{abs(saved_pct):.1f} % {'less' if saved_pct >= 0 else 'more'} time"
 
 
+def _contention_caveat(r: Any) -> str:
+    """The finding's own warning when the contention rule flagged epochs of its row ("" otherwise): the times
+    then measure the other processes as much as PruneTrain, so the comparison must not be read as a result."""
+    flagged = r.get("contended_epochs")
+    if fmt.missing(flagged) or not flagged:
+        return ""
+    total = r.get("epochs_with_load")
+    of = f" of {int(total)}" if not fmt.missing(total) and total else ""
+    return (f" This time comparison is not trustworthy: {int(flagged)}{of} epochs were timed while other "
+            "processes competed for the machine, so their wall times include waiting and dense and PruneTrain "
+            "met different loads; compare on a quiet machine, with --interleave, or with `bench replay` there.")
+
+
 def _findings(table: pd.DataFrame) -> Items:
     items = []
     for _, r in table.iterrows():
@@ -149,7 +162,8 @@ def _findings(table: pd.DataFrame) -> Items:
                          f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} % fewer training FLOPs{conv}; "
                          + ("accuracy is the original run's (a replay does not train)." if r.get("source") == "replay"
                             else f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
-                                 f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense."))
+                                 f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense.")
+                         + _contention_caveat(r))
         sentence = faithful.finding(r)
         if sentence is not None:
             items.append(sentence)
