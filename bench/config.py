@@ -124,6 +124,8 @@ class RunConfig:
              "--lr-milestones must be fractions between 0 and 1"),
             ("subset", self.subset >= 0, "--subset must be >= 0"),
             ("round_channels", self.round_channels >= 1, "--round-channels must be >= 1"),
+            ("interleave", not self.interleave or len(self.modes) > 1,
+             "--interleave alternates dense and PruneTrain epoch by epoch: it needs both modes (--mode both)"),
             ("threads", self.threads >= 0, "--threads must be >= 1 (or 0 for torch's choice)"),
             ("amp", self.amp in AMP, "--amp must be off, bf16 or fp16"),
             ("modes", all(m in MODES for m in self.modes) and self.modes, f"--mode must be one of {', '.join(MODES)} or both"),

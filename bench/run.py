@@ -104,6 +104,7 @@ def prepare_device(cfg, dist=None, info: DeviceInfo | None = None, profile: Prof
         profile = resolve_profile(cfg.profile, info)
     budget = profile.resolve_budget(info)
     if device.type != "cuda":  # a GPU profile's budget decisions, made on the CPU, are emulated
+        gpu.check_cpu_features(cfg)
         return DeviceSetup(device, info, profile, budget, emulated=profile.device_kind == "cuda")
     gpu.check_features(cfg, info.gpu)
     fraction = profile.emulation_fraction(info) if cfg.emulate else None

@@ -387,6 +387,7 @@ class ModeTrainer:
             "inference_flops": self.flops.inference_per_image,
             "train_flops_per_image": self.flops.train_per_image,
             "batch_size": self.state.batch,
+            "channels_last": self.channels_last,  # as trained: --channels-last is turned off for unsafe shapes
             "memory": self.memory.to_dict(),
             "function_change": self.last_change if epoch else None,
             "arch": pc.describe(self.module),  # the exact graph (removed branches too): `bench replay` rebuilds it

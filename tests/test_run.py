@@ -181,6 +181,9 @@ def test_records_hold_no_path_of_this_machine(tmp_path, monkeypatch):
     (["--profile", "smoke", "--lpr", "1.5"], "--lpr"),
     (["--profile", "smoke", "--lasso-until", "0"], "--lasso-until"),
     (["--profile", "smoke", "--round-channels", "x"], "--round-channels"),
+    (["--profile", "smoke", "--device", "cpu", "--amp", "bf16"], "--amp bf16: mixed precision is CUDA only"),
+    (["--profile", "smoke", "--device", "cpu", "--emulate"], "--emulate caps a GPU's memory"),
+    (["--profile", "smoke", "--mode", "dense", "--interleave"], "--interleave"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_results(tmp_path, args, needle):
     results = tmp_path / "results"
