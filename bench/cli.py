@@ -170,7 +170,11 @@ def run(**opts) -> None:
         if dist is not None and not abandoned:
             dist.close()
     if not quiet:
-        click.echo(str(run_dir))
+        from .report.summary import run_summary
+
+        click.echo(run_summary(run_dir))
+        click.echo(f"report: bench report {run_dir}")
+        click.echo(str(run_dir))  # the last line: scripts read the run folder from it
 
 
 def _exit_now(code: int) -> None:
@@ -254,8 +258,11 @@ def report(paths, out, title) -> None:
     from .report import build_report
 
     result = build_report([Path(p) for p in (paths or ("results",))], Path(out), title=title)
+    from .report.summary import summary_table
+
     for line in result.warnings:
         click.echo(f"warning: {line}", err=True)
+    click.echo(summary_table(result.table))
     click.echo(f"{len(result.table)} configuration(s) compared; wrote {result.out_dir / 'report.html'}")
 
 

@@ -293,7 +293,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         cfg=cfg, run_id=run_id, run_dir=run_dir, device=device, data=data, profile_name=profile.name,
         device_name=select_device_name(info, device),
         emulated=emulated, budget_bytes=budget, reserve_bytes=profile.reserve_bytes, headroom=profile.headroom,
-        log=log, progress=progress, dist=dist, hooks=hooks,
+        log=log, progress=progress, dist=dist, hooks=hooks, echo=echo,
         on_architecture=(lambda mode, arch: meta.add_architecture(mode, arch)) if writer else (lambda m, a: None),
     )
     errors: list[str] = []

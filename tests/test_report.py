@@ -574,3 +574,17 @@ def test_busy_message_names_the_load_and_the_busy_processes():
     text = busy_message(Contention(1.0, 2.6, 1.9, "python(4242) 0.98 cores"), cpu_cores=2, threads=2)
     assert "load average 2.6 on 2 cores" in text and "python(4242) 0.98 cores" in text and "--interleave" in text
     assert busy_message(Contention(1.0, 4.0, None, None), cpu_cores=2, threads=1) is not None  # load alone
+
+
+def test_bench_report_ends_with_a_summary_table(tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    write_run(tmp_path / "r", FakeRun("run-a"))
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "r"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    header, rule, row, last = result.stdout.splitlines()
+    assert header.split()[:2] == ["Configuration", "n"] and set(rule) <= {"-", " "}
+    assert row.startswith("NVIDIA GeForce GTX 1070 · resnet32 / cifar10  1  ") and "not recorded" in row
+    assert last.startswith("1 configuration(s) compared; wrote ")

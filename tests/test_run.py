@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -264,3 +265,24 @@ def test_threads_are_applied_and_recorded_and_a_busy_machine_is_warned_of(tmp_pa
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["torch_threads"] == 1 and meta["config"]["threads"] == 1
     assert meta["busy_at_start"] == "the machine is busy (1 threads)"
+
+
+def test_a_run_on_a_pipe_prints_a_line_per_epoch_and_ends_with_a_summary(tmp_path):
+    """No terminal (CI, nohup, `| cat`): no bar, but every epoch as a line, then the summary and the folder."""
+    results = tmp_path / "results"
+    result = _invoke(["run", "--profile", "smoke", "--subset", "64", "--epochs", "2", "--interval", "1",
+                      "--results-dir", str(results)])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    for mode in ("dense", "prunetrain"):
+        for epoch in (1, 2):
+            (line,) = [x for x in lines if x.startswith(f"{mode} epoch {epoch}/2: ")]
+            assert re.search(r": \d+\.\d s, train acc \d+\.\d %, test acc \d+\.\d %, training FLOPs \d+ % of dense, "
+                             r"batch \d+", line), line
+    (reconf,) = [x for x in lines if x.startswith("prunetrain epoch 1/2: ")]
+    assert re.search(r"; reconfigured in \d+\.\d\d s to \d+ % of dense \(threshold .*\), function change ", reconf)
+    out = result.stdout.splitlines()
+    (run_dir,) = list(results.iterdir())
+    assert out[-1] == str(run_dir)
+    assert out[0].split()[:2] == ["Configuration", "n"] and "Time saved" in out[0]
+    assert "resnet20 / synthetic" in out[2] and out[2].split()[-1] == "%"
