@@ -39,8 +39,10 @@ def friendly_errors(fn):
             _fail(str(exc))
         except UnsupportedModelError as exc:
             _fail(f"unsupported model: {exc}")
-        except KeyboardInterrupt:
-            click.echo("interrupted: the last complete epoch is checkpointed; continue with --resume", err=True)
+        except KeyboardInterrupt as exc:
+            command = getattr(exc, "resume_command", None)
+            click.echo("interrupted: the last complete epoch is checkpointed; continue with "
+                       + (command or "--resume"), err=True)
             sys.exit(130)
 
     return wrapper
@@ -145,6 +147,8 @@ def run(**opts) -> None:
 
     if opts["nproc_per_node"] > 1 and "LOCAL_RANK" not in os.environ:
         sys.exit(launch_torchrun(opts["nproc_per_node"], sys.argv[1:]))
+    if opts["resume"]:
+        refuse_resume_changes(opts)
     dist = maybe_init()
     cfg = None if opts["resume"] else build_config(opts, dist)
     quiet = opts["quiet"] or (dist is not None and dist.rank != 0)
@@ -175,6 +179,20 @@ def run(**opts) -> None:
         click.echo(run_summary(run_dir))
         click.echo(f"report: bench report {run_dir}")
         click.echo(str(run_dir))  # the last line: scripts read the run folder from it
+
+
+def refuse_resume_changes(opts: dict) -> None:
+    """A resumed run keeps its recorded configuration: an option that would change it is refused, all of them in
+    one line, before anything is read or written (it was silently ignored before)."""
+    from .config import RESUMABLE
+
+    given = [f"--{'mode' if k == 'modes' else k.replace('_', '-')}" for k in FIELDS
+             if k not in RESUMABLE and opts.get("mode" if k == "modes" else k) is not None]
+    if click.get_current_context().get_parameter_source("results_dir") is not click.core.ParameterSource.DEFAULT:
+        given.append("--results-dir")  # the run folder is where it is
+    if given:
+        raise BenchError(f"--resume continues {opts['resume']} with its recorded configuration and "
+                         f"{', '.join(given)} would change it; drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _exit_now(code: int) -> None:

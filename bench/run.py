@@ -312,6 +312,9 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             meta.data["status"] = "failed"
             meta.save()
         raise
+    except KeyboardInterrupt as exc:  # the caller prints how to go on
+        exc.resume_command = resume_command(run_dir, cfg, dist)  # type: ignore[attr-defined]
+        raise
     finally:
         if lock is not None:
             lock.close()
@@ -322,6 +325,16 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         raise DivergenceError("; ".join(errors) + f" ({' and '.join(done) + ' finished; ' if done else ''}"
                               f"records up to the last complete epoch kept in {run_dir}, status failed)")
     return run_dir
+
+
+def resume_command(run_dir: Path, cfg: RunConfig, dist=None) -> str:
+    """The exact command that continues ``run_dir`` (its image folder and process count given again)."""
+    words = ["bench", "run", "--resume", str(run_dir)]
+    if cfg.data_dir:
+        words += ["--data-dir", str(cfg.data_dir)]
+    if dist is not None and dist.world_size > 1:
+        words += ["--nproc-per-node", str(dist.world_size)]
+    return " ".join(words)
 
 
 def _chain(runners: list) -> Iterator[None]:

@@ -286,3 +286,30 @@ def test_a_run_on_a_pipe_prints_a_line_per_epoch_and_ends_with_a_summary(tmp_pat
     assert out[-1] == str(run_dir)
     assert out[0].split()[:2] == ["Configuration", "n"] and "Time saved" in out[0]
     assert "resnet20 / synthetic" in out[2] and out[2].split()[-1] == "%"
+
+
+def test_resume_with_options_that_would_change_the_run_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text("{}")
+    result = CliRunner().invoke(main, ["run", "--resume", str(folder), "--epochs", "6", "--lpr", "0.5",
+                                       "--profile", "gtx750ti", "--results-dir", str(tmp_path / "elsewhere")])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: --resume continues ") and "--profile, --epochs, --lpr, --results-dir" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["run.json"] and (folder / "run.json").read_text() == "{}"
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_interrupted_run_prints_the_exact_resume_command(tmp_path, monkeypatch):
+    import bench.run
+
+    def interrupt(runners):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench.run, "_round_robin", interrupt)
+    results = tmp_path / "results"
+    result = CliRunner().invoke(main, ["run", "--profile", "smoke", "--subset", "64", "--epochs", "1",
+                                       "--results-dir", str(results), "--quiet"])
+    assert result.exit_code == 130
+    (run_dir,) = list(results.iterdir())
+    assert result.stderr.strip().endswith(f"continue with bench run --resume {run_dir}")
