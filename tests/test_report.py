@@ -588,3 +588,14 @@ def test_bench_report_ends_with_a_summary_table(tmp_path):
     assert header.split()[:2] == ["Configuration", "n"] and set(rule) <= {"-", " "}
     assert row.startswith("NVIDIA GeForce GTX 1070 · resnet32 / cifar10  1  ") and "not recorded" in row
     assert last.startswith("1 configuration(s) compared; wrote ")
+
+
+def test_the_report_says_what_a_profile_is_for_when_its_file_says_so(tmp_path):
+    folder = write_run(tmp_path / "r", FakeRun("smoke-run", device="cpu: AMD EPYC 7B13", kind="cpu", profile="smoke"))
+    meta = json.loads((folder / "run.json").read_text())
+    meta["profile"] = {"name": "smoke", "purpose": "A seconds-long check; it presses hard on purpose."}
+    atomic_write_json(folder / "run.json", meta)
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    md = (res.out_dir / "report.md").read_text()
+    assert "> **Note:** Profile smoke: A seconds-long check; it presses hard on purpose." in md
+    assert md.index("Profile smoke:") < md.index("## Findings")

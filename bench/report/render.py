@@ -314,6 +314,16 @@ def replay_blocks(agg: Aggregation) -> list[Block]:
             Items(items), *[Para(f"Limits: {text}.", kind="note") for text in limits]]
 
 
+def profile_purposes(runs: Sequence[Run]) -> dict[str, str]:
+    """What each profile of the compared runs is for, where its file says so (the ``purpose`` key)."""
+    out: dict[str, str] = {}
+    for run in runs:
+        profile = run.meta.get("profile")
+        if isinstance(profile, dict) and isinstance(profile.get("purpose"), str) and profile["purpose"].strip():
+            out.setdefault(str(profile.get("name", run.profile)), profile["purpose"].strip())
+    return out
+
+
 def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[str],
                    sources: Sequence[Path], studies: Sequence[Section] = ()) -> list[Block]:
     time_table, mem_table = core_tables(agg.table)
@@ -337,6 +347,7 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                          "rows timed at different moments are not comparable; replay on a quiet machine): "
                          + "; ".join(f"{r['label']}: {int(r['contended_epochs'])} of {int(r['epochs_with_load'])} "
                                      "epochs" for _, r in busy.iterrows()) + ".", kind="note"))
+    head += [Para(f"Profile {name}: {purpose}", kind="note") for name, purpose in profile_purposes(agg.compared)]
     if warnings:
         head.append(Para(f"{len(warnings)} warning(s) while reading the records: see "
                          "“Warnings” at the end.", kind="note"))
