@@ -347,7 +347,7 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                          "rows timed at different moments are not comparable; replay on a quiet machine): "
                          + "; ".join(f"{r['label']}: {int(r['contended_epochs'])} of {int(r['epochs_with_load'])} "
                                      "epochs" for _, r in busy.iterrows()) + ".", kind="note"))
-    head += [Para(f"Profile {name}: {purpose}", kind="note") for name, purpose in profile_purposes(agg.compared)]
+    head += [Para(f"Profile {name}: {purpose}", kind="note") for name, purpose in profile_purposes(agg.compared).items()]
     if warnings:
         head.append(Para(f"{len(warnings)} warning(s) while reading the records: see "
                          "“Warnings” at the end.", kind="note"))
