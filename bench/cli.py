@@ -77,15 +77,16 @@ def _setting(*decls: str, **kw):
           help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
                "run's folder again (records keep only its name).")
 @_setting("--subset", help="Train on a class-balanced subset of N images (0 = all).")
-@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", *MODES]))
-@_setting("--epochs")
+@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", *MODES]),
+          help="Train both modes (the comparison) or only one.")
+@_setting("--epochs", help="Epochs per mode (one schedule for both).")
 @_setting("--batch-size", help="Base (global) mini-batch.")
 @_setting("--max-batch", help="Cap for the dynamic mini-batch.")
 @_setting("--lr", help="Base learning rate (scaled linearly with the batch).")
 @_setting("--lr-milestones", metavar="F,F,...",
           help="Fractions of the epochs where the LR drops ×0.1, e.g. 0.5,0.75 ('none' keeps it constant).")
-@_setting("--momentum")
-@_setting("--weight-decay")
+@_setting("--momentum", help="SGD momentum (carried into the pruned tensors at each reconfiguration).")
+@_setting("--weight-decay", help="SGD weight decay (L2), besides the group-lasso penalty.")
 @_setting("--interval", help="Reconfigure every N epochs.")
 @_setting("--lpr", help="Lasso penalty ratio that sets λ.")
 @_setting("--threshold", help="A channel is dead when max|w| < threshold.")
@@ -120,16 +121,18 @@ def _setting(*decls: str, **kw):
 @_setting("--batch-policy", type=click.Choice(BATCH_POLICIES),
           help="freed: PruneTrain's batch grows only into memory pruning freed (dense's need at the start); "
                "fill: both modes fill the memory budget.")
-@_setting("--seed")
+@_setting("--seed", help="Seed of weights, data order and subset; runs differing only in it are repeats.")
 @_setting("--adjust-batch/--no-adjust-batch", help="Dynamic mini-batch adjustment after each reconfiguration.")
 @_setting("--round-channels", metavar="N|auto",
           help="Keep channel counts at multiples of N, or 'auto' to measure what this device prefers.")
 @_setting("--device", help="auto, cpu, cuda or cuda:N.")
 @_setting("--emulate/--no-emulate", help="On a GPU larger than the profile's budget, cap this process at the budget.")
 @_setting("--amp", type=click.Choice(AMP), help="Mixed precision (CUDA only).")
-@_setting("--channels-last/--no-channels-last")
+@_setting("--channels-last/--no-channels-last",
+          help="Train in channels_last memory format (turned off, and recorded so, for shapes where it is unsafe).")
 @_setting("--compile/--no-compile", help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder the run folder is created in.")
 @_setting("--interleave/--no-interleave",
           help="Alternate dense and PruneTrain epoch by epoch (both models kept), so that a busy phase of "
                    "a shared machine hits both alike.")
@@ -269,10 +272,13 @@ main.add_command(click.Command(
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), default="reports/latest", show_default=True,
               help="Folder for report.md, report.html and the plots.")
-@click.option("--title", default=None)
+@click.option("--title", default=None, help="Title of report.md and report.html (default: the standard one).")
 @friendly_errors
 def report(paths, out, title) -> None:
-    """Merge run folders (from any number of machines) into one report."""
+    """Merge run folders (from any number of machines) into one report.
+
+    PATHS: run folders, study folders or folders holding them (default: results).
+    """
     from .report import build_report
 
     result = build_report([Path(p) for p in (paths or ("results",))], Path(out), title=title)
@@ -291,7 +297,8 @@ def report(paths, out, title) -> None:
 @_setting("--emulate/--no-emulate", from_profile=False,
           help="On a GPU larger than the profile's budget, cap this process at the budget.")
 @_setting("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder the replay's run folder is created in.")
 @click.option("--synthetic", is_flag=True, help="Random images of the recorded shape even where the data set loads.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="The run's image folder on this machine (records keep only its name); without it, synthetic "

@@ -599,3 +599,49 @@ def test_the_report_says_what_a_profile_is_for_when_its_file_says_so(tmp_path):
     md = (res.out_dir / "report.md").read_text()
     assert "> **Note:** Profile smoke: A seconds-long check; it presses hard on purpose." in md
     assert md.index("Profile smoke:") < md.index("## Findings")
+
+
+def test_small_things_a_user_sees(tmp_path):
+    """report.md without escaped backticks, no bare "None" warnings under a contention note, plots that say what
+    they show (contended epochs, predicted memory, a slower PruneTrain), and a no-pair error that fits the case."""
+    from bench.report.aggregate import aggregate
+    from bench.report.plots import plot_epoch_time, plot_memory_batch, plot_summary
+
+    write_run(tmp_path / "r", FakeRun("busy", device="cpu: AMD EPYC 7B13", kind="cpu", profile="cpu",
+                                      other_cores=2.0, speed=1.0))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    md = (res.out_dir / "report.md").read_text()
+    assert "\\`" not in md
+    warnings = md.split("### Warnings", 1)[1]
+    assert "None while reading the records. Epochs timed under contention" in warnings
+    agg = aggregate(load_runs([tmp_path / "r"]).runs)
+    assert agg.epochs["contended"].all()
+    labels = [lab for fig in [plot_epoch_time(agg)] for leg in fig.legends for lab in
+              [t.get_text() for t in leg.get_texts()]]
+    assert "timed under contention" in labels
+    mem = plot_memory_batch(agg)
+    assert any("predicted" in ax.get_ylabel() for ax in mem.axes)
+    agg.table.loc[0, ["time_saved_pct", "time_saved_pct_min", "time_saved_pct_max"]] = -40.0
+    summary = plot_summary(agg)
+    (ax,) = summary.axes
+    assert ax.get_ylim() != ax.get_xlim() and ax.get_ylim()[0] < -40
+    texts = [t.get_text() for leg in summary.legends for t in leg.get_texts()]
+    assert "below 0: PruneTrain took more time than dense" in texts and not ax.texts
+
+    broken = tmp_path / "broken"
+    write_run(broken, FakeRun("finished-but-damaged", pt_done=3))
+    with pytest.raises(RecordError) as err:
+        build_report([broken], tmp_path / "out2")
+    assert "wait" not in str(err.value) and "see the warnings" in str(err.value)
+
+
+def test_every_option_says_what_it_does():
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    for command in ("run", "sweep", "report", "replay"):
+        cmd = main.commands[command]
+        bare = [p.opts[0] for p in cmd.params if isinstance(p, __import__("click").Option) and not p.help]
+        assert bare == [], f"bench {command}: {bare} have no help"
+    assert "(default: results)" in CliRunner().invoke(main, ["report", "--help"]).output

@@ -219,20 +219,25 @@ def memory_source(values: pd.Series) -> str:
 
 def contended_epochs(run: Run, mode: str | None = None) -> int:
     """Epochs (of ``mode``, or both) timed while other processes oversubscribed the CPU or shared the GPU."""
+    e = run.epochs if mode is None else run.epochs[run.epochs["mode"] == mode]
+    return int(sum(contended_flags(run, e)))
+
+
+def contended_flags(run: Run, e: pd.DataFrame) -> list[bool]:
+    """Per row of ``e`` (epochs of ``run``): was it timed under contention (bench.contention's rule)?"""
     from ..contention import is_contended
 
-    e = run.epochs if mode is None else run.epochs[run.epochs["mode"] == mode]
     if "other_cpu_cores" not in e or "busy_processes" not in e:
-        return 0
+        return [False] * len(e)
     cores, threads = run.hardware.get("cpu_cores"), run.meta.get("torch_threads")
     def num(v: Any) -> float | None:
         return None if v is None or pd.isna(v) else float(v)
 
-    return int(sum(is_contended(num(o), b if isinstance(b, str) else None, cores if isinstance(cores, int) else None,
-                                threads if isinstance(threads, int) else None,
-                                num(c) if str(d).startswith("cpu") else None, num(w))
-                   for o, b, c, w, d in zip(e["other_cpu_cores"], e["busy_processes"], e["cpu_time_s"],
-                                            e["epoch_time_s"], e["device"])))
+    return [is_contended(num(o), b if isinstance(b, str) else None, cores if isinstance(cores, int) else None,
+                         threads if isinstance(threads, int) else None,
+                         num(c) if str(d).startswith("cpu") else None, num(w))
+            for o, b, c, w, d in zip(e["other_cpu_cores"], e["busy_processes"], e["cpu_time_s"],
+                                     e["epoch_time_s"], e["device"])]
 
 
 def faithfulness(pt: pd.DataFrame) -> dict[str, float]:
@@ -387,6 +392,7 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
         e["run_path"] = str(run.path)
         e["run_index"] = len(per_run) - 1
         e["train_time_s"] = train_time(e)
+        e["contended"] = contended_flags(run, e)
         e = e.sort_values(["mode", "epoch"])
         e["cum_train_time_s"] = e.groupby("mode")["train_time_s"].cumsum()
         epoch_frames.append(e)

@@ -140,7 +140,7 @@ def _contention_caveat(r: Any) -> str:
     of = f" of {int(total)}" if not fmt.missing(total) and total else ""
     return (f" This time comparison is not trustworthy: {int(flagged)}{of} epochs were timed while other "
             "processes competed for the machine, so their wall times include waiting and dense and PruneTrain "
-            "met different loads; compare on a quiet machine, with --interleave, or with `bench replay` there.")
+            "met different loads; compare on a quiet machine, with --interleave, or with “bench replay” there.")
 
 
 def _findings(table: pd.DataFrame) -> Items:
@@ -275,7 +275,11 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
                                    "No compared run emulated another device.")], level=3),
         Section("Replayed runs", replay_blocks(agg), level=3),
         Section("Runs read", [runs_table(agg)], level=3),
-        Section("Warnings", [Items(list(warnings)) if warnings else Para("None.")], level=3),
+        Section("Warnings", [Items(list(warnings)) if warnings else Para(
+            "None while reading the records." + (" Epochs timed under contention are a property of the timing, "
+                                                 "not of the records: see the note at the top and the findings."
+                                                 if (t.get("contended_epochs", pd.Series(dtype=float)) > 0).any()
+                                                 else ""))], level=3),
     ]
     return Section("How it was measured", blocks)
 
@@ -293,7 +297,7 @@ def replay_blocks(agg: Aggregation) -> list[Block]:
     """Which rows were timed by `bench replay`, from which trajectory, and what that cannot show."""
     replays = [r for r in agg.compared if r.source == "replay"]
     if not replays:
-        return [Para("Every compared run was measured by `bench run` (none replayed).")]
+        return [Para("Every compared run was measured by “bench run” (none replayed).")]
     items, limits = [], []
     for run in replays:
         info = run.meta.get("replay") if isinstance(run.meta.get("replay"), dict) else {}
@@ -307,7 +311,7 @@ def replay_blocks(agg: Aggregation) -> list[Block]:
                         f"{info.get('rounds', '?')} interleaved rounds ({info.get('stopped', '?')})."))
         if info.get("limits") and info["limits"] not in limits:
             limits.append(str(info["limits"]))
-    return [Para("Rows marked “replayed” were not trained on the device named: `bench replay` rebuilt every "
+    return [Para("Rows marked “replayed” were not trained on the device named: “bench replay” rebuilt every "
                  "architecture of a recorded run, chose each batch with the device profile's memory rule, "
                  "timed training steps in interleaved rounds and set epoch time = images ÷ batch × median "
                  "step time (+ the measured reconfiguration). Accuracy is the recorded run's."),
