@@ -152,7 +152,7 @@ def _per_panel(agg: Aggregation, col: str, ylabel: Callable[[str], str],
         busy = epochs[(epochs["row"] == row) & epochs["contended"]] if mark_contended and "contended" in epochs \
             else epochs.iloc[:0]
         if not busy.empty:
-            ax.scatter(busy["epoch"], busy[col] / div, marker="x", s=60, color="#D55E00", zorder=5,
+            ax.scatter(busy["epoch"], busy[col] / div, marker="x", s=70, color="black", zorder=5,
                        label="timed under contention")
         ax.set_title(_panel_title(agg.table, row))
         ax.set_ylabel(ylabel(unit))
@@ -249,10 +249,12 @@ def plot_summary(agg: Aggregation) -> Figure | None:
     ax = fig.add_subplot()
     xs, ys = t.loc[ok, "train_flops_saved_pct"], t.loc[ok, "time_saved_pct"]
     # each axis spans its own data (square axes left most of the area empty when time saved was small or negative)
-    x_lo = min(0.0, float(t.loc[ok, "train_flops_saved_pct_min"].min())) - 2
-    x_hi = max(float(t.loc[ok, "train_flops_saved_pct_max"].max()), 10.0) * 1.12
-    y_lo = min(0.0, float(t.loc[ok, "time_saved_pct_min"].min())) - 2
-    y_hi = max(float(t.loc[ok, "time_saved_pct_max"].max()), 10.0) * 1.12
+    def span(col: str) -> tuple[float, float]:
+        lo, hi = min(0.0, float(t.loc[ok, f"{col}_min"].min())), max(float(t.loc[ok, f"{col}_max"].max()), 10.0)
+        pad = max(2.0, 0.08 * (hi - lo))  # no marker on the frame
+        return lo - pad, hi + pad
+
+    (x_lo, x_hi), (y_lo, y_hi) = span("train_flops_saved_pct"), span("time_saved_pct")
     line = [max(x_lo, y_lo), min(x_hi, y_hi)]
     ax.plot(line, line, color="#555555", linestyle=":", linewidth=1.5,
             label="perfect conversion (time saved = FLOPs saved); below it part of the FLOP saving is lost")
