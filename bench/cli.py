@@ -180,7 +180,7 @@ def run(**opts) -> None:
         from .report.summary import run_summary
 
         click.echo(run_summary(run_dir))
-        click.echo(f"report: bench report {run_dir}")
+        click.echo(f"compare with other runs: bench report {run_dir.parent}")
         click.echo(str(run_dir))  # the last line: scripts read the run folder from it
 
 
