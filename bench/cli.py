@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PENALISE, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, MODES, NOT_IN_PROFILES, PENALISE, RESUMABLE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -39,10 +39,9 @@ def friendly_errors(fn):
             _fail(str(exc))
         except UnsupportedModelError as exc:
             _fail(f"unsupported model: {exc}")
-        except KeyboardInterrupt as exc:
-            command = getattr(exc, "resume_command", None)
+        except KeyboardInterrupt as exc:  # bench.run attaches the exact command once the run folder exists
             click.echo("interrupted: the last complete epoch is checkpointed; continue with "
-                       + (command or "--resume"), err=True)
+                       + getattr(exc, "resume_command", "--resume"), err=True)
             sys.exit(130)
 
     return wrapper
@@ -77,8 +76,7 @@ def _setting(*decls: str, **kw):
           help="Image-folder data set with train/ and test/ (or val/) class folders; with --resume, the "
                "run's folder again (records keep only its name).")
 @_setting("--subset", help="Train on a class-balanced subset of N images (0 = all).")
-@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", *MODES]),
-          help="Train both modes (the comparison) or only one.")
+@_setting("--mode", field="modes", shown="both", type=click.Choice(["both", *MODES]), help="Both modes or one.")
 @_setting("--epochs", help="Epochs per mode (one schedule for both).")
 @_setting("--batch-size", help="Base (global) mini-batch.")
 @_setting("--max-batch", help="Cap for the dynamic mini-batch.")
@@ -128,16 +126,14 @@ def _setting(*decls: str, **kw):
 @_setting("--device", help="auto, cpu, cuda or cuda:N.")
 @_setting("--emulate/--no-emulate", help="On a GPU larger than the profile's budget, cap this process at the budget.")
 @_setting("--amp", type=click.Choice(AMP), help="Mixed precision (CUDA only).")
-@_setting("--channels-last/--no-channels-last",
-          help="Train in channels_last memory format (turned off, and recorded so, for shapes where it is unsafe).")
+@_setting("--channels-last/--no-channels-last", help="channels_last memory format (off, and recorded so, where unsafe).")
 @_setting("--compile/--no-compile", help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder the run folder is created in.")
 @_setting("--interleave/--no-interleave",
           help="Alternate dense and PruneTrain epoch by epoch (both models kept), so that a busy phase of "
                    "a shared machine hits both alike.")
-@_setting("--threads", help="CPU threads torch computes with (torch.set_num_threads; 0 = torch's choice); "
-                            "recorded in run.json.")
+@_setting("--threads", help="CPU threads of torch (torch.set_num_threads; 0 = torch's choice), recorded.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue an interrupted run folder (its recorded configuration is used).")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True,
@@ -176,19 +172,13 @@ def run(**opts) -> None:
     finally:
         if dist is not None and not abandoned:
             dist.close()
-    if not quiet:
+    if not quiet:  # the run folder is the last line: scripts read it from there
         from .report.summary import run_summary
-
-        click.echo(run_summary(run_dir))
-        click.echo(f"compare with other runs: bench report {run_dir.parent}")
-        click.echo(str(run_dir))  # the last line: scripts read the run folder from it
+        click.echo(f"{run_summary(run_dir)}\ncompare with other runs: bench report {run_dir.parent}\n{run_dir}")
 
 
 def refuse_resume_changes(opts: dict) -> None:
-    """A resumed run keeps its recorded configuration: an option that would change it is refused, all of them in
-    one line, before anything is read or written (it was silently ignored before)."""
-    from .config import RESUMABLE
-
+    """A resumed run keeps its record: options that would change it are refused in one line, before any I/O."""
     given = [f"--{'mode' if k == 'modes' else k.replace('_', '-')}" for k in FIELDS
              if k not in RESUMABLE and opts.get("mode" if k == "modes" else k) is not None]
     if click.get_current_context().get_parameter_source("results_dir") is not click.core.ParameterSource.DEFAULT:
@@ -280,10 +270,9 @@ def report(paths, out, title) -> None:
     PATHS: run folders, study folders or folders holding them (default: results).
     """
     from .report import build_report
-
-    result = build_report([Path(p) for p in (paths or ("results",))], Path(out), title=title)
     from .report.summary import summary_table
 
+    result = build_report([Path(p) for p in (paths or ("results",))], Path(out), title=title)
     for line in result.warnings:
         click.echo(f"warning: {line}", err=True)
     click.echo(summary_table(result.table))

@@ -513,7 +513,7 @@ def test_a_setting_added_to_runconfig_splits_the_groups(tmp_path, monkeypatch):
     import dataclasses
 
     import bench.config
-    from bench.report.aggregate import NOT_SETTINGS, setting_keys
+    from bench.report.settings import NOT_SETTINGS, setting_keys
 
     new = dataclasses.fields(dataclasses.make_dataclass(
         "WithKnob", [("new_knob", str, dataclasses.field(default="a", metadata=bench.config.ADDED))]))[0]

@@ -23,7 +23,8 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from . import faithful, fmt
-from .aggregate import TRAINING_TIME_DEFINITION, Aggregation, shared_settings
+from .aggregate import TRAINING_TIME_DEFINITION, Aggregation
+from .settings import shared_settings
 from .load import Run
 from .plots import PLOT_NAMES, Plot
 
