@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .config import AMP, BATCH_POLICIES, CONTROLS, FP32_PRECISIONS, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, METHODS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, STRUCTURES, default
+from .config import AMP, BATCH_POLICIES, CONTROLS, FP32_PRECISIONS, FIELDS, GROUP_WEIGHTS, LASSO_STEPS, LIVENESS, METHODS, MODES, NOT_IN_PROFILES, PAIR, PENALISE, RESUMABLE, STRUCTURES, default
 from .errors import BenchError, OutOfMemoryBudget
 from .speed import SECTIONS as SPEED_SECTIONS  # the section names alone: no torch import
 
@@ -42,8 +42,9 @@ def friendly_errors(fn):
             _fail(str(exc))
         except UnsupportedModelError as exc:
             _fail(f"unsupported model: {exc}")
-        except KeyboardInterrupt:
-            click.echo("interrupted: the last complete epoch is checkpointed; continue with --resume", err=True)
+        except KeyboardInterrupt as exc:  # bench.run attaches the exact command once the run folder exists
+            click.echo("interrupted: the last complete epoch is checkpointed; continue with "
+                       + getattr(exc, "resume_command", "--resume"), err=True)
             sys.exit(130)
 
     return wrapper
@@ -87,14 +88,14 @@ def _setting(*decls: str, **kw):
 @_setting("--val", help="Training images held out as the validation split (class-balanced, the same for every "
                         "seed and mode): every decision taken from data reads it, never the test set.")
 @_setting("--test-size", help="Evaluate a class-balanced subset of N test images (0 = the whole test split).")
-@_setting("--epochs")
+@_setting("--epochs", help="Epochs per mode (one schedule for both).")
 @_setting("--batch-size", help="Base (global) mini-batch.")
 @_setting("--max-batch", help="Cap for the dynamic mini-batch.")
 @_setting("--lr", help="Base learning rate (scaled linearly with the batch).")
 @_setting("--lr-milestones", metavar="F,F,...",
           help="Fractions of the epochs where the LR drops ×0.1, e.g. 0.5,0.75 ('none' keeps it constant).")
-@_setting("--momentum")
-@_setting("--weight-decay")
+@_setting("--momentum", help="SGD momentum (carried into the pruned tensors at each reconfiguration).")
+@_setting("--weight-decay", help="SGD weight decay (L2), besides the group-lasso penalty.")
 @_setting("--interval", help="Reconfigure every N epochs.")
 @_setting("--lpr", help="Lasso penalty ratio that sets λ.")
 @_setting("--threshold", help="A channel is dead when max|w| < threshold.")
@@ -135,21 +136,23 @@ def _setting(*decls: str, **kw):
 @_setting("--batch-policy", type=click.Choice(BATCH_POLICIES),
           help="freed: PruneTrain's batch grows only into memory pruning freed (dense's need at the start); "
                "fill: both modes fill the memory budget.")
-@_setting("--seed")
+@_setting("--seed", help="Seed of weights, data order and subset; runs differing only in it are repeats.")
 @_setting("--adjust-batch/--no-adjust-batch", help="Dynamic mini-batch adjustment after each reconfiguration.")
 @_setting("--round-channels", metavar="N|auto",
           help="Keep channel counts at multiples of N, or 'auto' to measure what this device prefers.")
 @_setting("--device", help="auto, cpu, cuda or cuda:N.")
 @_setting("--emulate/--no-emulate", help="On a GPU larger than the profile's budget, cap this process at the budget.")
 @_setting("--amp", type=click.Choice(AMP), help="Mixed precision (CUDA only).")
-@_setting("--channels-last/--no-channels-last")
+@_setting("--channels-last/--no-channels-last", help="channels_last memory format (off, and recorded so, where unsafe).")
 @_setting("--fp32-precision", type=click.Choice(FP32_PRECISIONS),
           help="fp32 matmuls and convolutions: ieee (true fp32 on every card) or tf32 (Ampere and newer).")
 @_setting("--compile/--no-compile", help="torch.compile, recompiled after each reconfiguration (compile time recorded apart).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder the run folder is created in.")
 @_setting("--interleave/--no-interleave",
           help="Alternate dense and PruneTrain epoch by epoch (both models kept), so that a busy phase of "
                    "a shared machine hits both alike.")
+@_setting("--threads", help="CPU threads of torch (torch.set_num_threads; 0 = torch's choice), recorded.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue an interrupted run folder (its recorded configuration is used).")
 @click.option("--repeat", type=int, default=1, show_default=True,
@@ -174,6 +177,8 @@ def run(**opts) -> None:
         _fail("--repeat starts new runs: drop it with --resume or --controls-of")
     if opts["resume"] and opts["controls_of"]:
         _fail("give either --resume RUN or --controls-of RUN")
+    if opts["resume"]:
+        refuse_resume_changes(opts)
     dist = maybe_init()
     existing = opts["resume"] or opts["controls_of"]
     cfg = None if existing else build_config(opts, dist)
@@ -207,8 +212,20 @@ def run(**opts) -> None:
     finally:
         if dist is not None and not abandoned:
             dist.close()
-    if not quiet:
-        click.echo(str(run_dir))
+    if not quiet:  # the run folder is the last line: scripts read it from there
+        from .report.summary import run_summary
+        click.echo(f"{run_summary(run_dir)}\ncompare with other runs: bench report {run_dir.parent}\n{run_dir}")
+
+
+def refuse_resume_changes(opts: dict) -> None:
+    """A resumed run keeps its record: options that would change it are refused in one line, before any I/O."""
+    given = [f"--{'mode' if k == 'modes' else k.replace('_', '-')}" for k in FIELDS
+             if k not in RESUMABLE and opts.get("mode" if k == "modes" else k) is not None]
+    if click.get_current_context().get_parameter_source("results_dir") is not click.core.ParameterSource.DEFAULT:
+        given.append("--results-dir")  # the run folder is where it is
+    if given:
+        raise BenchError(f"--resume continues {opts['resume']} with its recorded configuration and "
+                         f"{', '.join(given)} would change it; drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _exit_now(code: int) -> None:
@@ -287,15 +304,20 @@ main.add_command(click.Command(
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), default="reports/latest", show_default=True,
               help="Folder for report.md, report.html and the plots.")
-@click.option("--title", default=None)
+@click.option("--title", default=None, help="Title of report.md and report.html (default: the standard one).")
 @friendly_errors
 def report(paths, out, title) -> None:
-    """Merge run folders (from any number of machines) into one report."""
+    """Merge run folders (from any number of machines) into one report.
+
+    PATHS: run folders, study folders or folders holding them (default: results).
+    """
     from .report import build_report
+    from .report.summary import summary_table
 
     result = build_report([Path(p) for p in (paths or ("results",))], Path(out), title=title)
     for line in result.warnings:
         click.echo(f"warning: {line}", err=True)
+    click.echo(summary_table(result.table))
     click.echo(f"{len(result.table)} configuration(s) compared; wrote {result.out_dir / 'report.html'}")
 
 
@@ -306,7 +328,8 @@ def report(paths, out, title) -> None:
 @_setting("--emulate/--no-emulate", from_profile=False,
           help="On a GPU larger than the profile's budget, cap this process at the budget.")
 @_setting("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder the replay's run folder is created in.")
 @click.option("--synthetic", is_flag=True, help="Random images of the recorded shape even where the data set loads.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="The run's image folder on this machine (records keep only its name); without it, synthetic "

@@ -95,6 +95,7 @@ class RunConfig:
     sparsity: float = field(default=1e-4, metadata=ADDED)
     prune_ratio: float = field(default=0.4, metadata=ADDED)
     prune_at: float = field(default=0.1, metadata=ADDED)  # slimming prunes after this fraction of the epochs
+    threads: int = field(default=0, metadata=ADDED)  # torch.set_num_threads (0: torch's choice, as before)
 
     def milestone_epochs(self) -> list[int]:
         """1-based epochs from which the LR is multiplied by gamma (91 and 136 of 182, as the original)."""
@@ -154,6 +155,9 @@ class RunConfig:
              "--lr-milestones must be fractions between 0 and 1"),
             ("subset", self.subset >= 0, "--subset must be >= 0"),
             ("round_channels", self.round_channels >= 1, "--round-channels must be >= 1"),
+            ("interleave", not self.interleave or len(self.modes) > 1,
+             "--interleave alternates dense and PruneTrain epoch by epoch: it needs both modes (--mode both)"),
+            ("threads", self.threads >= 0, "--threads must be >= 1 (or 0 for torch's choice)"),
             ("amp", self.amp in AMP, "--amp must be off, bf16 or fp16"),
             ("fp32_precision", self.fp32_precision in FP32_PRECISIONS, "--fp32-precision must be ieee or tf32"),
             ("modes", all(m in MODES for m in self.modes) and self.modes and len(set(self.modes)) == len(self.modes),

@@ -149,3 +149,31 @@ def is_contended(other_cpu_cores: float | None, busy_processes: str | None, cpu_
     if other_cpu_cores is None or not cpu_cores:
         return False
     return other_cpu_cores + (threads or 1) > cpu_cores + 0.25  # a quarter core: daemons and our own helpers
+
+
+BUSY_PROBE_S = 0.5   # how long ``bench run`` watches the machine before it starts
+
+
+def busy_message(c: Contention, cpu_cores: int | None, threads: int | None) -> str | None:
+    """Why the machine is too busy to time on, from a short look at it (None: quiet enough).
+
+    Busy is :func:`is_contended`'s rule (the one the report applies to every epoch) or a 1-minute load
+    average at or above the cores: then the epochs will be flagged and their times are not comparable.
+    """
+    load_busy = c.load_avg is not None and cpu_cores is not None and c.load_avg >= cpu_cores
+    if not (is_contended(c.other_cpu_cores, c.busy_processes, cpu_cores, threads) or load_busy):
+        return None
+    parts = [f"load average {c.load_avg:.1f} on {cpu_cores} cores" if c.load_avg is not None else None,
+             f"other processes use {c.other_cpu_cores:.1f} cores" if c.other_cpu_cores is not None else None,
+             c.busy_processes or None]
+    return ("the machine is busy (" + "; ".join(p for p in parts if p) + "): epoch times will include waiting "
+            "for it and the time comparison will not be trustworthy; run on a quiet machine, use --interleave "
+            "(both modes share the load), or time the trajectory later with `bench replay`")
+
+
+def busy_now(threads: int | None, gpu_index: int | None = None, seconds: float = BUSY_PROBE_S) -> str | None:
+    """:func:`busy_message` for this machine now, watched for ``seconds``."""
+    probe = ContentionProbe(gpu_index)
+    probe.start()
+    time.sleep(seconds)
+    return busy_message(probe.stop(), os.cpu_count(), threads)

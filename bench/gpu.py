@@ -157,6 +157,21 @@ def context_bytes(device: torch.device) -> int | None:
     return max(0, int(mine[0]) - int(torch.cuda.memory_reserved(device)))
 
 
+def check_cpu_features(cfg: Any) -> None:
+    """Refuse, up front, what a run on the CPU cannot apply: it would train without it while run.json records it.
+
+    ``--amp``: the step's autocast and loss scaling are CUDA's here (a CPU run would train in fp32);
+    ``--emulate``: there is no allocator to cap, and on the CPU the profile's budget already decides every batch.
+    """
+    amp = getattr(cfg, "amp", "off")
+    if amp != "off":
+        raise ConfigError(f"--amp {amp}: mixed precision is CUDA only and this run trains on the CPU (it would "
+                          "train in fp32); drop --amp or train on a GPU")
+    if getattr(cfg, "emulate", False):
+        raise ConfigError("--emulate caps a GPU's memory and this run is on the CPU, where the profile's budget "
+                          "already decides every batch; drop --emulate")
+
+
 def cap_memory(fraction: float, device: torch.device) -> None:
     """Cap this process's CUDA allocator at ``fraction`` of ``device``'s total memory (torch's figure)."""
     torch.cuda.set_per_process_memory_fraction(float(fraction), device)

@@ -53,6 +53,7 @@ class Profile:
     headroom: float
     defaults: Overrides = field(default_factory=lambda: Overrides({}))  # a partial RunConfig
     source: str = ""
+    purpose: str = ""  # what runs on it are for, in a sentence the report shows beside their results
 
     # -- behaviour -----------------------------------------------------------
     def resolve_budget(self, device: DeviceInfo) -> int:
@@ -130,6 +131,7 @@ class Profile:
                 headroom=float(d["headroom"]),
                 defaults=partial_from(d.get("defaults", {}), profile_source(d.get("source", "profile"))),
                 source=str(d.get("source", "")),
+                purpose=str(d.get("purpose", "")),
             )
         except (KeyError, TypeError, ValueError, IndexError, BenchError) as e:
             raise ValueError(f"malformed profile: {e!r}") from None
@@ -224,7 +226,7 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         msg = " ".join(str(e).split())
         raise ProfileError(f"{path}: TOML syntax error: {msg}") from None
 
-    c.no_unknown(data, ("name", "description", "auto", "device", "budget", "defaults"))
+    c.no_unknown(data, ("name", "description", "purpose", "auto", "device", "budget", "defaults"))
     name = c.string(data, "name", "name")
     if not _NAME_RE.match(name) or name == "auto":
         raise c.fail("name", "must be letters, digits, '_', '.' or '-' and not \"auto\"", name)
@@ -233,6 +235,9 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise c.fail("description", "must be a string", description)
+    purpose = data.get("purpose", "")
+    if not isinstance(purpose, str):
+        raise c.fail("purpose", "must be a string", purpose)
     auto = data.get("auto", True)
     if not isinstance(auto, bool):
         raise c.fail("auto", "must be true or false", auto)
@@ -299,7 +304,7 @@ def load_profile(path: str | Path, *, builtin: bool = False) -> Profile:
         name=name, description=description, auto=auto, device_kind=kind,
         name_patterns=patterns, compute_capability=cc, device_memory_bytes=dev_mem,
         budget_bytes=budget, reserve_bytes=reserve, headroom=headroom,
-        defaults=defaults, source=str(path),
+        defaults=defaults, source=str(path), purpose=" ".join(purpose.split()),
     )
 
 

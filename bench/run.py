@@ -32,6 +32,7 @@ from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.l
 from . import controls
 from .config import AFTER_PRUNETRAIN, CONTROLS, PAIR, Overrides, RunConfig, method_differences, method_name, partial_from, \
     record_source, resolve, run_method
+from .contention import busy_now
 from .data import DataSplit, load_data
 from .peak import measure_peak
 from .step import autocast_dtype
@@ -117,6 +118,7 @@ def prepare_device(cfg, dist=None, info: DeviceInfo | None = None, profile: Prof
         profile = resolve_profile(cfg.profile, info)
     budget = profile.resolve_budget(info)
     if device.type != "cuda":  # a GPU profile's budget decisions, made on the CPU, are emulated
+        gpu.check_cpu_features(cfg)
         return DeviceSetup(device, info, profile, budget, emulated=profile.device_kind == "cuda")
     gpu.check_features(cfg, info.gpu)
     fraction = profile.emulation_fraction(info, gpu.context_bytes(device)) if cfg.emulate else None
@@ -277,12 +279,17 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     cfg.validate()
     if cfg.model not in pc.available_models():
         raise ConfigError(f"unknown model '{cfg.model}': choose one of {', '.join(pc.available_models())}")
+    if cfg.threads and resume is None:
+        torch.set_num_threads(cfg.threads)  # before torch_threads is recorded (a resume uses the recorded count)
     setup = prepare_device(cfg, dist, info, profile=profile)
     info, device, profile, budget, emulated = setup.info, setup.device, setup.profile, setup.budget_bytes, setup.emulated
     data = load_run_data(cfg)
     if resume is not None:
         _check_same_data(resume / "run.json", old.get("data"), data)
     writer = dist is None or dist.rank == 0
+    busy = busy_now(torch.get_num_threads(), (device.index or 0) if device.type == "cuda" else None) if writer else None
+    if busy:
+        echo(f"warning: {busy}")
     if resume is not None:
         run_dir, run_id = resume, old["run_id"]
         meta = RunJson(run_dir / "run.json", old, hooks)
@@ -298,7 +305,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
             "versions": versions(device), "git_commit": git_commit(), "seed": cfg.seed,
             "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
-            "command": portable_command(sys.argv),
+            "command": portable_command(sys.argv), "busy_at_start": busy,
             "method": run_method(cfg), "method_differs": method_differences(cfg),
             "modes": {m: {"status": "pending", "architectures": [], "method": method_name(cfg, m)} for m in cfg.modes},
         }, hooks)
@@ -319,7 +326,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         cfg=cfg, run_id=run_id, run_dir=run_dir, device=device, data=data, profile_name=profile.name,
         device_name=select_device_name(info, device),
         emulated=emulated, budget_bytes=budget, reserve_bytes=profile.reserve_bytes, headroom=profile.headroom,
-        log=log, progress=progress, dist=dist, hooks=hooks,
+        log=log, progress=progress, dist=dist, hooks=hooks, echo=echo,
         on_architecture=(lambda mode, arch: meta.add_architecture(mode, arch)) if writer else (lambda m, a: None),
     )
     errors: list[str] = []
@@ -344,6 +351,9 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         if writer:
             meta.data["status"] = "failed"
             meta.save()
+        raise
+    except KeyboardInterrupt as exc:  # the caller prints how to go on
+        exc.resume_command = resume_command(run_dir, cfg, dist)  # type: ignore[attr-defined]
         raise
     finally:
         if lock is not None:
@@ -416,6 +426,16 @@ def add_controls(run_dir: Path, *, data_dir: Path | None = None, **kwargs: Any) 
         old["status"] = "running"
         RunJson(run_dir / "run.json", old).save()
     return run_benchmark(None, resume=run_dir, data_dir=data_dir, **kwargs)
+
+
+def resume_command(run_dir: Path, cfg: RunConfig, dist=None) -> str:
+    """The exact command that continues ``run_dir`` (its image folder and process count given again)."""
+    words = ["bench", "run", "--resume", str(run_dir)]
+    if cfg.data_dir:
+        words += ["--data-dir", str(cfg.data_dir)]
+    if dist is not None and dist.world_size > 1:
+        words += ["--nproc-per-node", str(dist.world_size)]
+    return " ".join(words)
 
 
 def _chain(runners: list) -> Iterator[None]:

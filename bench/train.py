@@ -63,6 +63,7 @@ class RunContext:
     progress: bool = False
     dist: Any = None                     # bench.distributed.DistContext when world_size > 1
     hooks: Hooks = NO_HOOKS              # the test suite's fault seam (bench.hooks): inert by default
+    echo: Callable[[str], None] = lambda line: None  # one line per epoch (epoch_line), on any stream
 
     @property
     def usable_budget(self) -> int:
@@ -432,6 +433,7 @@ class ModeTrainer:
             "inference_flops": self.flops.inference_per_image,
             "train_flops_per_image": self.flops.train_per_image,
             "batch_size": self.state.batch,
+            "channels_last": self.channels_last,  # as trained: --channels-last is turned off for unsafe shapes
             "memory": self.memory.to_dict(),
             "function_change": self.last_change if epoch else None,
             "arch": pc.describe(self.module),  # the exact graph (removed branches too): `bench replay` rebuilds it
@@ -491,6 +493,9 @@ class ModeTrainer:
             if ctx.is_writer:
                 ctx.log.append(row)
                 self.save_checkpoint()
+                dense = self.state.architectures[0]["train_flops_per_image"] if self.state.architectures else None
+                ctx.echo(epoch_line(row, cfg.epochs, dense, flops_now.train_per_image,
+                                    self.flops.train_per_image if self.last_change is not None else None))
             if ctx.dist is not None:
                 ctx.dist.barrier()
             yield epoch
@@ -507,6 +512,26 @@ class ModeTrainer:
                         extra={"mode": self.mode, **self.state.to_blob(), **scaler,
                                **({"method": self.method.state()} if self.method is not None else {})},
                         before_replace=lambda: self.ctx.hooks.kill_point("checkpoint-write"))
+
+
+def epoch_line(row: dict, epochs: int, dense: float | None, trained: float, after: float | None) -> str:
+    """One epoch as one line, for any stream (a log, CI, a pipe) where no bar is drawn: what a user watches for.
+
+    ``dense``: the unpruned model's training FLOPs per image (both modes start from it); ``trained``: this
+    epoch's; ``after``: those after the reconfiguration that followed the epoch (None: none ran).
+    """
+    def share(flops: float) -> str:
+        return f"{100 * flops / dense:.0f} % of dense" if dense else "? % of dense"
+
+    text = (f"{row['mode']} epoch {row['epoch']}/{epochs}: {row['epoch_time_s']:.1f} s, "
+            f"train acc {row['train_acc']:.1f} %, test acc {row['test_acc']:.1f} %, "
+            f"training FLOPs {share(trained)}, batch {row['batch_size']}")
+    if after is not None:
+        change = row.get("func_change_eval")
+        text += (f"; reconfigured in {row['reconfig_time_s']:.2f} s to {share(after)}"
+                 + (f" (threshold {row['prune_threshold']:.2g})" if row.get("prune_threshold") else "")
+                 + (f", function change {change:.1e}" if change is not None else ""))
+    return text
 
 
 def _progress(total: int, desc: str, enabled: bool):

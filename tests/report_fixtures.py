@@ -57,6 +57,8 @@ class FakeRun:
     peak_dense: int = int(3.1 * GIB)
     budget: int = 8 * GIB
     acc_offset: float = 0.0
+    other_cores: float | None = None  # cores other processes used in every epoch (None: not recorded)
+    config: dict[str, Any] = field(default_factory=dict)  # run.json config keys over the ones below
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def keep(self, epoch: int) -> float:
@@ -95,7 +97,8 @@ def _row(fr: FakeRun, mode: str, epoch: int) -> dict[str, Any]:
         "lasso_lambda": 1e-4 if pt else 0.0, "lasso_ratio": 0.2 if pt else 0.0,
         "grad_bytes_per_step": 0, "comm_wait_s": 0.0, "oom_retries": 0, "steps": 391,
         "source": "measured", "replay_of": "",
-        "cpu_time_s": None, "load_avg": None, "other_cpu_cores": None, "busy_processes": None,
+        "cpu_time_s": None, "load_avg": None, "other_cpu_cores": fr.other_cores,
+        "busy_processes": None if fr.other_cores is None else "",
         # a reconfiguration measured on the held-out batch: float rounding only
         "prune_threshold": 1e-4 if reconfig else None,
         "func_change_eval": 2e-6 if reconfig else None, "func_change_train": 3e-6 if reconfig else None,
@@ -124,7 +127,7 @@ def run_json(fr: FakeRun) -> dict[str, Any]:
                    "modes": ["dense", "prunetrain"], "epochs": fr.epochs, "batch_size": 128,
                    "max_batch": 1024, "lr": 0.1, "interval": fr.interval, "lpr": 0.2,
                    "threshold": 0.0001, "seed": 0, "subset": 0, "adjust_batch": True,
-                   "world_size": 1},
+                   "world_size": 1, **fr.config},
         "hardware": {"kind": fr.kind, "device_name": fr.device, "gpus": gpus,
                      "cpu_model": "AMD EPYC 7B13" if fr.kind == "cpu" else "Intel Core i7-7700K",
                      "cpu_cores": 2 if fr.kind == "cpu" else 8, "torch_version": "2.14.1",

@@ -227,6 +227,13 @@ def test_good_file_loads(tmp_path):
     assert p.defaults.threshold == 1e-4 and p.auto is True
 
 
+def test_purpose_is_read_and_recorded(tmp_path):
+    p = load_profile(write(tmp_path / "mine.toml", GOOD.replace('description = "test"', 'description = "test"\n'
+                                                                'purpose = """Presses hard\n on purpose."""')))
+    assert p.purpose == "Presses hard on purpose." and p.to_dict()["purpose"] == p.purpose
+    assert Profile.from_dict(p.to_dict()).purpose == p.purpose
+
+
 def test_minimal_file_gets_defaults(tmp_path):
     p = load_profile(write(tmp_path / "min.toml", 'name = "min"\n[device]\nkind = "cpu"\n'
                            "[budget]\nmemory_gib = 4\n"))
@@ -263,6 +270,7 @@ def test_minimal_file_gets_defaults(tmp_path):
     ('name = "mine"', 'name = "auto"', "name"),
     ('name = "mine"', "name = 3", "name"),
     ('description = "test"', 'description = "test"\nauto = "no"', "auto"),
+    ('description = "test"', 'description = "test"\npurpose = 3', "purpose"),
     ("memory_gib = 8\n\n[budget]", "\n[budget]", "device.memory_gib"),  # cuda needs it
 ])
 def test_bad_value_names_file_and_key(tmp_path, old, new, key):

@@ -487,3 +487,166 @@ def test_epochs_frame_for_plots(standard):
     one = e[(e["run_id"] == runs[3].run_id) & (e["mode"] == "prunetrain")].sort_values("epoch")
     assert one["cum_train_time_s"].iloc[-1] == pytest.approx(
         _row(res.table, CPU_LABEL)["prunetrain_time_s"])
+
+
+def test_runs_differing_in_any_recorded_setting_are_separate_rows_labelled_by_it(tmp_path):
+    """amp, group_weight, ... were left out of the key once, and a bf16 run was merged with an fp32 one."""
+    write_run(tmp_path / "r", FakeRun("run-a"))
+    write_run(tmp_path / "r", FakeRun("run-b", config={"amp": "bf16"}))
+    write_run(tmp_path / "r", FakeRun("run-c", config={"group_weight": "size", "adjust_batch": False}))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert list(res.table["n"]) == [1, 1, 1]
+    labels = sorted(res.table["label"])
+    # each row is named by the settings that vary between the rows only: no shared setting, no Python bool
+    assert [lab.split(" · ")[-1] for lab in labels] == [
+        "group weight size, adjust batch off, amp off", "group weight uniform, adjust batch on, amp bf16",
+        "group weight uniform, adjust batch on, amp off"], labels
+    assert not any("reconfigure every" in lab or "True" in lab or "False" in lab for lab in labels)
+    md = (res.out_dir / "report.md").read_text()
+    assert md.count("reconfigure every 2 epochs") == 1  # the shared settings, listed once
+
+
+def test_runs_differing_only_in_seed_are_repeats(tmp_path):
+    write_run(tmp_path / "r", FakeRun("run-a"))
+    write_run(tmp_path / "r", FakeRun("run-b", config={"seed": 1}, speed=1.1))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert list(res.table["n"]) == [2]
+
+
+def test_a_setting_added_to_runconfig_splits_the_groups(tmp_path, monkeypatch):
+    """The key comes from RunConfig: a new field counts without being listed anywhere else."""
+    import dataclasses
+
+    import bench.config
+    from bench.report.settings import NOT_SETTINGS, setting_keys
+
+    new = dataclasses.fields(dataclasses.make_dataclass(
+        "WithKnob", [("new_knob", str, dataclasses.field(default="a", metadata=bench.config.ADDED))]))[0]
+    monkeypatch.setitem(bench.config.FIELDS, "new_knob", new)
+    assert "new_knob" in setting_keys()
+    write_run(tmp_path / "r", FakeRun("run-a"))                           # an older record: the default, "a"
+    write_run(tmp_path / "r", FakeRun("run-b", config={"new_knob": "a"}, speed=1.1))
+    write_run(tmp_path / "r", FakeRun("run-c", config={"new_knob": "b"}))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert sorted(res.table["n"]) == [1, 2]
+    assert any(lab.endswith("· new knob b") for lab in res.table["label"])
+    # the stated exclusions are RunConfig fields (a renamed field cannot silently leave the key)
+    assert set(NOT_SETTINGS) <= set(bench.config.FIELDS)
+    assert "seed" in NOT_SETTINGS and {"amp", "compile", "channels_last", "momentum"} <= set(setting_keys())
+
+
+def test_no_negative_or_tiny_divisor_ratio_is_printed(tmp_path):
+    """A slower PruneTrain gave "−8.40" and a 1 % FLOP saving "−25.20" in the ratio column; now the cell says why."""
+    from bench.report.fmt import ratio_cell
+
+    row = {"time_per_flops_saved": -8.4, "train_flops_saved_pct": 5.2, "time_saved_pct": -43.8, "n": 1}
+    assert ratio_cell(row) == "– (no time saved)"
+    row.update(train_flops_saved_pct=1.1, time_per_flops_saved=-25.2)
+    assert ratio_cell(row).startswith("– (too few FLOPs saved")
+    row.update(train_flops_saved_pct=30.0, time_saved_pct=24.0, time_per_flops_saved=0.8)
+    assert ratio_cell(row) == "0.80"
+    write_run(tmp_path / "r", FakeRun("slow", dense_epoch_s=20.0))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    res.table.loc[0, ["time_saved_pct", "time_per_flops_saved"]] = [-10.0, -0.4]
+    from bench.report.render import core_tables, _findings
+
+    time_table, _ = core_tables(res.table)
+    assert time_table.rows[0][TIME_RATIO_COLUMN] == "– (no time saved)"
+    assert "-0.40" not in " ".join(_findings(res.table).items)
+
+
+TIME_RATIO_COLUMN = 7
+
+
+def test_a_finding_timed_under_contention_says_its_time_comparison_is_not_trustworthy(tmp_path):
+    write_run(tmp_path / "busy", FakeRun("busy", device="cpu: AMD EPYC 7B13", kind="cpu", profile="cpu",
+                                         other_cores=2.0))
+    write_run(tmp_path / "quiet", FakeRun("quiet", device="cpu: AMD EPYC 7B13", kind="cpu", profile="cpu",
+                                          other_cores=0.1))
+    busy = build_report([tmp_path / "busy"], tmp_path / "out-busy")
+    first = (busy.out_dir / "report.md").read_text().split("## Findings", 1)[1].split("\n- ", 1)[1].split("\n")[0]
+    assert "not trustworthy: 6 of 12 epochs" not in first  # both modes' epochs count
+    assert "This time comparison is not trustworthy: 12 of 12 epochs were timed while other processes" in first
+    assert "interleave" in first and "replay" in first
+    quiet = build_report([tmp_path / "quiet"], tmp_path / "out-quiet")
+    assert "not trustworthy" not in (quiet.out_dir / "report.md").read_text()
+
+
+def test_busy_message_names_the_load_and_the_busy_processes():
+    from bench.contention import Contention, busy_message
+
+    assert busy_message(Contention(1.0, 0.3, 0.2, ""), cpu_cores=2, threads=1) is None
+    text = busy_message(Contention(1.0, 2.6, 1.9, "python(4242) 0.98 cores"), cpu_cores=2, threads=2)
+    assert "load average 2.6 on 2 cores" in text and "python(4242) 0.98 cores" in text and "--interleave" in text
+    assert busy_message(Contention(1.0, 4.0, None, None), cpu_cores=2, threads=1) is not None  # load alone
+
+
+def test_bench_report_ends_with_a_summary_table(tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    write_run(tmp_path / "r", FakeRun("run-a"))
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "r"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    header, rule, row, last = result.stdout.splitlines()
+    assert header.split()[:2] == ["Configuration", "n"] and set(rule) <= {"-", " "}
+    assert row.startswith("NVIDIA GeForce GTX 1070 · resnet32 / cifar10  1  ") and "not recorded" in row
+    assert last.startswith("1 configuration(s) compared; wrote ")
+
+
+def test_the_report_says_what_a_profile_is_for_when_its_file_says_so(tmp_path):
+    folder = write_run(tmp_path / "r", FakeRun("smoke-run", device="cpu: AMD EPYC 7B13", kind="cpu", profile="smoke"))
+    meta = json.loads((folder / "run.json").read_text())
+    meta["profile"] = {"name": "smoke", "purpose": "A seconds-long check; it presses hard on purpose."}
+    atomic_write_json(folder / "run.json", meta)
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    md = (res.out_dir / "report.md").read_text()
+    assert "> **Note:** Profile smoke: A seconds-long check; it presses hard on purpose." in md
+    assert md.index("Profile smoke:") < md.index("## Findings")
+
+
+def test_small_things_a_user_sees(tmp_path):
+    """report.md without escaped backticks, no bare "None" warnings under a contention note, plots that say what
+    they show (contended epochs, predicted memory, a slower PruneTrain), and a no-pair error that fits the case."""
+    from bench.report.aggregate import aggregate
+    from bench.report.plots import plot_epoch_time, plot_memory_batch, plot_summary
+
+    write_run(tmp_path / "r", FakeRun("busy", device="cpu: AMD EPYC 7B13", kind="cpu", profile="cpu",
+                                      other_cores=2.0, speed=1.0))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    md = (res.out_dir / "report.md").read_text()
+    assert "\\`" not in md
+    warnings = md.split("### Warnings", 1)[1]
+    assert "None while reading the records. Epochs timed under contention" in warnings
+    agg = aggregate(load_runs([tmp_path / "r"]).runs)
+    assert agg.epochs["contended"].all()
+    labels = [lab for fig in [plot_epoch_time(agg)] for leg in fig.legends for lab in
+              [t.get_text() for t in leg.get_texts()]]
+    assert "timed under contention" in labels
+    mem = plot_memory_batch(agg)
+    assert any("predicted" in ax.get_ylabel() for ax in mem.axes)
+    agg.table.loc[0, ["time_saved_pct", "time_saved_pct_min", "time_saved_pct_max"]] = -40.0
+    summary = plot_summary(agg)
+    (ax,) = summary.axes
+    assert ax.get_ylim() != ax.get_xlim() and ax.get_ylim()[0] < -40
+    texts = [t.get_text() for leg in summary.legends for t in leg.get_texts()]
+    assert "below 0: PruneTrain took more time than dense" in texts and not ax.texts
+
+    broken = tmp_path / "broken"
+    write_run(broken, FakeRun("finished-but-damaged", pt_done=3))
+    with pytest.raises(RecordError) as err:
+        build_report([broken], tmp_path / "out2")
+    assert "wait" not in str(err.value) and "see the warnings" in str(err.value)
+
+
+def test_every_option_says_what_it_does():
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    for command in ("run", "sweep", "report", "replay"):
+        cmd = main.commands[command]
+        bare = [p.opts[0] for p in cmd.params if isinstance(p, __import__("click").Option) and not p.help]
+        assert bare == [], f"bench {command}: {bare} have no help"
+    assert "(default: results)" in CliRunner().invoke(main, ["report", "--help"]).output

@@ -75,5 +75,5 @@ def test_finding_gives_no_time_per_flops_ratio_for_a_tiny_flop_saving():
            "prunetrain_time_to_acc_s": math.nan, "saved_with_larger_batch_pct": math.nan, "n": 1}
     text = " ".join(_findings(pd.DataFrame([row])).items)
     assert "-127" not in text and "too few to say" in text
-    row.update(train_flops_saved_pct=31.0, time_per_flops_saved=1.15)
+    row.update(train_flops_saved_pct=31.0, time_per_flops_saved=1.15, time_saved_pct=35.7)  # a consistent row
     assert "1.15 of the FLOP saving became time saved" in " ".join(_findings(pd.DataFrame([row])).items)

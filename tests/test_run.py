@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -181,6 +182,9 @@ def test_records_hold_no_path_of_this_machine(tmp_path, monkeypatch):
     (["--profile", "smoke", "--lpr", "1.5"], "--lpr"),
     (["--profile", "smoke", "--lasso-until", "0"], "--lasso-until"),
     (["--profile", "smoke", "--round-channels", "x"], "--round-channels"),
+    (["--profile", "smoke", "--device", "cpu", "--amp", "bf16"], "--amp bf16: mixed precision is CUDA only"),
+    (["--profile", "smoke", "--device", "cpu", "--emulate"], "--emulate caps a GPU's memory"),
+    (["--profile", "smoke", "--mode", "dense", "--interleave"], "--interleave"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_results(tmp_path, args, needle):
     results = tmp_path / "results"
@@ -240,3 +244,72 @@ def test_git_commit_says_when_the_code_differs_from_it(tmp_path):
     assert git_commit(tmp_path) == head
     (tmp_path / "bench" / "x.py").write_text("a = 2\n")
     assert git_commit(tmp_path) == f"{head}-dirty"
+
+
+def test_threads_are_applied_and_recorded_and_a_busy_machine_is_warned_of(tmp_path, monkeypatch):
+    import torch
+
+    import bench.run
+
+    monkeypatch.setattr(bench.run, "busy_now", lambda threads, gpu=None: f"the machine is busy ({threads} threads)")
+    before = torch.get_num_threads()
+    results = tmp_path / "results"
+    try:
+        result = _invoke(["run", "--profile", "smoke", "--subset", "64", "--epochs", "1", "--mode", "dense",
+                          "--threads", "1", "--results-dir", str(results)])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    assert "warning: the machine is busy (1 threads)" in result.stderr
+    (run_dir,) = list(results.iterdir())
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["torch_threads"] == 1 and meta["config"]["threads"] == 1
+    assert meta["busy_at_start"] == "the machine is busy (1 threads)"
+
+
+def test_a_run_on_a_pipe_prints_a_line_per_epoch_and_ends_with_a_summary(tmp_path):
+    """No terminal (CI, nohup, `| cat`): no bar, but every epoch as a line, then the summary and the folder."""
+    results = tmp_path / "results"
+    result = _invoke(["run", "--profile", "smoke", "--subset", "64", "--epochs", "2", "--interval", "1",
+                      "--results-dir", str(results)])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    for mode in ("dense", "prunetrain"):
+        for epoch in (1, 2):
+            (line,) = [x for x in lines if x.startswith(f"{mode} epoch {epoch}/2: ")]
+            assert re.search(r": \d+\.\d s, train acc \d+\.\d %, test acc \d+\.\d %, training FLOPs \d+ % of dense, "
+                             r"batch \d+", line), line
+    (reconf,) = [x for x in lines if x.startswith("prunetrain epoch 1/2: ")]
+    assert re.search(r"; reconfigured in \d+\.\d\d s to \d+ % of dense \(threshold .*\), function change ", reconf)
+    out = result.stdout.splitlines()
+    (run_dir,) = list(results.iterdir())
+    assert out[-1] == str(run_dir)
+    assert out[0].split()[:2] == ["Configuration", "n"] and "Time saved" in out[0]
+    assert "resnet20 / synthetic" in out[2] and re.search(r" -?\d+\.\d % +\d+\.\d % +\d+\.\d % +\d+\.\d % ", out[2])
+
+
+def test_resume_with_options_that_would_change_the_run_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text("{}")
+    result = CliRunner().invoke(main, ["run", "--resume", str(folder), "--epochs", "6", "--lpr", "0.5",
+                                       "--profile", "gtx750ti", "--results-dir", str(tmp_path / "elsewhere")])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: --resume continues ") and "--profile, --epochs, --lpr, --results-dir" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["run.json"] and (folder / "run.json").read_text() == "{}"
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_interrupted_run_prints_the_exact_resume_command(tmp_path, monkeypatch):
+    import bench.run
+
+    def interrupt(runners):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench.run, "_round_robin", interrupt)
+    results = tmp_path / "results"
+    result = CliRunner().invoke(main, ["run", "--profile", "smoke", "--subset", "64", "--epochs", "1",
+                                       "--results-dir", str(results), "--quiet"])
+    assert result.exit_code == 130
+    (run_dir,) = list(results.iterdir())
+    assert result.stderr.strip().endswith(f"continue with bench run --resume {run_dir}")

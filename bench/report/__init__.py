@@ -57,7 +57,9 @@ def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = No
                             for s, n in counts.items())
         raise record_error(
             f"no run with a complete dense + PruneTrain pair among {len(agg.runs)} run(s) "
-            f"({summary}); wait for the runs to finish or see the warnings", warnings)
+            f"({summary}); " + ("wait for the runs in progress to finish, or see the warnings"
+                               if (agg.runs["status"] == "running").any() else
+                               "see the warnings: they name each record that is damaged or incomplete"), warnings)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

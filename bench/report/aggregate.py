@@ -37,6 +37,7 @@ import pandas as pd
 
 from ..config import CONTROLS, METHODS
 from .load import Run
+from .settings import setting_parts, settings_text, varied_settings
 from .stats import mean_ci
 
 #: the modes every compared run holds
@@ -351,20 +352,25 @@ def memory_source(values: pd.Series) -> str:
 
 def contended_epochs(run: Run, mode: str | None = None) -> int:
     """Epochs (of ``mode``, or both) timed while other processes oversubscribed the CPU or shared the GPU."""
+    e = run.epochs if mode is None else run.epochs[run.epochs["mode"] == mode]
+    return int(sum(contended_flags(run, e)))
+
+
+def contended_flags(run: Run, e: pd.DataFrame) -> list[bool]:
+    """Per row of ``e`` (epochs of ``run``): was it timed under contention (bench.contention's rule)?"""
     from ..contention import is_contended
 
-    e = run.epochs if mode is None else run.epochs[run.epochs["mode"] == mode]
     if "other_cpu_cores" not in e or "busy_processes" not in e:
-        return 0
+        return [False] * len(e)
     cores, threads = run.hardware.get("cpu_cores"), run.meta.get("torch_threads")
     def num(v: Any) -> float | None:
         return None if v is None or pd.isna(v) else float(v)
 
-    return int(sum(is_contended(num(o), b if isinstance(b, str) else None, cores if isinstance(cores, int) else None,
-                                threads if isinstance(threads, int) else None,
-                                num(c) if str(d).startswith("cpu") else None, num(w))
-                   for o, b, c, w, d in zip(e["other_cpu_cores"], e["busy_processes"], e["cpu_time_s"],
-                                            e["epoch_time_s"], e["device"])))
+    return [is_contended(num(o), b if isinstance(b, str) else None, cores if isinstance(cores, int) else None,
+                         threads if isinstance(threads, int) else None,
+                         num(c) if str(d).startswith("cpu") else None, num(w))
+            for o, b, c, w, d in zip(e["other_cpu_cores"], e["busy_processes"], e["cpu_time_s"],
+                                     e["epoch_time_s"], e["device"])]
 
 
 def faithfulness(pt: pd.DataFrame) -> dict[str, float]:
@@ -414,42 +420,6 @@ def _memory_budget(run: Run) -> float:
     return _max(run.epochs, "memory_budget_bytes")
 
 
-SETTING_KEYS: list[tuple[str, str]] = [
-    ("batch_size", "batch"), ("max_batch", "max batch"), ("adjust_batch", "adjust batch"),
-    ("lr", "lr"), ("interval", "reconfigure every"), ("lpr", "lasso penalty ratio"),
-    ("threshold", "threshold"), ("lasso", "lasso"), ("liveness", "liveness"), ("structure", "structure"),
-    ("change_budget", "change budget"), ("lasso_until", "penalty until"), ("batch_policy", "batch policy"),
-    ("subset", "subset"),
-]
-
-
-def settings_text(run: Run) -> str:
-    """The run settings that must agree for runs to count as repeats of one configuration.
-
-    The profile and memory budget are part of it: on one device, a smaller
-    budget changes the batch sizes PruneTrain can use, and so its time.
-    """
-    parts = [f"profile {run.profile or '?'}"]
-    budget = _memory_budget(run)
-    if not math.isnan(budget):
-        parts[0] += f" ({budget / (1 << 30):.3g} GiB budget)"
-    cfg = run.config
-    if not cfg:
-        d = run.mode_epochs("dense")
-        first = d["batch_size"].iloc[0] if not d.empty else math.nan
-        parts.append(f"batch {int(first) if pd.notna(first) else '?'} (run.json missing)")
-        return ", ".join(parts)
-    for key, label in SETTING_KEYS:
-        if key in cfg and not isinstance(cfg[key], (dict, list)):
-            value = cfg[key]
-            if key == "subset" and not value:
-                continue
-            if key == "interval":
-                value = f"{value} epochs"
-            parts.append(f"{label} {value}")
-    return ", ".join(parts)
-
-
 # --------------------------------------------------------------------------
 # All runs
 
@@ -457,12 +427,13 @@ def run_keys(run: Run, settings: str | None = None) -> dict[str, Any]:
     """A run's KEY_COLUMNS (``settings`` overrides the text): what must agree for runs to be repeats."""
     return {"device": run.device_label, "model": run.model, "dataset": run.dataset,
             "epochs": int(run.mode_epochs("dense")["epoch"].max()),
-            "settings": settings_text(run) if settings is None else settings}
+            "settings": settings_text(run, _memory_budget(run)) if settings is None else settings}
 
 
 def run_record(run: Run, settings: str | None = None) -> dict[str, Any]:
     """One compared run before summarising: its KEY_COLUMNS (``settings`` overrides the text), identity, metrics."""
     return {**run_keys(run, settings),
+            "setting_parts": tuple(setting_parts(run, _memory_budget(run))) if settings is None else (settings,),
             "run_id": run.run_id, "in_progress": run.in_progress, "seed": run.config.get("seed", math.nan),
             "method": run.meta.get("method") if isinstance(run.meta.get("method"), str) else "PruneTrain",
             "test_size": _data_size(run, "test_size"), "val_size": _data_size(run, "val_size"),
@@ -508,6 +479,7 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
         e["run_path"] = str(run.path)
         e["run_index"] = len(per_run) - 1
         e["train_time_s"] = train_time(e)
+        e["contended"] = contended_flags(run, e)
         e = e.sort_values(["mode", "epoch"])
         e["cum_train_time_s"] = e.groupby("mode")["train_time_s"].cumsum()
         epoch_frames.append(e)
@@ -548,6 +520,7 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = dict(zip(KEY_COLUMNS, key))
         row["n"] = len(g)
         row["run_ids"] = ", ".join(g["run_id"])
+        row["setting_parts"] = g["setting_parts"].iloc[0]
         row["in_progress"] = bool(g["in_progress"].any())
         row["emulated"] = bool(g["emulated"].iloc[0])
         row["profile"] = g["profile"].iloc[0]
@@ -570,7 +543,6 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     base = [f"{d} · {m} / {ds}" for d, m, ds in zip(table["device"], table["model"], table["dataset"])]
-    counts = pd.Series(base).value_counts()
-    table["label"] = [b if counts[b] == 1 else f"{b} · {e} epochs, {s}"
-                      for b, e, s in zip(base, table["epochs"], table["settings"])]
+    table["varied"] = varied_settings(base, list(table["epochs"]), list(table["setting_parts"]))
+    table["label"] = [b if not v else f"{b} · {v}" for b, v in zip(base, table["varied"])]
     return table.reset_index(drop=True)

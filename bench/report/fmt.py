@@ -91,6 +91,32 @@ def interval_text(row: Mapping[str, Any], metric: str, decimals: int = 1, unit: 
     return f"{mean:.{decimals}f}{unit}"
 
 
+#: below this many percent of training FLOPs saved, time ÷ FLOPs is timing noise over a tiny divisor
+MIN_FLOPS_SAVED_FOR_RATIO = 5.0
+
+
+def no_ratio_reason(row: Mapping[str, Any]) -> str | None:
+    """Why "time saved ÷ FLOPs saved" means nothing for ``row`` (None: it means something).
+
+    Both savings must be meaningful: a FLOP saving of a few percent makes any timing noise a huge ratio, and
+    when PruneTrain took longer the quotient is a negative number that no hardware "converts".
+    """
+    flops, time_saved = row.get("train_flops_saved_pct"), row.get("time_saved_pct")
+    if missing(flops) or flops < MIN_FLOPS_SAVED_FOR_RATIO:
+        return f"too few FLOPs saved (under {MIN_FLOPS_SAVED_FOR_RATIO:g} %)"
+    if missing(time_saved):
+        return "time saved unknown"
+    if time_saved <= 0:
+        return "no time saved"
+    return None
+
+
+def ratio_cell(row: Mapping[str, Any]) -> str:
+    """The time ÷ FLOPs cell: the ratio, or why there is none."""
+    why = no_ratio_reason(row)
+    return cell(row, "time_per_flops_saved", "ratio") if why is None else f"{DASH} ({why})"
+
+
 def duration(seconds: float) -> str:
     if missing(seconds):
         return DASH

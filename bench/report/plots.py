@@ -142,8 +142,9 @@ def _png(fig: Figure) -> bytes:
 
 def _per_panel(agg: Aggregation, col: str, ylabel: Callable[[str], str],
                unit_of: Callable[[float], tuple[float, str]] | None, suptitle: str,
-               *, cumulative: bool = False) -> Figure | None:
-    """One panel per table row with dense vs PruneTrain of one per-epoch column."""
+               *, cumulative: bool = False, mark_contended: bool = False) -> Figure | None:
+    """One panel per table row with dense vs PruneTrain of one per-epoch column (``mark_contended``: a cross on
+    each epoch the contention rule flagged, whose time is an upper bound)."""
     epochs = agg.epochs
     if col not in epochs or epochs[col].dropna().empty:
         return None
@@ -153,6 +154,11 @@ def _per_panel(agg: Aggregation, col: str, ylabel: Callable[[str], str],
         peak = epochs.loc[epochs["row"] == row, col].max()
         div, unit = unit_of(float(peak)) if unit_of else (1.0, "")
         _draw_modes(ax, epochs, row, col, div)
+        busy = epochs[(epochs["row"] == row) & epochs["contended"]] if mark_contended and "contended" in epochs \
+            else epochs.iloc[:0]
+        if not busy.empty:
+            ax.scatter(busy["epoch"], busy[col] / div, marker="x", s=70, color="black", zorder=5,
+                       label="timed under contention")
         ax.set_title(_panel_title(agg.table, row))
         ax.set_ylabel(ylabel(unit))
         if cumulative or col != "test_acc":
@@ -167,7 +173,7 @@ def _per_panel(agg: Aggregation, col: str, ylabel: Callable[[str], str],
 
 def plot_epoch_time(agg: Aggregation) -> Figure | None:
     return _per_panel(agg, "train_time_s", lambda u: f"Training time per epoch ({u})",
-                      fmt.duration_unit, "Training time per epoch (incl. reconfiguration)")
+                      fmt.duration_unit, "Training time per epoch (incl. reconfiguration)", mark_contended=True)
 
 
 def plot_cumulative_time(agg: Aggregation) -> Figure | None:
@@ -226,7 +232,8 @@ def plot_memory_batch(agg: Aggregation) -> Figure | None:
             ax_mem.axhline(budget / div, color="#555555", linestyle=":", linewidth=1.5,
                            label="memory budget")
         ax_mem.set_title(_panel_title(agg.table, row))
-        ax_mem.set_ylabel(f"Peak memory ({unit})")
+        source = agg.table.iloc[row].get("peak_memory_source") or "unknown"
+        ax_mem.set_ylabel(f"Peak memory ({unit}, {source})")
         ax_mem.set_ylim(bottom=0, top=ax_mem.get_ylim()[1] * 1.05)
         ax_mem.set_xlabel("")
         _draw_modes(ax_bs, epochs, row, "batch_size", drawstyle="steps-mid")
@@ -243,14 +250,22 @@ def plot_summary(agg: Aggregation) -> Figure | None:
     ok = t["time_saved_pct"].notna() & t["train_flops_saved_pct"].notna()
     if not ok.any():
         return None
-    fig = Figure(figsize=(8.5, 7.8 + 0.3 * int(ok.sum())), layout="constrained")
+    fig = Figure(figsize=(8.5, 5.2 + 0.3 * int(ok.sum())), layout="constrained")
     ax = fig.add_subplot()
     xs, ys = t.loc[ok, "train_flops_saved_pct"], t.loc[ok, "time_saved_pct"]
-    lo = min(0.0, float(xs.min()), float(ys.min())) - 2
-    hi = max(float(t.loc[ok, "train_flops_saved_pct_hi"].fillna(xs).max()),
-             float(t.loc[ok, "time_saved_pct_hi"].fillna(ys).max()), 10.0) * 1.12
-    ax.plot([lo, hi], [lo, hi], color="#555555", linestyle=":", linewidth=1.5,
-            label="perfect conversion (time saved = FLOPs saved)")
+    # each axis spans its own data (square axes left most of the area empty when time saved was small or negative)
+    def span(col: str) -> tuple[float, float]:
+        lo, hi = min(0.0, float(t.loc[ok, f"{col}_lo"].min())), max(float(t.loc[ok, f"{col}_hi"].max()), 10.0)
+        pad = max(2.0, 0.08 * (hi - lo))  # no marker on the frame
+        return lo - pad, hi + pad
+
+    (x_lo, x_hi), (y_lo, y_hi) = span("train_flops_saved_pct"), span("time_saved_pct")
+    line = [max(x_lo, y_lo), min(x_hi, y_hi)]
+    ax.plot(line, line, color="#555555", linestyle=":", linewidth=1.5,
+            label="perfect conversion (time saved = FLOPs saved); below it part of the FLOP saving is lost")
+    if y_lo < 0:  # region labels live in the legend: text inside the axes covered data points
+        ax.axhspan(y_lo, 0, color="#D55E00", alpha=0.08, linewidth=0,
+                   label="below 0: PruneTrain took more time than dense")
     for i, (idx, r) in enumerate(t[ok].iterrows()):
         x, y = r["train_flops_saved_pct"], r["time_saved_pct"]
         repeated = r["n"] > 1 and pd.notna(r["time_saved_pct_lo"]) and pd.notna(r["train_flops_saved_pct_lo"])
@@ -260,12 +275,8 @@ def plot_summary(agg: Aggregation) -> Figure | None:
         ax.errorbar([x], [y], xerr=xerr if repeated else None, yerr=yerr if repeated else None,
                     color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
                     markersize=10, linestyle="none", capsize=4, label=label)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.text(0.97, 0.03, "below the line: part of the FLOP saving is lost",
-            transform=ax.transAxes, ha="right", va="bottom", color="#555555")
-    ax.text(0.03, 0.97, "above the line: more time saved than FLOPs",
-            transform=ax.transAxes, ha="left", va="top", color="#555555")
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("Training FLOPs saved by PruneTrain (%)")
     ax.set_ylabel("Training time saved by PruneTrain (%)")
     ax.set_title("How much of the FLOP saving each device turns into time")
@@ -349,7 +360,7 @@ FIGURES: list[tuple[str, str, str, Callable[[Aggregation], Figure | None]]] = [
      plot_summary),
     ("epoch_time.png", "Training time per epoch",
      "Wall-clock training time of each epoch (including the reconfiguration after it), "
-     "dense vs PruneTrain.", plot_epoch_time),
+     "dense vs PruneTrain; a cross marks an epoch timed under contention.", plot_epoch_time),
     ("cumulative_time.png", "Cumulative training time",
      "Training time summed up to each epoch; the gap at the last epoch is the time saved.",
      plot_cumulative_time),
@@ -358,7 +369,9 @@ FIGURES: list[tuple[str, str, str, Callable[[Aggregation], Figure | None]]] = [
      plot_train_flops),
     ("memory_batch.png", "Peak memory and batch size",
      "Peak memory per epoch (top, with the memory budget) and the batch size used (bottom): "
-     "PruneTrain raises the batch as the pruned model needs less memory.", plot_memory_batch),
+     "PruneTrain raises the batch as the pruned model needs less memory. The axis says whether the peak was "
+     "measured (the CUDA allocator's) or predicted (the memory model: on a CPU and in a replay).",
+     plot_memory_batch),
     ("test_accuracy.png", "Test accuracy",
      "Test accuracy after each epoch, dense vs PruneTrain.", plot_test_accuracy),
     ("trajectory.png", "One trajectory on every device",

@@ -25,6 +25,7 @@ from ..atomic import atomic_write_bytes
 from . import faithful, fmt
 from .aggregate import BY_DESIGN, BY_DESIGN_RANDOM, CONTROL_KEYS, FUNCTION_CHANGE_TOLERANCE, \
     TRAINING_TIME_DEFINITION, Aggregation
+from .settings import shared_settings
 from .load import Run
 from .plots import PLOT_NAMES, Plot
 
@@ -90,8 +91,8 @@ MEM_HEADERS = ["Device", "Model / data", "n", "Peak memory dense", "Peak memory 
 def _row_names(r: pd.Series) -> tuple[str, str]:
     device = str(r["device"]) + (" (in progress)" if r.get("in_progress") else "")
     where = f"{r['model']} / {r['dataset']}, {int(r['epochs'])} epochs"
-    if r["label"] != f"{r['device']} · {r['model']} / {r['dataset']}":
-        where += f" ({r['settings']})"
+    if r.get("varied"):
+        where += f" ({r['varied']})"
     return device, where
 
 
@@ -107,7 +108,7 @@ def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
                           fmt.cell(r, "prunetrain_time_s", "time", r["dense_time_s"]),
                           fmt.cell(r, "time_saved_pct", "pct"),
                           fmt.cell(r, "train_flops_saved_pct", "pct"),
-                          fmt.cell(r, "time_per_flops_saved", "ratio"),
+                          fmt.ratio_cell(r),
                           fmt.cell(r, "inference_flops_saved_pct", "pct")])
         mem_rows.append([device, where, n,
                          fmt.cell(r, "dense_peak_memory_bytes", "bytes", mem_unit),
@@ -122,8 +123,6 @@ def core_tables(table: pd.DataFrame) -> tuple[Table, Table]:
             Table(MEM_HEADERS, mem_rows, numeric={2, 3, 4, 7, 8, 9, 10}))
 
 
-#: below this many percent of training FLOPs saved, time ÷ FLOPs is timing noise over a tiny divisor
-MIN_FLOPS_SAVED_FOR_RATIO = 5.0
 
 
 def _more_or_less(saved_pct: Any) -> str:
@@ -172,13 +171,25 @@ def _gap_sentence(r: pd.Series, metric: str, what: str) -> str:
     return f"{what} {mean:+.1f} points (a single run)"
 
 
+def _contention_caveat(r: Any) -> str:
+    """The finding's own warning when the contention rule flagged epochs of its row ("" otherwise): the times
+    then measure the other processes as much as PruneTrain, so the comparison must not be read as a result."""
+    flagged = r.get("contended_epochs")
+    if fmt.missing(flagged) or not flagged:
+        return ""
+    total = r.get("epochs_with_load")
+    of = f" of {int(total)}" if not fmt.missing(total) and total else ""
+    return (f" This time comparison is not trustworthy: {int(flagged)}{of} epochs were timed while other "
+            "processes competed for the machine, so their wall times include waiting and dense and PruneTrain "
+            "met different loads; compare on a quiet machine, with --interleave, or with “bench replay” there.")
+
+
 def _findings(table: pd.DataFrame) -> Items:
     items = []
     for _, r in table.iterrows():
-        ratio = r["time_per_flops_saved"]
-        few = fmt.missing(r["train_flops_saved_pct"]) or r["train_flops_saved_pct"] < MIN_FLOPS_SAVED_FOR_RATIO
-        conv = ("" if fmt.missing(ratio) else
-                ", too few to say how much of a FLOP saving becomes time" if few else
+        ratio, why = r["time_per_flops_saved"], fmt.no_ratio_reason(r)
+        conv = ("" if fmt.missing(ratio) or why == "no time saved" else
+                ", too few to say how much of a FLOP saving becomes time" if why else
                 f", i.e. {fmt.cell(r, 'time_per_flops_saved', 'ratio')} of the FLOP saving became time saved")
         who = f"{r['label']}, {_method_of(r)}"
         if r.get("fit_note"):
@@ -191,7 +202,8 @@ def _findings(table: pd.DataFrame) -> Items:
                             else f"final accuracy {fmt.cell(r, 'prunetrain_final_acc', 'acc')} % vs "
                                  f"{fmt.cell(r, 'dense_final_acc', 'acc')} % dense (on {r.get('test_size', '?')} test "
                                  f"images), "
-                                 + _gap_sentence(r, "final_acc_gap", "a gap of") + "."))
+                                 + _gap_sentence(r, "final_acc_gap", "a gap of") + ".")
+                         + _contention_caveat(r))
         sentence = faithful.finding(r)
         if sentence is not None:
             items.append(sentence)
@@ -381,8 +393,9 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
              "with torch FlopCounterMode). Time saved ÷ FLOPs saved says how much of the FLOP "
              "saving the hardware turns into time: 1 is perfect conversion, below 1 the device "
              "loses part of it (fixed per-step costs, kernels too small to fill the device, data "
-             "loading), above 1 it gains more (e.g. larger batches after pruning); it is left "
-             "empty when no FLOPs were saved. Inference FLOPs saved compares the final epoch's "
+             "loading), above 1 it gains more (e.g. larger batches after pruning); it is "
+             f"shown only where both savings mean something (at least {fmt.MIN_FLOPS_SAVED_FOR_RATIO:g} % of "
+             "the FLOPs and some time saved), else the cell says why not. Inference FLOPs saved compares the final epoch's "
              "per-image inference FLOPs. Peak memory is the largest peak_memory_bytes of any "
              "epoch; the column after it says whether that was measured (the CUDA allocator's peak) "
              "or predicted (the memory model: on a CPU, and in a replay)."),
@@ -401,22 +414,34 @@ def method_section(agg: Aggregation, warnings: Sequence[str]) -> Section:
              f"{_join([v.get('torch') for v in versions])}, torchvision "
              f"{_join([v.get('torchvision') for v in versions])}, Python "
              f"{_join([v.get('python') for v in versions])}; git commit {commits}."),
-        Section("Settings", [Items([f"{lab}: {s}" for lab, s in zip(t["label"], t["settings"])])],
-                level=3),
+        Section("Settings", settings_blocks(t), level=3),
         Section("Emulation", [Para(EMULATION_TEXT if t["emulated"].any() else
                                    "No compared run emulated another device.")], level=3),
         Section("Replayed runs", replay_blocks(agg), level=3),
         Section("Runs read", [runs_table(agg)], level=3),
-        Section("Warnings", [Items(list(warnings)) if warnings else Para("None.")], level=3),
+        Section("Warnings", [Items(list(warnings)) if warnings else Para(
+            "None while reading the records." + (" Epochs timed under contention are a property of the timing, "
+                                                 "not of the records: see the note at the top and the findings."
+                                                 if (t.get("contended_epochs", pd.Series(dtype=float)) > 0).any()
+                                                 else ""))], level=3),
     ]
     return Section("How it was measured", blocks)
+
+
+def settings_blocks(table: pd.DataFrame) -> list[Block]:
+    """The settings every row shares, once; then per row only what it varied (rows are labelled by that)."""
+    shared = shared_settings(table)
+    blocks: list[Block] = [Para("Every row: " + ", ".join(shared) + ".")] if shared else []
+    own = [f"{lab}: {', '.join(p for p in parts if p not in shared)}"
+           for lab, parts in zip(table["label"], table["setting_parts"]) if len(parts) > len(shared)]
+    return blocks + ([Items(own)] if own else [])
 
 
 def replay_blocks(agg: Aggregation) -> list[Block]:
     """Which rows were timed by `bench replay`, from which trajectory, and what that cannot show."""
     replays = [r for r in agg.compared if r.source == "replay"]
     if not replays:
-        return [Para("Every compared run was measured by `bench run` (none replayed).")]
+        return [Para("Every compared run was measured by “bench run” (none replayed).")]
     items, limits = [], []
     for run in replays:
         info = run.meta.get("replay") if isinstance(run.meta.get("replay"), dict) else {}
@@ -430,11 +455,21 @@ def replay_blocks(agg: Aggregation) -> list[Block]:
                         f"{info.get('rounds', '?')} interleaved rounds ({info.get('stopped', '?')})."))
         if info.get("limits") and info["limits"] not in limits:
             limits.append(str(info["limits"]))
-    return [Para("Rows marked “replayed” were not trained on the device named: `bench replay` rebuilt every "
+    return [Para("Rows marked “replayed” were not trained on the device named: “bench replay” rebuilt every "
                  "architecture of a recorded run, chose each batch with the device profile's memory rule, "
                  "timed training steps in interleaved rounds and set epoch time = images ÷ batch × median "
                  "step time (+ the measured reconfiguration). Accuracy is the recorded run's."),
             Items(items), *[Para(f"Limits: {text}.", kind="note") for text in limits]]
+
+
+def profile_purposes(runs: Sequence[Run]) -> dict[str, str]:
+    """What each profile of the compared runs is for, where its file says so (the ``purpose`` key)."""
+    out: dict[str, str] = {}
+    for run in runs:
+        profile = run.meta.get("profile")
+        if isinstance(profile, dict) and isinstance(profile.get("purpose"), str) and profile["purpose"].strip():
+            out.setdefault(str(profile.get("name", run.profile)), profile["purpose"].strip())
+    return out
 
 
 def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[str],
@@ -460,6 +495,7 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                          "rows timed at different moments are not comparable; replay on a quiet machine): "
                          + "; ".join(f"{r['label']}: {int(r['contended_epochs'])} of {int(r['epochs_with_load'])} "
                                      "epochs" for _, r in busy.iterrows()) + ".", kind="note"))
+    head += [Para(f"Profile {name}: {purpose}", kind="note") for name, purpose in profile_purposes(agg.compared).items()]
     if warnings:
         head.append(Para(f"{len(warnings)} warning(s) while reading the records: see "
                          "“Warnings” at the end.", kind="note"))

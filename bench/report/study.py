@@ -216,8 +216,8 @@ def study_section(view: StudyView, index: int) -> tuple["Section", Plot | None]:
     varied = "; ".join(f"{k} = {', '.join(str(v) for v in vs)}" for k, vs in view.varied.items())
     blocks: list = [Para(f"Study {d['study_id']} varies {varied}, with {d['repeat']} repeat(s) (seeds "
                          f"{d['base_config'].get('seed', 0)}…), everything else equal; dense trains once per "
-                         "repeat unless a varied setting changes dense training too. Median over repeats, "
-                         "(min–max) where repeated. “Not beaten”: no other setting, nor dense, trains faster "
+                         "repeat unless a varied setting changes dense training too. Mean over repeats (seeds), "
+                         "with its 95 % confidence interval where repeated. “Not beaten”: no other setting, nor dense, trains faster "
                          "and ends more accurate (the Pareto front of time against final accuracy).")]
     if d.get("replay_of"):
         blocks.append(Para(f"Replayed (bench replay) from study {d['replay_of']}: every run's trajectory was timed "
@@ -235,7 +235,7 @@ def study_section(view: StudyView, index: int) -> tuple["Section", Plot | None]:
         for _, r in t.iterrows():
             rows.append([str(r["settings"]), str(int(r["n"])), fmt.cell(r, "prunetrain_time_s", "time", unit),
                          fmt.cell(r, "time_saved_pct", "pct"), fmt.cell(r, "train_flops_saved_pct", "pct"),
-                         fmt.cell(r, "time_per_flops_saved", "ratio"), fmt.cell(r, "prunetrain_final_acc", "acc"),
+                         fmt.ratio_cell(r), fmt.cell(r, "prunetrain_final_acc", "acc"),
                          fmt.cell(r, "prunetrain_best_acc", "acc"), "★" if r["pareto"] else ""])
         blocks.append(Table(STUDY_HEADERS, rows, numeric={1, 2, 3, 4, 5, 6, 7}))
         devices = sorted(set(t["device"]))
