@@ -33,6 +33,7 @@ from .train import ModeTrainer, RunContext
 
 PASS, FAIL, NOT_APPLICABLE, NOT_REQUESTED = "pass", "FAIL", "not applicable", "not requested"
 IMAGES, BATCH = 64, 16                     # four steps an epoch
+VAL = 256                                  # validation images: each reconfiguration is measured on them
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Checker:
     def __post_init__(self) -> None:
         self.rows: list[Row] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-check-"))
-        self.data = load_data("synthetic", subset=128)
+        self.data = load_data("synthetic", subset=128, val=VAL)  # PruneTrain measures on a validation split
         self.cuda = self.device.type == "cuda"
 
     # ------------------------------------------------------------------ plumbing
@@ -68,7 +69,8 @@ class Checker:
         """A trainer as `bench run` builds it, on ``IMAGES`` synthetic images, checkpointing under a fresh folder."""
         options = dict(model=self.model, data="synthetic", subset=IMAGES, modes=[mode], epochs=4,
                        batch_size=BATCH, max_batch=BATCH, adjust_batch=False, device=str(self.device),
-                       amp=self.amp, channels_last=self.channels_last, lr_milestones=[], threshold=1e-4)
+                       amp=self.amp, channels_last=self.channels_last, lr_milestones=[], threshold=1e-4,
+                       val=VAL, held_out=VAL)
         options.update(cfg)
         run_dir = Path(tempfile.mkdtemp(dir=self.tmp))
         (run_dir / "checkpoints").mkdir()

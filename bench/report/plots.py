@@ -255,7 +255,9 @@ def plot_summary(agg: Aggregation) -> Figure | None:
     xs, ys = t.loc[ok, "train_flops_saved_pct"], t.loc[ok, "time_saved_pct"]
     # each axis spans its own data (square axes left most of the area empty when time saved was small or negative)
     def span(col: str) -> tuple[float, float]:
-        lo, hi = min(0.0, float(t.loc[ok, f"{col}_lo"].min())), max(float(t.loc[ok, f"{col}_hi"].max()), 10.0)
+        # a single run has no interval (NaN bounds): its value bounds the axis
+        lo = min(0.0, float(t.loc[ok, f"{col}_lo"].fillna(t.loc[ok, col]).min()))
+        hi = max(float(t.loc[ok, f"{col}_hi"].fillna(t.loc[ok, col]).max()), 10.0)
         pad = max(2.0, 0.08 * (hi - lo))  # no marker on the frame
         return lo - pad, hi + pad
 

@@ -19,13 +19,18 @@ from .table import TARGET_HARNESS, Row, pct_row
 from .timing import Case, Stat, interleaved, resolve_device, steps_per_epoch, sync
 
 
+#: validation images held out of the synthetic set (the held-out batch of a reconfiguration)
+VAL = 256
+
+
 def harness_context(model_name: str, batch: int, steps: int, device=None, mode: str = "dense",
                     progress: bool = True, run_dir: Path | None = None) -> RunContext:
     """A RunContext over ``batch × steps`` synthetic images, as ``bench run`` builds it (no records file)."""
     device = resolve_device(device)
-    data = load_data("synthetic", subset=batch * steps if batch * steps < 5000 else 0)
+    # a validation split as `bench run` holds out: PruneTrain measures its reconfigurations there
+    data = load_data("synthetic", subset=batch * steps if batch * steps < 4000 else 0, val=VAL)
     cfg = RunConfig(model=model_name, data="synthetic", subset=len(data.train), modes=[mode], epochs=1,
-                    batch_size=batch, max_batch=batch, adjust_batch=False, device=str(device))
+                    batch_size=batch, max_batch=batch, adjust_batch=False, device=str(device), val=VAL, held_out=VAL)
     run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="bench-speed-"))
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return RunContext(cfg=cfg, run_id="speed", run_dir=run_dir, device=device, data=data, profile_name="speed",
