@@ -177,7 +177,7 @@ def run(**opts) -> None:
         _fail("--repeat starts new runs: drop it with --resume or --controls-of")
     if opts["resume"] and opts["controls_of"]:
         _fail("give either --resume RUN or --controls-of RUN")
-    if opts["resume"]:
+    if opts["resume"] or opts["controls_of"]:
         refuse_resume_changes(opts)
     dist = maybe_init()
     existing = opts["resume"] or opts["controls_of"]
@@ -224,7 +224,9 @@ def refuse_resume_changes(opts: dict) -> None:
     if click.get_current_context().get_parameter_source("results_dir") is not click.core.ParameterSource.DEFAULT:
         given.append("--results-dir")  # the run folder is where it is
     if given:
-        raise BenchError(f"--resume continues {opts['resume']} with its recorded configuration and "
+        flag = "--resume" if opts.get("resume") else "--controls-of"
+        raise BenchError(f"{flag} continues {opts.get('resume') or opts.get('controls_of')} with its recorded "
+                         "configuration and "
                          f"{', '.join(given)} would change it; drop {'it' if len(given) == 1 else 'them'}")
 
 

@@ -155,3 +155,29 @@ def test_peak_is_measured_and_each_modes_share_of_it_computed():
     assert out["dense_flops_per_s"] == pytest.approx(5e10) and out["dense_peak_fraction_pct"] == pytest.approx(50.0)
     assert out["prunetrain_peak_fraction_pct"] == pytest.approx(30.0)
     assert math.isnan(peak_fraction(SimpleNamespace(meta={}), m)["dense_peak_fraction_pct"])  # an older record
+
+
+@pytest.mark.slow
+def test_controls_are_added_to_a_finished_run_and_refused_before_prunetrain_finished(tmp_path):
+    args = ["--profile", "smoke", "--epochs", "2", "--subset", "128", "--val", "300", "--test-size", "200",
+            "--results-dir", str(tmp_path / "r"), "--quiet"]
+    first = subprocess.run([sys.executable, "-m", "bench", "run", *args, "--mode", "dense"], capture_output=True,
+                           text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    dense_only = next((tmp_path / "r").iterdir())
+    refused = subprocess.run([sys.executable, "-m", "bench", "run", "--controls-of", str(dense_only)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "PruneTrain mode has not finished" in refused.stderr
+    assert json.loads((dense_only / "run.json").read_text())["modes"].keys() == {"dense"}  # nothing written
+    both = subprocess.run([sys.executable, "-m", "bench", "run", *args, "--results-dir", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=900)
+    assert both.returncode == 0, both.stderr
+    folder = next((tmp_path / "b").iterdir())
+    added = subprocess.run([sys.executable, "-m", "bench", "run", "--controls-of", str(folder), "--quiet"],
+                           capture_output=True, text=True, timeout=900)
+    assert added.returncode == 0, added.stderr
+    meta = json.loads((folder / "run.json").read_text())
+    assert meta["status"] == "finished" and meta["config"]["modes"] == ["dense", "prunetrain", "small-dense",
+                                                                       "thin-dense"]
+    assert all(meta["modes"][m]["status"] == "finished" for m in ("small-dense", "thin-dense"))
+    assert meta["modes"]["thin-dense"]["control"]["width_factor"] <= 1.0
