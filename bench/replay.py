@@ -168,7 +168,9 @@ def replay_data(traj: Trajectory, synthetic: bool, pool: int,
         why = f"the run's image folder '{Path(cfg.data_dir).name}' not given (--data-dir FOLDER)"
     else:
         try:
-            data = load_data(cfg.data, data_dir=str(data_dir) if data_dir else None, subset=cfg.subset, seed=cfg.seed)
+            # the run's training images: less its validation split (records from before the split held none out)
+            data = load_data(cfg.data, data_dir=str(data_dir) if data_dir else None, subset=cfg.subset, seed=cfg.seed,
+                             val=cfg.val if "val_size" in recorded else 0)
         except DataError as exc:
             if data_dir is not None:
                 raise

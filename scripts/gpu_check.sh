@@ -103,7 +103,9 @@ if [ -z "${CIFAR10_DIR:-}" ] || [ ! -d "$CIFAR10_DIR/train" ]; then
 fi
 EPOCHS=${EPOCHS:-3}; INTERVAL=${INTERVAL:-1}
 DATA=(--data cifar10 --data-dir "$CIFAR10_DIR")
-RUN=(run --profile gtx1070 --emulate --device "$DEVICE" --epochs "$EPOCHS" --interval "$INTERVAL"
+EMULATE=(--emulate)                                # caps the card's allocator at the profile's budget
+[ "$DEVICE" = cpu ] && EMULATE=()                  # on the CPU the profile's budget decides every batch already
+RUN=(run --profile gtx1070 "${EMULATE[@]}" --device "$DEVICE" --epochs "$EPOCHS" --interval "$INTERVAL"
      --threshold "${THRESHOLD:-0.2}" --subset "${SUBSET:-4096}" ${MODEL:+--model "$MODEL"} "${DATA[@]}" --quiet)
 ROWS=$(( 2 * EPOCHS ))                             # dense and PruneTrain
 
@@ -161,7 +163,7 @@ for name in ("full", "killed"):
                   f"{mib('peak_memory_bytes'):>9} {mib('peak_memory_reserved_bytes'):>12} {mib('memory_budget_bytes'):>10}")
         print(f"{name:8} status {status}, device {rows[0]['device'] if rows else '?'}, emulated "
               f"{rows[0]['emulated'] if rows else '?'}")
-code = 0
+code = 0 if {"full", "killed"} <= runs.keys() else 5   # a step that left no records cannot pass here
 if "full" in runs:   # the card ran PruneTrain's surgery: reconfigurations happened and removed parameters
     pt = [r for r in runs["full"] if r["mode"] == "prunetrain"]
     times = [float(r["reconfig_time_s"] or 0) for r in pt]
@@ -183,6 +185,7 @@ PYEOF
 case "${PIPESTATUS[0]}" in
   0) note "reconfigured; resumed = uninterrupted" pass "see $OUT/runs.txt" ;;
   4) note "PruneTrain reconfigured" FAIL "no reconfiguration shrank the model: see $OUT/runs.txt" ;;
+  5) note "run records" FAIL "the uninterrupted or the killed run left no records: see $OUT/*.log" ;;
   *) note "resumed = uninterrupted" FAIL "see $OUT/runs.txt" ;;
 esac
 finish

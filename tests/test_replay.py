@@ -233,7 +233,7 @@ def test_replay_reads_the_runs_image_folder_given_again(small_run, tmp_path):
     results = tmp_path / "results"
     run = _invoke(["run", "--profile", "smoke", "--data", "pets", "--data-dir", str(folder), "--subset", "0", "--epochs", "2",
                    "--interval", "1", "--batch-size", "8", "--mode", "prunetrain", "--lasso", "paper",
-                   "--threshold", "0.2", "--results-dir", str(results), "--quiet"])
+                   "--threshold", "0.2", "--val", "4", "--held-out", "4", "--results-dir", str(results), "--quiet"])
     assert run.exit_code == 0, run.output
     run_dir = _only_dir(results)
 
@@ -246,12 +246,12 @@ def test_replay_reads_the_runs_image_folder_given_again(small_run, tmp_path):
     given, out = replay("--data-dir", str(folder))
     assert given.exit_code == 0, given.output
     note = json.loads((_only_dir(out) / "run.json").read_text())["replay"]["data"]
-    assert note.startswith("real: pets (24 images")
+    assert note.startswith("real: pets (20 images")  # 24 less the 4 held out as the validation split
     absent, out = replay()
     assert absent.exit_code == 0, absent.output
     note = json.loads((_only_dir(out) / "run.json").read_text())["replay"]["data"]
     assert note.startswith("synthetic") and "'pets' not given (--data-dir FOLDER)" in note
-    for src, extra, needle in [(run_dir, ["--data-dir", str(other)], "train_size 24 recorded, 15 here"),
+    for src, extra, needle in [(run_dir, ["--data-dir", str(other)], "train_size 20 recorded, 11 here"),
                                (small_run, ["--data-dir", str(folder)], "did not read an image folder")]:
         result = CliRunner().invoke(main, ["replay", str(src), "--profile", "smoke", "--quiet",
                                            "--results-dir", str(tmp_path / "refused"), *extra])
