@@ -10,7 +10,7 @@
 # Usage: scripts/gpu_check.sh [--dry-run] [OUT_DIR]
 #   --dry-run: every step on the CPU (`--device cpu`, install skipped, AMP check skipped: CUDA only), to test this
 #   script itself; its summary says that nothing in it ran on a GPU.
-# Env: CIFAR10_DIR=folder with train/ and test/, BENCH_PYTHON=python, EPOCHS=3, INTERVAL=1, SUBSET=4096,
+# Env: CIFAR10_DIR=folder with train/ and test/, BENCH_PYTHON=python, EPOCHS=3, INTERVAL=1, SUBSET=4096, VAL=held-out validation images (default 1,000),
 #      MODEL=resnet32 (the profile's), PRUNETRAIN_BENCH_CACHE=decoded-image cache, THRESHOLD=0.2: far above the
 #      method's 1e-4, so that a run of a few epochs removes channels (a third of ResNet-20's parameters at
 #      initialisation) and the surgery and batch growth run on the card; these runs check paths, they are no result.
@@ -106,7 +106,8 @@ DATA=(--data cifar10 --data-dir "$CIFAR10_DIR")
 EMULATE=(--emulate)                                # caps the card's allocator at the profile's budget
 [ "$DEVICE" = cpu ] && EMULATE=()                  # on the CPU the profile's budget decides every batch already
 RUN=(run --profile gtx1070 "${EMULATE[@]}" --device "$DEVICE" --epochs "$EPOCHS" --interval "$INTERVAL"
-     --threshold "${THRESHOLD:-0.2}" --subset "${SUBSET:-4096}" ${MODEL:+--model "$MODEL"} "${DATA[@]}" --quiet)
+     --threshold "${THRESHOLD:-0.2}" --subset "${SUBSET:-4096}" ${MODEL:+--model "$MODEL"} "${DATA[@]}" --quiet
+     ${VAL:+--val "$VAL" --held-out "$(( VAL < 256 ? VAL : 256 ))"})   # VAL: a smaller validation split
 ROWS=$(( 2 * EPOCHS ))                             # dense and PruneTrain
 
 # -- 3. the uninterrupted run ----------------------------------------------------------------------------
@@ -135,7 +136,7 @@ if kill -9 "$pid" 2>/dev/null; then
   dir=$(dirname "$csv")
   if [ "$rows" -ge "$ROWS" ]; then
     note "kill -9 mid-epoch" FAIL "the run had finished ($rows rows) before the kill: nothing was interrupted"
-  elif "${BENCH[@]}" run --resume "$dir" "${DATA[@]}" --quiet >"$OUT/resume.log" 2>&1; then
+  elif "${BENCH[@]}" run --resume "$dir" --data-dir "$CIFAR10_DIR" --quiet >"$OUT/resume.log" 2>&1; then
     note "kill -9 mid-epoch, --resume" pass "killed after $rows row(s); resumed to $(( $(wc -l <"$csv") - 1 )) rows"
   else
     note "kill -9 mid-epoch, --resume" FAIL "$(tail -1 "$OUT/resume.log")"

@@ -46,7 +46,7 @@ def _small_cifar(into: Path) -> Path:
 def test_the_dry_run_exercises_every_step_on_the_cpu(tmp_path):
     env = {**os.environ, "CIFAR10_DIR": str(_small_cifar(tmp_path / "cifar10")), "BENCH_PYTHON": sys.executable,
            "PYTHONPATH": str(ROOT), "PRUNETRAIN_BENCH_CACHE": str(tmp_path / "cache"), "MODEL": "resnet20",
-           "EPOCHS": "2", "INTERVAL": "1", "SUBSET": "0"}
+           "EPOCHS": "2", "INTERVAL": "1", "SUBSET": "0", "VAL": "40"}
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", str(out)], env=env,
                             capture_output=True, text=True, timeout=1500)
