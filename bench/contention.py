@@ -157,10 +157,13 @@ BUSY_PROBE_S = 0.5   # how long ``bench run`` watches the machine before it star
 def busy_message(c: Contention, cpu_cores: int | None, threads: int | None) -> str | None:
     """Why the machine is too busy to time on, from a short look at it (None: quiet enough).
 
-    Busy is :func:`is_contended`'s rule (the one the report applies to every epoch) or a 1-minute load
-    average at or above the cores: then the epochs will be flagged and their times are not comparable.
+    Busy is :func:`is_contended`'s rule (the one the report applies to every epoch), or, where the other
+    processes' use could not be measured, a 1-minute load average at or above the cores: then the epochs
+    will be flagged and their times are not comparable.  A measured use wins over the load average, which
+    lags by a minute (a machine whose other work just ended reads busy for a while).
     """
-    load_busy = c.load_avg is not None and cpu_cores is not None and c.load_avg >= cpu_cores
+    load_busy = (c.other_cpu_cores is None and c.load_avg is not None and cpu_cores is not None
+                 and c.load_avg >= cpu_cores)
     if not (is_contended(c.other_cpu_cores, c.busy_processes, cpu_cores, threads) or load_busy):
         return None
     parts = [f"load average {c.load_avg:.1f} on {cpu_cores} cores" if c.load_avg is not None else None,

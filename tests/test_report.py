@@ -579,6 +579,8 @@ def test_busy_message_names_the_load_and_the_busy_processes():
     text = busy_message(Contention(1.0, 2.6, 1.9, "python(4242) 0.98 cores"), cpu_cores=2, threads=2)
     assert "load average 2.6 on 2 cores" in text and "python(4242) 0.98 cores" in text and "--interleave" in text
     assert busy_message(Contention(1.0, 4.0, None, None), cpu_cores=2, threads=1) is not None  # load alone
+    # the load average lags a minute behind: measured quiet (other work just ended) is quiet
+    assert busy_message(Contention(1.0, 2.1, 0.0, ""), cpu_cores=2, threads=1) is None
 
 
 def test_bench_report_ends_with_a_summary_table(tmp_path):
