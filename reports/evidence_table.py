@@ -51,7 +51,7 @@ def evidence_markdown(runs_dir: Path) -> str:
                    f"{fmt.cell(r, 'prunetrain_final_acc', 'acc')} | – | – |")
         for mode, k in CONTROL_KEYS.items():
             if fmt.missing(r.get(f"{k}_final_acc")):
-                out.append(f"| {mode} | not run | | | | | |")
+                out.append(f"| {mode} | not finished in these records | | | | | |")
                 continue
             out.append(f"| {mode} (n = {int(r[f'{k}_final_acc_n'])}) | {fmt.cell(r, f'{k}_time_s', 'time', unit)} | "
                        f"{fmt.cell(r, f'{k}_train_flops_saved_pct', 'pct')} | {fmt.cell(r, f'{k}_final_acc', 'acc')} | "
