@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..config import CONTROLS, METHODS
+from .fmt import missing
 from .load import Run
 from .settings import setting_parts, settings_text, varied_settings
 from .stats import mean_ci
@@ -214,16 +215,12 @@ def run_metrics(run: Run) -> dict[str, Any]:
 
 def acc_at_time(df: pd.DataFrame, seconds: float) -> float:
     """Test accuracy at the end of the last epoch finished within ``seconds`` of training time (NaN: none)."""
-    if df.empty or fmt_missing(seconds):
+    if df.empty or missing(seconds):
         return math.nan
     cum = train_time(df).cumsum()
     within = df[cum <= seconds * (1 + 1e-9)]
     return float(within["test_acc"].iloc[-1]) if not within.empty and pd.notna(within["test_acc"].iloc[-1]) \
         else math.nan
-
-
-def fmt_missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def control_metrics(run: Run, m: dict[str, Any]) -> dict[str, float]:
