@@ -2,7 +2,7 @@
 
 A two-day run should not be the first time a card meets the memory cap, the
 out-of-memory retry or a resume.  Each row below runs the harness's own code
-(:class:`bench.train.ModeTrainer` on synthetic images) and checks what it must
+(:class:`bench.training.train.ModeTrainer` on synthetic images) and checks what it must
 guarantee; the result is one table (path, result, figure) and a non-zero exit
 when a row fails.  Rows that only mean something on CUDA (the card's identity,
 the torch build, AMP, data-parallel) say "not applicable" on a CPU; the
@@ -25,11 +25,11 @@ import torch
 
 import prunetrain_core as pc
 
-from .batching import EmulatedOutOfMemory
+from .training.batching import EmulatedOutOfMemory
 from .config import RunConfig
-from .data import load_data
+from .training.data import load_data
 from .errors import BenchError
-from .train import ModeTrainer, RunContext
+from .training.train import ModeTrainer, RunContext
 
 PASS, FAIL, NOT_APPLICABLE, NOT_REQUESTED = "pass", "FAIL", "not applicable", "not requested"
 IMAGES, BATCH = 64, 16                     # four steps an epoch
@@ -104,7 +104,7 @@ class Checker:
         self.run("PruneTrain step (penalty, λ)", lambda: self.steps("prunetrain"))
         self.run("reconfiguration keeps the function", self.reconfiguration)
         self.run("checkpoint → resume = uninterrupted", self.resume)
-        from .profiles import builtin_profiles
+        from .machine.profiles import builtin_profiles
 
         for profile in builtin_profiles().values():
             if profile.device_kind == "cuda" and profile.budget_bytes is not None:
@@ -118,7 +118,7 @@ class Checker:
         return self.rows
 
     def identity(self) -> str:
-        from .gpu import identify
+        from .machine.gpu import identify
 
         card, note = identify(self.device)
         if note and "disagree" in note:
@@ -128,7 +128,7 @@ class Checker:
                 + (f", driver {card.driver}" if card.driver else f" ({note})" if note else ""))
 
     def build(self) -> str:
-        from .hardware import arch_support
+        from .machine.hardware import arch_support
 
         cc = torch.cuda.get_device_capability(self.device)
         problem = arch_support(cc, tuple(torch.cuda.get_arch_list()))
@@ -213,8 +213,8 @@ class Checker:
                                batch_size=d.batch_size, max_batch=d.max_batch, adjust_batch=True)
         fraction = None
         if self.cuda:
-            from .gpu import cap_memory
-            from .hardware import detect
+            from .machine.gpu import cap_memory
+            from .machine.hardware import detect
 
             fraction = profile.emulation_fraction(detect().with_selected(_card(self.device)))
             cap_memory(fraction, self.device)
@@ -322,7 +322,7 @@ def reconfiguration_tolerance(autocast: bool, device: torch.device) -> tuple[flo
     1.8e-7, allowed 1e-4.  TF32 rounds each operand to 10 mantissa bits (2^-11 ≈ 4.9e-4):
     measured 7.5e-5 on a train-mode change, allowed 1e-3.  fp16/bf16 autocast: 1e-2.
     """
-    from .gpu import precision_in_force
+    from .machine.gpu import precision_in_force
 
     if autocast:
         return 1e-2, "autocast"
@@ -333,13 +333,13 @@ def reconfiguration_tolerance(autocast: bool, device: torch.device) -> tuple[flo
 
 
 def _loader(trainer: ModeTrainer):
-    from .data import Loader
+    from .training.data import Loader
 
     return Loader(trainer.ctx.data.test, 64, train=False, device=trainer.ctx.device)
 
 
 def _card(device: torch.device):
-    from .gpu import identify
+    from .machine.gpu import identify
 
     return identify(device)[0]
 
@@ -358,8 +358,8 @@ def run_check(device: str = "auto", *, model: str = "resnet20", amp: str = "off"
               fp32_precision: str = "ieee", echo: Callable[[str], None] = lambda s: None) -> list[Row]:
     """Select and check the device, and set its options (cuDNN autotuning, fp32 precision), as `bench run` does;
     then run every row."""
-    from .gpu import configure, select
-    from .hardware import detect
+    from .machine.gpu import configure, select
+    from .machine.hardware import detect
 
     if model not in pc.available_models():
         raise BenchError(f"unknown model '{model}': choose one of {', '.join(pc.available_models())}")

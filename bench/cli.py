@@ -167,7 +167,7 @@ def _setting(*decls: str, **kw):
 @friendly_errors
 def run(**opts) -> None:
     """Train dense and PruneTrain on the same schedule and record every epoch."""
-    from .distributed import launch_torchrun, maybe_init
+    from .training.distributed import launch_torchrun, maybe_init
 
     if opts["nproc_per_node"] > 1 and "LOCAL_RANK" not in os.environ:
         sys.exit(launch_torchrun(opts["nproc_per_node"], sys.argv[1:]))
@@ -240,9 +240,9 @@ def _exit_now(code: int) -> None:
 def build_config(opts: dict, dist=None):
     """The options given (not None) over the profile's defaults, through bench.config's one loader."""
     from .config import partial_from, resolve
-    from .gpu import select
-    from .hardware import detect
-    from .profiles import resolve_profile
+    from .machine.gpu import select
+    from .machine.hardware import detect
+    from .machine.profiles import resolve_profile
 
     given = {k: v for k, v in opts.items() if k in FIELDS and v is not None}
     if opts.get("mode"):
@@ -259,7 +259,7 @@ def build_config(opts: dict, dist=None):
     profile = resolve_profile(spec, info)
     given["profile"] = profile.name if spec == "auto" else spec
     if auto_round:
-        from .speed.decisions import auto_round_channels
+        from .training.decisions import auto_round_channels
 
         given["round_channels"] = auto_round_channels(cli.get("model", profile.defaults.model), device)
     return resolve(profile=profile.defaults, given=partial_from(given))
@@ -345,7 +345,7 @@ def report(paths, out, title) -> None:
 def replay(run_dir, profile, emulate, device, results_dir, synthetic, data_dir, budget_s, spread, quiet) -> None:
     """Time a recorded run's (or a whole study's) pruning trajectory here, without training."""
     from .config import partial_from
-    from .replay import ReplaySettings, replay as run_replay
+    from .replay.run import ReplaySettings, replay as run_replay
 
     if budget_s <= 0 or not 0 < spread < 1:
         raise BenchError("--budget must be > 0 and --spread between 0 and 1")
@@ -365,7 +365,7 @@ def replay(run_dir, profile, emulate, device, results_dir, synthetic, data_dir, 
 @main.command()
 def env() -> None:
     """What this machine has: GPUs (NVML), CPU, torch/CUDA/cuDNN, and whether torch supports the GPU."""
-    from .hardware import detect, format_env
+    from .machine.hardware import detect, format_env
 
     click.echo(format_env(detect()))
 
@@ -374,8 +374,8 @@ def env() -> None:
 @friendly_errors
 def profiles() -> None:
     """List the built-in hardware profiles and the one `--profile auto` picks here."""
-    from .hardware import detect
-    from .profiles import builtin_profiles, format_profiles
+    from .machine.hardware import detect
+    from .machine.profiles import builtin_profiles, format_profiles
 
     click.echo(format_profiles(builtin_profiles(), detect()))
 
@@ -444,8 +444,8 @@ def speed(model, batch_size, device, rounds, sections, reconfig_models, harness_
             raise BenchError(f"unknown model '{name}': choose one of {', '.join(available_models())}")
     if batch_size < 1 or rounds < 1 or harness_steps < 1 or data_images < 1:
         raise BenchError("--batch-size, --rounds, --harness-steps and --data-images must be >= 1")
-    from .gpu import configure, select_device
-    from .hardware import detect
+    from .machine.gpu import configure, select_device
+    from .machine.hardware import detect
 
     device = select_device(device, detect())  # a GPU this torch build cannot drive: one line, not a kernel error
     configure(device, fp32_precision)         # cuDNN autotuning and fp32 precision, as a run has them

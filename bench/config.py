@@ -23,7 +23,7 @@ PAIR = ("dense", "prunetrain")
 #: the controls a reviewer asks for first (Liu et al., ICLR 2019): PruneTrain's final architecture trained from
 #: scratch, and the dense network uniformly thinned to PruneTrain's training FLOPs; both need PruneTrain's records
 CONTROLS = ("small-dense", "thin-dense")
-#: the methods PruneTrain competes with (bench.methods), each run next to dense; random follows PruneTrain's records
+#: the methods PruneTrain competes with (bench.training.methods), each run next to dense; random follows PruneTrain's records
 METHODS = ("slimming", "earlybird", "random")
 MODES = PAIR + CONTROLS + METHODS
 #: modes built from PruneTrain's finished records in the same folder: they run after it
@@ -35,7 +35,7 @@ PENALISE = ("all", "readers")
 GROUP_WEIGHTS = ("uniform", "size")
 BATCH_POLICIES = ("freed", "fill")
 AMP = ("off", "bf16", "fp16")
-FP32_PRECISIONS = ("ieee", "tf32")   # how fp32 matmuls and convolutions compute (bench.gpu.configure)
+FP32_PRECISIONS = ("ieee", "tf32")   # how fp32 matmuls and convolutions compute (bench.machine.gpu.configure)
 #: field metadata of a setting added after records exist: an older run.json without it resumes with the default
 ADDED = {"added": True}
 
@@ -85,11 +85,11 @@ class RunConfig:
     amp: str = "off"          # off | bf16 | fp16 (CUDA only)
     channels_last: bool = False
     compile: bool = False
-    fp32_precision: str = field(default="ieee", metadata=ADDED)  # ieee | tf32: fp32 matmuls and convs (bench.gpu)
+    fp32_precision: str = field(default="ieee", metadata=ADDED)  # ieee | tf32: fp32 matmuls and convs (bench.machine.gpu)
     test_batch: int = 500
     world_size: int = field(default=1, metadata=ADDED)
     interleave: bool = field(default=False, metadata=ADDED)  # alternate the modes epoch by epoch (both kept)
-    # the competing methods (bench.methods); defaults from their papers: s = 1e-4 on every BN γ (Liu et al.,
+    # the competing methods (bench.training.methods); defaults from their papers: s = 1e-4 on every BN γ (Liu et al.,
     # ICCV 2017, their VGGNet value, also Early-Bird's; 1e-5 for their ResNets), ratio 0.4 (Liu et al.'s
     # ResNet-164 on CIFAR-10; 0.7 for their VGGNet; Early-Bird used 0.3, 0.5 and 0.7)
     sparsity: float = field(default=1e-4, metadata=ADDED)
@@ -222,7 +222,7 @@ MODE_METHODS = {
 
 
 def _competing_name(cfg: RunConfig, mode: str) -> str:
-    """A competing method named with the settings it ran (bench.methods cites where each default comes from; the
+    """A competing method named with the settings it ran (bench.training.methods cites where each default comes from; the
     papers' values differ by network, so the name states the values rather than calling them the paper's)."""
     if mode == "random":
         return "random pruning: PruneTrain's per-space channel counts at its epochs, channels drawn at random"

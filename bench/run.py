@@ -27,21 +27,23 @@ import torch
 
 import prunetrain_core as pc
 
-from . import __version__, checkpoint, gpu
-from .checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
-from . import controls
+from . import __version__
+from .training import checkpoint
+from .machine import gpu
+from .training.checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
+from .training import controls
 from .config import AFTER_PRUNETRAIN, CONTROLS, PAIR, Overrides, RunConfig, method_differences, method_name, partial_from, \
     record_source, resolve, run_method
-from .contention import busy_now
-from .data import DataSplit, load_data
-from .peak import measure_peak
-from .step import autocast_dtype
+from .machine.contention import busy_now
+from .training.data import DataSplit, load_data
+from .machine.peak import measure_peak
+from .training.step import autocast_dtype
 from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
-from .hardware import DeviceInfo, detect
-from .hooks import from_environment
-from .profiles import Profile, resolve_profile
-from .records import SCHEMA_VERSION, EpochLog, RunJson, read_epochs, read_run_json
-from .train import ModeTrainer, RunContext
+from .machine.hardware import DeviceInfo, detect
+from .runfolder.hooks import from_environment
+from .machine.profiles import Profile, resolve_profile
+from .runfolder.records import SCHEMA_VERSION, EpochLog, RunJson, read_epochs, read_run_json
+from .training.train import ModeTrainer, RunContext
 
 Echo = Callable[[str], None]
 
@@ -108,7 +110,7 @@ class DeviceSetup:
 
 
 def prepare_device(cfg, dist=None, info: DeviceInfo | None = None, profile: Profile | None = None) -> DeviceSetup:
-    """Select and check the device (bench.gpu), match the profile to that card, and cap its memory (--emulate).
+    """Select and check the device (bench.machine.gpu), match the profile to that card, and cap its memory (--emulate).
 
     ``cfg``: a RunConfig, or any settings with ``device``, ``profile`` and ``emulate`` (a replay's).
     """
@@ -168,7 +170,7 @@ def resumed_data_dir(path: Path, recorded: str | None, data_dir: Path | None) ->
 
 
 def load_run_data(cfg: RunConfig) -> DataSplit:
-    """The data of a run: its training images less the validation split, and its test split (bench.data)."""
+    """The data of a run: its training images less the validation split, and its test split (bench.training.data)."""
     return load_data(cfg.data, data_dir=cfg.data_dir, subset=cfg.subset, seed=cfg.seed, val=cfg.val,
                      test_size=cfg.test_size)
 
@@ -344,7 +346,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
             meta.data["status"] = "failed" if failed else "finished"
             meta.data["finished"] = _now()
-            # where the run ends: the device's measured peak rate at the precision it trained in (bench.peak)
+            # where the run ends: the device's measured peak rate at the precision it trained in (bench.machine.peak)
             meta.data["device_peak"] = measure_peak(device, autocast_dtype(cfg.amp, device))
             meta.save()
     except OutOfMemoryBudget:

@@ -27,8 +27,8 @@ from typing import Any, Callable, Sequence
 
 from .config import FIELDS, PUBLISHED_METHOD, RunConfig, parse_text, partial_from, resolve
 from .errors import BenchError, ConfigError, DivergenceError, RecordError
-from .atomic import atomic_write_json
-from .records import read_run_json
+from .runfolder.atomic import atomic_write_json
+from .runfolder.records import read_run_json
 
 STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
@@ -313,7 +313,7 @@ def replay_study(folder: Path, results_dir: Path, settings: Any = None, *, echo:
     The new study record names the one it replays, so the report shows the
     same section with this machine's times (accuracy stays the original's).
     """
-    from .replay import replay
+    from .replay.run import replay
     from .run import recorded_settings
 
     src = Study.open(Path(folder))

@@ -6,7 +6,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bench.speed import table, timing
+from bench.speed import table
+from bench.machine import timing
 
 THREADS = int(os.environ.get("BENCH_THREADS") or 0) or torch.get_num_threads()
 torch.set_num_threads(THREADS)

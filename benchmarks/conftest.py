@@ -25,7 +25,8 @@ import pytest
 import torch
 
 import benchutil as bu
-from bench.speed import table, timing
+from bench.speed import table
+from bench.machine import timing
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import torch
 
 import benchutil as bu
 import prunetrain_core as pc
-from bench.speed import harness, shapes, table, timing
-from bench.train import ModeTrainer
+from bench.speed import harness, table
+from bench.training import shapes
+from bench.machine import timing
+from bench.training.train import ModeTrainer
 
 STEPS = 4
 

@@ -5,7 +5,9 @@ import torch
 
 import benchutil as bu
 import prunetrain_core as pc
-from bench.speed import shapes, table, timing
+from bench.training import shapes
+from bench.speed import table
+from bench.machine import timing
 
 
 def test_penalty_vs_dense_step(benchmark, record):

@@ -10,7 +10,9 @@ import torch
 
 import benchutil as bu
 import prunetrain_core as pc
-from bench.speed import harness, shapes, table, timing
+from bench.speed import harness, table
+from bench.training import shapes
+from bench.machine import timing
 
 KEEP = 0.6  # 40% of every space's channels zeroed
 
@@ -44,7 +46,7 @@ def test_reconfigure_vs_epoch(benchmark, record, name):
 
 def test_harness_reconfiguration_vs_epoch(benchmark, record):
     """ModeTrainer.reconfigure: plan + surgery + new lasso groups + FLOP count + memory model + batch decision."""
-    from bench.train import ModeTrainer
+    from bench.training.train import ModeTrainer
 
     name = bu.MODEL
     size = shapes.input_size(name)

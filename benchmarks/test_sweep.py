@@ -14,7 +14,9 @@ import torch
 
 import benchutil as bu
 import prunetrain_core as pc
-from bench.speed import decisions, shapes, sweep, table, timing
+from bench.training import decisions, shapes
+from bench.speed import sweep, table
+from bench.machine import timing
 
 SHAPES = [s for s in sweep.SWEEP_SHAPES[1:] if s[1] != "ragged"]
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.report import fmt  # noqa: E402
+from bench import fmt  # noqa: E402
 from bench.report.aggregate import CONTROL_KEYS, aggregate  # noqa: E402
 from bench.report.load import load_runs  # noqa: E402
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU proof of issues 10 and 23, as one script for a machine with an NVIDIA GPU:
-#   1. install the pinned torch built for this card (`python3 bench/hardware.py install-line <cc>`: the CUDA 12.6
+#   1. install the pinned torch built for this card (`python3 bench/machine/hardware.py install-line <cc>`: the CUDA 12.6
 #      build for sm_50..sm_70, CUDA 13 from sm_75); skipped when this Python's torch already drives the card,
 #   2. `bench env` and `bench check --device cuda` (every path a long run takes, on this card; then with AMP),
 #   3. `bench run --profile gtx1070 --emulate --device cuda` on the real CIFAR-10 copy, for EPOCHS epochs with a
@@ -38,7 +38,7 @@ drives_card() {  # this Python has the pinned torch, bench, and (on a GPU) kerne
   "$PY" - "$1" <<'PYEOF' 2>/dev/null
 import sys
 import torch
-from bench.hardware import TORCH_PIN, arch_support
+from bench.machine.hardware import TORCH_PIN, arch_support
 if torch.__version__.split("+")[0] != TORCH_PIN:
     sys.exit(1)
 if sys.argv[1] == "cpu":
@@ -52,7 +52,7 @@ if [ "$DRY" = 1 ]; then
   else note "install (skipped: dry run)" FAIL "$PY lacks the pinned torch or bench"; finish; fi
 else
   cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader -i 0 2>/dev/null | head -1 | tr -d ' ')
-  line=$(python3 bench/hardware.py install-line "${cc:-0.0}")
+  line=$(python3 bench/machine/hardware.py install-line "${cc:-0.0}")
   if [ -z "$cc" ]; then
     note "install" FAIL "nvidia-smi reports no GPU (driver missing?); for a test of this script: --dry-run"; finish
   elif [ -z "$line" ]; then

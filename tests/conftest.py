@@ -6,6 +6,6 @@ import os
 # skip / fail / list tests whose prerequisite (CIFAR-10 copy, chromium, CUDA) is missing
 pytest_plugins = ["prerequisites", "pytester"]
 
-# bench.hooks honours BENCH_FAULT_* variables only under the test suite; `bench` processes that the
+# bench.runfolder.hooks honours BENCH_FAULT_* variables only under the test suite; `bench` processes that the
 # tests start inherit this.
 os.environ["BENCH_UNDER_TEST"] = "1"

@@ -21,12 +21,12 @@ from typing import Callable, Iterable
 
 import torch
 
-from bench import checkpoint
-from bench.records import COLUMN_TYPES, EPOCH_FIELDNAMES, MACHINE_COLUMNS, parse_value
+from bench.training import checkpoint
+from bench.runfolder.records import COLUMN_TYPES, EPOCH_FIELDNAMES, MACHINE_COLUMNS, parse_value
 
 # Columns that are measurements of time: everything else must be identical between a resumed run and
 # an uninterrupted one (floats included: same seed, same thread count, same CPU).
-TIMING_COLUMNS = MACHINE_COLUMNS  # clocks and machine load (bench.records marks them)
+TIMING_COLUMNS = MACHINE_COLUMNS  # clocks and machine load (bench.runfolder.records marks them)
 # run_id differs between two runs by construction.
 IGNORED_COLUMNS = TIMING_COLUMNS | {"run_id"}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.records import SCHEMA_VERSION, EpochLog, atomic_write_json
+from bench.runfolder.records import SCHEMA_VERSION, EpochLog, atomic_write_json
 
 GIB = 1 << 30
 DENSE_TRAIN_FLOPS = 2.05e13          # one epoch of ResNet-32 on 50k images, fwd+loss+bwd

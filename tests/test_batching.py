@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.batching import (
+from bench.training.batching import (
     BatchPolicy,
     BatchDecision,
     choose_batch,

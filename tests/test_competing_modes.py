@@ -1,4 +1,4 @@
-"""The competing methods as modes (bench.methods): settings, schedules, and one run next to dense."""
+"""The competing methods as modes (bench.training.methods): settings, schedules, and one run next to dense."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 import prunetrain_core as pc
-from bench import methods
+from bench.training import methods
 from bench.cli import build_config
 from bench.config import RunConfig, method_name, run_method
 from bench.errors import ConfigError
-from bench.records import read_epochs
+from bench.runfolder.records import read_epochs
 
 X = torch.randn(2, 3, 32, 32)
 
@@ -159,7 +159,7 @@ def test_the_report_compares_each_method_with_dense_and_calls_its_function_chang
     """A folder with dense, PruneTrain and slimming (written with the real writers): the method comparison
     row of slimming holds its time and FLOPs saved against dense, its epoch of pruning, and the words "by
     design" for its function change, while PruneTrain's faithful change is not flagged."""
-    from bench.records import EpochLog, atomic_write_json
+    from bench.runfolder.records import EpochLog, atomic_write_json
     from bench.report import build_report, load_runs
     from bench.report.aggregate import BY_DESIGN, BY_DESIGN_RANDOM, aggregate
     from report_fixtures import FakeRun, run_json, write_run
@@ -237,9 +237,9 @@ def test_replay_times_a_methods_penalty_before_its_pruning_and_the_pruning_itsel
     the pruning is timed as the method's own decision plus the surgery, ending exactly in the recorded shape."""
     from types import SimpleNamespace
 
-    from bench.data import load_data
-    from bench.replay import StepRunner, time_method_pruning
-    from bench.trajectory import Shape
+    from bench.training.data import load_data
+    from bench.replay.run import StepRunner, time_method_pruning
+    from bench.replay.trajectory import Shape
 
     cfg = RunConfig(model="resnet20", modes=["dense", "prunetrain", mode], epochs=4)
     model = pc.build_model("resnet20")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from bench import cli
 from bench.config import RunConfig, partial_from, record_source, resolve
 from bench.errors import ConfigError, ProfileError, RecordError
-from bench.profiles import load_profile
+from bench.machine.profiles import load_profile
 from bench.run import config_from_record, portable_config
 
 PROFILE = 'name = "mine"\n[device]\nkind = "cpu"\n[budget]\nmemory_gib = 1\n[defaults]\n'

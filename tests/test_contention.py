@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cudafake
-from bench.contention import ContentionProbe, gpu_processes, is_contended
+from bench.machine.contention import ContentionProbe, gpu_processes, is_contended
 from cudafake import A100, GTX750TI
 
 linux = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import prunetrain_core as pc
-from bench import controls
+from bench.training import controls
 from bench.config import PUBLISHED_METHOD, RunConfig, method_differences, method_name
 from bench.errors import ConfigError
-from bench.records import read_epochs
+from bench.runfolder.records import read_epochs
 from bench.report.stats import mean_ci, t_quantile
 
 X = torch.randn(2, 3, 32, 32)
@@ -144,7 +144,7 @@ def test_repeat_and_all_modes_end_to_end(tmp_path):
 def test_peak_is_measured_and_each_modes_share_of_it_computed():
     from types import SimpleNamespace
 
-    from bench.peak import measure_peak
+    from bench.machine.peak import measure_peak
     from bench.report.aggregate import peak_fraction
 
     peak = measure_peak(torch.device("cpu"), side=128, repeats=2)

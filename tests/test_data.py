@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from bench import data as data_mod
-from bench.data import (
+from bench.training import data as data_mod
+from bench.training.data import (
     CIFAR10_MEAN,
     DataSplit,
     ImageData,
@@ -446,7 +446,7 @@ def test_real_cifar10_subset(tmp_path):
 def test_batches_for_an_accelerator_are_copied_from_pinned_memory(monkeypatch):
     """torch.Tensor.pin_memory needs a CUDA build, so it is recorded here; the "meta" device stands in for the
     card (copies to it are real tensor.to calls, without data)."""
-    from bench.data import Loader, synthetic_data
+    from bench.training.data import Loader, synthetic_data
 
     pinned = []
 

@@ -15,12 +15,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench import checkpoint, cli
+from bench.training import checkpoint
+from bench import cli
 from bench.config import RunConfig
 from bench.errors import CheckpointError, ConfigError
-from bench.hardware import detect
+from bench.machine.hardware import detect
 from bench.run import prepare_device
-from bench.step import new_scaler
+from bench.training.step import new_scaler
 from trainlib import make_trainer
 import cudafake
 from cudafake import A100, GTX750TI, GTX1070, GTX1080TI, GIB
@@ -141,11 +142,11 @@ def test_a_card_this_torch_build_cannot_drive_is_refused(monkeypatch, tmp_path, 
 
 
 def test_round_channels_auto_decides_for_the_selected_device(monkeypatch):
-    import bench.speed.decisions
+    import bench.training.decisions
 
     cudafake.install(monkeypatch, [GTX1070])
     asked = []
-    monkeypatch.setattr(bench.speed.decisions, "auto_round_channels",
+    monkeypatch.setattr(bench.training.decisions, "auto_round_channels",
                         lambda model, device=None: asked.append(device) or 4)
     opts = {p.name: p.default for p in cli.run.params}          # every `bench run` option at its default
     opts.update(profile="smoke", round_channels="auto", device="cpu")
@@ -215,7 +216,7 @@ def test_grad_scaler_before_torch_2_3(monkeypatch):
 
 def test_the_memory_model_measures_activations_under_autocast():
     """With AMP the activations saved for backward are half precision: the dynamic batch must see that."""
-    from bench.memory import measure_training_memory
+    from bench.training.memory import measure_training_memory
     import prunetrain_core as pc
 
     model = pc.build_model("resnet20", 10)
@@ -226,8 +227,8 @@ def test_the_memory_model_measures_activations_under_autocast():
 
 
 def test_check_features_is_silent_on_a_cpu_config():
-    from bench.gpu import check_features
-    from bench.hardware import GPUInfo
+    from bench.machine.gpu import check_features
+    from bench.machine.hardware import GPUInfo
 
     check_features(RunConfig(amp="fp16"), GPUInfo(0, "x", GIB, (6, 1)))
     with pytest.raises(ConfigError):
@@ -293,7 +294,7 @@ def test_check_and_speed_set_the_device_options_a_run_sets(monkeypatch, backend_
 
 def test_tf32_is_in_force_only_where_asked_and_on_a_card_that_has_it(monkeypatch, backend_flags):
     from bench.check import reconfiguration_tolerance
-    from bench.gpu import configure, precision_in_force
+    from bench.machine.gpu import configure, precision_in_force
 
     cudafake.install(monkeypatch, [A100, GTX1070])
     a100, gtx1070 = torch.device("cuda", 0), torch.device("cuda", 1)
@@ -341,7 +342,7 @@ def eager_compile(monkeypatch):
 def test_every_compilation_happens_in_the_untimed_warm_up_and_lands_in_compile_time(tmp_path, monkeypatch,
                                                                                       eager_compile):
     """40 images at batch 16: a short last batch of 8, a second shape to compile.  No timed step may compile."""
-    from bench.step import TrainStep
+    from bench.training.step import TrainStep
 
     compiled_in_timed_steps = []
     timed = TrainStep.__call__

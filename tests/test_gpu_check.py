@@ -30,7 +30,7 @@ def _small_cifar(into: Path) -> Path:
         else:
             from PIL import Image
 
-            from bench.data import synthetic_data
+            from bench.training.data import synthetic_data
 
             data = synthetic_data()[0 if split == "train" else 1]
             for c in range(10):

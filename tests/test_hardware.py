@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import hardware
-from bench.hardware import DeviceInfo, GPUInfo, arch_support, detect, format_env
+from bench.machine import hardware
+from bench.machine.hardware import DeviceInfo, GPUInfo, arch_support, detect, format_env
 
 CURRENT = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # 2.8+ cu128/cu129/cu130
 CU126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
@@ -248,7 +248,7 @@ def test_format_cudnn_encodings():
 # ---------------------------------------------------------------------------- issue 23: one statement of the build
 
 def test_the_install_line_is_the_pinned_torch_from_the_index_that_has_the_cards_kernels():
-    from bench.hardware import CU126_INSTALL, CUDA_INSTALL, TORCH_PIN, TORCHVISION_PIN, install_line
+    from bench.machine.hardware import CU126_INSTALL, CUDA_INSTALL, TORCH_PIN, TORCHVISION_PIN, install_line
 
     root = Path(__file__).resolve().parent.parent
     pins = dict(line.split("==") for line in (root / "constraints.txt").read_text().splitlines()
@@ -263,15 +263,15 @@ def test_the_install_line_is_the_pinned_torch_from_the_index_that_has_the_cards_
     # every document says the same: the README carries the exact line, no profile names another torch
     assert CU126_INSTALL in (root / "README.md").read_text()
     stale = re.compile(r"PyTorch \d+\.\d+\+?|torch==(?!%s)" % re.escape(TORCH_PIN))
-    for path in [root / "README.md", *(root / "bench" / "builtin_profiles").glob("*.toml")]:
+    for path in [root / "README.md", *(root / "bench" / "machine" / "builtin_profiles").glob("*.toml")]:
         assert not stale.search(path.read_text()), path
-    script = subprocess.run([sys.executable, str(root / "bench" / "hardware.py"), "install-line", "6.1"],
+    script = subprocess.run([sys.executable, str(root / "bench" / "machine" / "hardware.py"), "install-line", "6.1"],
                             capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
     assert script.stdout.strip() == CU126_INSTALL     # what gpu_check.sh runs before any torch is installed
 
 
 def test_bench_env_prints_the_install_line_for_the_detected_card(monkeypatch):
-    from bench.hardware import CU126_INSTALL
+    from bench.machine.hardware import CU126_INSTALL
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml())          # a GTX 1070, and a CPU-only torch
     fake_cuda(monkeypatch, available=False, arch=[], cuda_version=None)

@@ -1,4 +1,4 @@
-"""The fault seam (bench/hooks.py): inert by default, honoured only under the test suite, and said out loud."""
+"""The fault seam (bench/runfolder/hooks.py): inert by default, honoured only under the test suite, and said out loud."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.errors import ConfigError
-from bench.hooks import NO_HOOKS, FaultHooks, from_environment
+from bench.runfolder.hooks import NO_HOOKS, FaultHooks, from_environment
 
 
 def test_fault_variable_outside_the_test_suite_is_announced_and_ignored():

@@ -84,7 +84,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycle_even_through_lazy_imports():
     graph = {m: _imports(m, p) for m, p in MODULES.items()}
     assert _cycles(graph) == []
-    assert "bench.train" not in graph["bench.speed.decisions"]  # training imports the decisions, not back
+    assert "bench.training.train" not in graph["bench.training.decisions"]  # training imports the decisions, not back
 
 
 def test_every_module_imports_first_in_a_fresh_interpreter():
@@ -121,7 +121,7 @@ def test_bench_modules_are_short_or_say_why():
 def test_readme_layout_lists_exactly_the_modules():
     """Every module file in the README's layout block exists, and every module of bench/ is in it."""
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"## Layout\n+```\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"## Layout\n.*?```\n(.*?)```", text, re.S).group(1)
     named: set[str] = set()
     top = folder = ""
     for line in block.splitlines():

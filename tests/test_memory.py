@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench.memory import (
+from bench.training.memory import (
     MemoryEstimate,
     infer_optimizer_state_factor,
     measure_cuda_peak,
@@ -218,7 +218,7 @@ def test_measuring_keeps_nothing_alive():
 
 def test_a_peak_measurement_empties_the_cache_before_it_resets_the_peaks(monkeypatch):
     """Dense left 1 GiB cached; PruneTrain's step needs 300 MiB: its reserved peak must say so, not dense's GiB."""
-    from bench.memory import measure_cuda_peak
+    from bench.training.memory import measure_cuda_peak
     from cudafake import FakeAllocator
 
     mib = 1 << 20

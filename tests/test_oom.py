@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunetrain_core as pc
-from bench.batching import is_out_of_memory, run_with_oom_retry
-from bench.step import EpochMeter, TrainStep, new_scaler
+from bench.training.batching import is_out_of_memory, run_with_oom_retry
+from bench.training.step import EpochMeter, TrainStep, new_scaler
 from trainlib import make_trainer
 
 
@@ -137,7 +137,7 @@ def test_under_torchrun_an_oom_ends_this_rank_at_once_with_one_line(monkeypatch)
     (it would wait for them); exit now, and torchrun stops the others as soon as one rank fails."""
     from click.testing import CliRunner
 
-    import bench.distributed
+    import bench.training.distributed
     import bench.run
     from bench import cli
     from bench.errors import OutOfMemoryBudget
@@ -145,7 +145,7 @@ def test_under_torchrun_an_oom_ends_this_rank_at_once_with_one_line(monkeypatch)
     closed, exits = [], []
     dist = type("Dist", (), {"rank": 1, "world_size": 2, "device": torch.device("cpu"),
                              "close": lambda self: closed.append(True)})()
-    monkeypatch.setattr(bench.distributed, "maybe_init", lambda: dist)
+    monkeypatch.setattr(bench.training.distributed, "maybe_init", lambda: dist)
     monkeypatch.setattr(cli, "build_config", lambda opts, dist=None: None)
 
     def run_benchmark(*a, **k):
@@ -243,16 +243,16 @@ def test_reconfiguration_falls_back_to_surgery_on_the_cpu(tmp_path, monkeypatch)
 
 
 def test_the_memory_probe_halves_on_a_card_too_small_for_it(tmp_path, monkeypatch):
-    import bench.train
+    import bench.training.train
 
-    real, sizes = bench.train.measure_training_memory, []
+    real, sizes = bench.training.train.measure_training_memory, []
 
     def measure(model, batch, **kw):
         sizes.append(len(batch))
         if len(batch) > 4:
             raise cuda_oom()
         return real(model, batch, **kw)
-    monkeypatch.setattr(bench.train, "measure_training_memory", measure)
+    monkeypatch.setattr(bench.training.train, "measure_training_memory", measure)
     trainer = make_trainer(tmp_path, "dense")
     trainer.start()
     assert sizes == [16, 8, 4] and trainer.memory.batch_size == 4 and trainer.memory.per_sample_activations > 0

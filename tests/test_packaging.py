@@ -29,7 +29,7 @@ def test_wheel_installs_and_runs_the_smoke_profile_from_another_folder(tmp_path)
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     installed = run(sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", str(wheel))
     assert installed.returncode == 0, installed.stderr
-    assert (site / "bench" / "builtin_profiles" / "smoke.toml").is_file()   # profiles are package data
+    assert (site / "bench" / "machine" / "builtin_profiles" / "smoke.toml").is_file()   # profiles are package data
     assert not (site / "benchmarks").exists() and not (site / "tests").exists()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from bench.errors import ProfileError
-from bench.hardware import DeviceInfo, GPUInfo
-from bench.profiles import (
+from bench.machine.hardware import DeviceInfo, GPUInfo
+from bench.machine.profiles import (
     Profile,
     builtin_profile_dir,
     builtin_profiles,

@@ -33,7 +33,7 @@ def test_readme_performance_figures_are_the_committed_raw_output():
     formatted as `bench speed` prints it, with its target; the stated command wrote that file."""
     import json
 
-    from bench.report import fmt
+    from bench import fmt
 
     section = README.read_text().split("## Performance", 1)[1].split("\n## ", 1)[0]
     command = re.search(r"```bash\n(bench speed [^\n]*--json (\S+))\n```", section)

@@ -1,4 +1,4 @@
-"""The record files' one writer and one reader (bench/records.py): typed rows, strict and lenient reading."""
+"""The record files' one writer and one reader (bench/runfolder/records.py): typed rows, strict and lenient reading."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from bench.errors import RecordError
-from bench.records import (EPOCH_FIELDNAMES, EpochLog, EpochRow, RunJson, header_line, read_epochs,
+from bench.runfolder.records import (EPOCH_FIELDNAMES, EpochLog, EpochRow, RunJson, header_line, read_epochs,
                            read_run_json)
 
 

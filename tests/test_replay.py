@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import prunetrain_core as pc
 from bench.cli import main
-from bench.data import load_data
+from bench.training.data import load_data
 from bench.report import build_report, load_runs
 
 TINY_GPU = """
@@ -196,7 +196,7 @@ SAVED_TOLERANCE_PTS = 15.0
 
 @pytest.mark.slow
 def test_replay_predicts_the_measured_cpu_time_of_a_small_run(small_run, replayed):
-    from bench.replay_check import compare
+    from bench.replay.check import compare
 
     c = compare(small_run, replayed)
     assert set(c["modes"]) == {"dense", "prunetrain"} and len(c["epochs"]) == 6
@@ -262,7 +262,7 @@ def test_replay_reads_the_runs_image_folder_given_again(small_run, tmp_path):
 
 def test_a_trajectory_knows_the_budget_searchs_trial_surgeries(small_run, tmp_path):
     """The replayed reconfiguration repeats the run's change-budget trials, read from its record."""
-    from bench.trajectory import load_trajectory
+    from bench.replay.trajectory import load_trajectory
 
     src = tmp_path / "budget"
     src.mkdir()
@@ -279,8 +279,8 @@ def test_shapes_after_the_penalty_window_are_timed_without_the_penalty(small_run
     """As bench run: the penalty acts up to the window's last epoch, whose reconfiguration starts the next shape."""
     from dataclasses import replace
 
-    from bench.replay import StepRunner
-    from bench.trajectory import load_trajectory
+    from bench.replay.run import StepRunner
+    from bench.replay.trajectory import load_trajectory
 
     traj = load_trajectory(small_run)  # 3 epochs, a shape after each of epochs 1 and 2
     data = load_data("synthetic", subset=64).train
@@ -296,8 +296,8 @@ def test_shapes_after_the_penalty_window_are_timed_without_the_penalty(small_run
 
 # ------------------------------------------------------------------------------- shapes that do not fit the card
 def _need_at_batch_1(arch: dict) -> int:
-    """What the replay's memory model predicts for one image (measured as bench.replay measures it)."""
-    from bench.memory import measure_training_memory
+    """What the replay's memory model predicts for one image (measured as bench.replay.run measures it)."""
+    from bench.training.memory import measure_training_memory
 
     model = pc.rebuild(arch)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -371,13 +371,13 @@ def test_shapes_are_timed_one_at_a_time_when_they_do_not_fit_here_together(small
     import gc
     import weakref
 
-    import bench.replay
-    import bench.replay_fit
+    import bench.replay.run
+    import bench.replay.fit
 
     live: weakref.WeakSet = weakref.WeakSet()
     held: list[int] = []
 
-    class Counted(bench.replay.StepRunner):
+    class Counted(bench.replay.run.StepRunner):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             live.add(self)
@@ -387,11 +387,11 @@ def test_shapes_are_timed_one_at_a_time_when_they_do_not_fit_here_together(small
             held.append(len(live))
             super().__call__()
 
-    monkeypatch.setattr(bench.replay, "StepRunner", Counted)
+    monkeypatch.setattr(bench.replay.run, "StepRunner", Counted)
     shapes = sum(len(s["architectures"]) for s in json.loads((small_run / "run.json").read_text())["modes"].values())
     results = {}
     for timing, available in (("sequential", 1), ("interleaved", 2**50)):
-        monkeypatch.setattr(bench.replay_fit, "available_memory", lambda device, a=available: a)
+        monkeypatch.setattr(bench.replay.fit, "available_memory", lambda device, a=available: a)
         held.clear()
         out = tmp_path / timing
         result = _invoke(["replay", str(small_run), "--profile", "smoke", "--results-dir", str(out), "--budget", "0.2",

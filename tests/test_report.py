@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import RecordError
-from bench.records import EPOCH_FIELDNAMES, atomic_write_json
+from bench.runfolder.records import EPOCH_FIELDNAMES, atomic_write_json
 from bench.report import build_report, load_runs
 from bench.report.aggregate import batch_sequence
 from bench.report.plots import PLOT_NAMES as ALL_PLOT_NAMES
@@ -537,7 +537,7 @@ def test_a_setting_added_to_runconfig_splits_the_groups(tmp_path, monkeypatch):
 
 def test_no_negative_or_tiny_divisor_ratio_is_printed(tmp_path):
     """A slower PruneTrain gave "−8.40" and a 1 % FLOP saving "−25.20" in the ratio column; now the cell says why."""
-    from bench.report.fmt import ratio_cell
+    from bench.fmt import ratio_cell
 
     row = {"time_per_flops_saved": -8.4, "train_flops_saved_pct": 5.2, "time_saved_pct": -43.8, "n": 1}
     assert ratio_cell(row) == "– (no time saved)"
@@ -573,7 +573,7 @@ def test_a_finding_timed_under_contention_says_its_time_comparison_is_not_trustw
 
 
 def test_busy_message_names_the_load_and_the_busy_processes():
-    from bench.contention import Contention, busy_message
+    from bench.machine.contention import Contention, busy_message
 
     assert busy_message(Contention(1.0, 0.3, 0.2, ""), cpu_cores=2, threads=1) is None
     text = busy_message(Contention(1.0, 2.6, 1.9, "python(4242) 0.98 cores"), cpu_cores=2, threads=2)

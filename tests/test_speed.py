@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 import prunetrain_core as pc
 from bench import speed
-from bench.speed import decisions, shapes, timing
+from bench.training import decisions, shapes
+from bench.machine import timing
 from bench.cli import SPEED_SECTIONS, main
 
 

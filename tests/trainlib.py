@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from bench.config import RunConfig
-from bench.data import load_data
-from bench.train import ModeTrainer, RunContext
+from bench.training.data import load_data
+from bench.training.train import ModeTrainer, RunContext
 
 
 def make_trainer(tmp_path: Path, mode: str = "prunetrain", *, model: str = "resnet20", images: int = 64,

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..config import CONTROLS, METHODS
-from .fmt import missing
+from ..fmt import missing
 from .load import Run
 from .settings import setting_parts, settings_text, varied_settings
 from .stats import mean_ci
@@ -253,7 +253,7 @@ def control_metrics(run: Run, m: dict[str, Any]) -> dict[str, float]:
 
 def peak_fraction(run: Run, m: dict[str, Any]) -> dict[str, float]:
     """Each mode's achieved training rate (Σ train_flops ÷ training time) and its share of the device's
-    measured peak (run.json → device_peak, bench.peak); NaN where a record lacks either."""
+    measured peak (run.json → device_peak, bench.machine.peak); NaN where a record lacks either."""
     peak = run.meta.get("device_peak") if isinstance(run.meta.get("device_peak"), dict) else {}
     rate = peak.get("flops_per_s")
     rate = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0 else math.nan
@@ -354,8 +354,8 @@ def contended_epochs(run: Run, mode: str | None = None) -> int:
 
 
 def contended_flags(run: Run, e: pd.DataFrame) -> list[bool]:
-    """Per row of ``e`` (epochs of ``run``): was it timed under contention (bench.contention's rule)?"""
-    from ..contention import is_contended
+    """Per row of ``e`` (epochs of ``run``): was it timed under contention (bench.machine.contention's rule)?"""
+    from ..machine.contention import is_contended
 
     if "other_cpu_cores" not in e or "busy_processes" not in e:
         return [False] * len(e)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import fmt
+from .. import fmt
 from .aggregate import FUNCTION_CHANGE_TOLERANCE, TIME_TO_ACCURACY_MARGIN
 
 HEADERS = ["Device", "Model / data", "Reconfigurations", "Largest function change",

@@ -1,4 +1,4 @@
-"""Find and read run folders for the report, tolerating damaged records (bench.records' lenient readers).
+"""Find and read run folders for the report, tolerating damaged records (bench.runfolder.records' lenient readers).
 
 Records come from many machines, copied around by hand, sometimes while a run
 is still writing them.  So nothing here raises on bad input: every problem
@@ -18,9 +18,9 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from .. import records
+from ..runfolder import records
 from ..errors import RecordError
-from ..records import COLUMN_TYPES, EPOCH_FIELDNAMES, MODES, read_epochs
+from ..runfolder.records import COLUMN_TYPES, EPOCH_FIELDNAMES, MODES, read_epochs
 
 
 
@@ -248,7 +248,7 @@ def find_run_dirs(paths: Sequence[Path], warnings: list[str]) -> list[Path]:
 
 
 # --------------------------------------------------------------------------
-# The record files, read leniently by bench.records' readers
+# The record files, read leniently by bench.runfolder.records' readers
 
 def _isnan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
@@ -256,7 +256,7 @@ def _isnan(x: Any) -> bool:
 
 def read_epochs_csv(path: Path, warnings: list[str]) -> pd.DataFrame | None:
     """The complete, valid rows of one epochs.csv as a frame (numbers as float, plus ``line``); None when
-    nothing is usable.  Reading and its warnings: :func:`bench.records.read_epochs`."""
+    nothing is usable.  Reading and its warnings: :func:`bench.runfolder.records.read_epochs`."""
     rows = read_epochs(path, strict=False, warnings=warnings)
     if rows is None:
         return None
@@ -270,7 +270,7 @@ def read_epochs_csv(path: Path, warnings: list[str]) -> pd.DataFrame | None:
 
 
 def read_run_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """run.json read leniently (see :func:`bench.records.read_run_json`)."""
+    """run.json read leniently (see :func:`bench.runfolder.records.read_run_json`)."""
     return records.read_run_json(path, strict=False, warnings=warnings)
 
 

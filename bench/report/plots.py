@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import fmt
+from .. import fmt
 from .aggregate import Aggregation
 from .load import MODES, Run
 

@@ -21,8 +21,9 @@ from typing import Any, Sequence, Union
 
 import pandas as pd
 
-from ..atomic import atomic_write_bytes
-from . import faithful, fmt
+from ..runfolder.atomic import atomic_write_bytes
+from . import faithful
+from .. import fmt
 from .aggregate import BY_DESIGN, BY_DESIGN_RANDOM, CONTROL_KEYS, FUNCTION_CHANGE_TOLERANCE, \
     TRAINING_TIME_DEFINITION, Aggregation
 from .settings import shared_settings

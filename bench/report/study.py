@@ -19,7 +19,7 @@ from matplotlib import colormaps, rc_context
 from matplotlib.figure import Figure
 
 from ..errors import RecordError
-from . import fmt
+from .. import fmt
 from ..sweep import STUDY_FILE, dense_partner, read_study
 from .aggregate import _summarise, pair_problem, run_record, train_time
 from .load import Run

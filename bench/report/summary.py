@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import fmt
+from .. import fmt
 from .aggregate import aggregate, pair_problem, train_time
 from .load import load_run
 

@@ -14,8 +14,8 @@ the per-round ratios).  Sections (:data:`SECTIONS`, one module each):
               step time (the full CIFAR-10 training set); also the harness's
               whole reconfiguration (``ModeTrainer.reconfigure``: plan,
               surgery, lasso groups, FLOP count, memory model, batch decision).
-``harness``   ``bench.train.ModeTrainer.train_epoch`` (dense mode) against a
-              bare PyTorch loop over the same :class:`bench.data.Loader`;
+``harness``   ``bench.training.train.ModeTrainer.train_epoch`` (dense mode) against a
+              bare PyTorch loop over the same :class:`bench.training.data.Loader`;
               plus the harness's absolute per-step cost, measured precisely
               with a tiny model, as a fraction of the real step; plus the
               per-epoch checkpoint.
@@ -24,13 +24,13 @@ the per-round ratios).  Sections (:data:`SECTIONS`, one module each):
               to multiples of 8): step-time ratio against FLOP ratio, each
               against the dense model in the same memory format (contiguous
               and channels_last; shapes that crash oneDNN in channels_last,
-              see :func:`bench.speed.decisions.channels_last_hazard`, are
+              see :func:`bench.training.decisions.channels_last_hazard`, are
               listed, not run).
-``rounding``  what :func:`bench.speed.decisions.auto_round_channels` measures and picks.
+``rounding``  what :func:`bench.training.decisions.auto_round_channels` measures and picks.
 ``gating``    channel union against channel gating at equal pruning (every
               layer's own random half of its channels dead): the convolutions
               alone and the whole training step, gating ÷ union.
-``data``      the in-memory uint8 :class:`~bench.data.Loader` against
+``data``      the in-memory uint8 :class:`~bench.training.data.Loader` against
               torchvision ``ImageFolder`` + ``DataLoader`` decoding JPEGs.
 
 Modules: :mod:`.timing` (statistics, interleaving, device sync),

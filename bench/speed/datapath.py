@@ -10,9 +10,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..data import CIFAR10_MEAN, CIFAR10_STD, ImageData, Loader, _decode_all, _list_split, load_data
+from ..training.data import CIFAR10_MEAN, CIFAR10_STD, ImageData, Loader, _decode_all, _list_split, load_data
 from .table import Row
-from .timing import CIFAR_TRAIN_IMAGES, Case, Stat, interleaved, resolve_device, steps_per_epoch, sync
+from ..machine.timing import CIFAR_TRAIN_IMAGES, Case, Stat, interleaved, resolve_device, steps_per_epoch, sync
 
 
 def write_jpeg_folder(root: Path, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> Path:
@@ -67,7 +67,7 @@ def data_paths(images: int = 2048, batch: int = 128, device=None, workers: int |
         ds = Subset(ds, range(images))
     n_img = len(ds)
     dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers)
-    # the fast path: decode once (timed apart, as bench.data does), then every epoch reuses the uint8 tensor
+    # the fast path: decode once (timed apart, as bench.training.data does), then every epoch reuses the uint8 tensor
     t0 = time.perf_counter()
     entries, _ = _list_split(Path(folder), None)
     imgs, labels = _decode_all(entries[:n_img])

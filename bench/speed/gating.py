@@ -17,9 +17,9 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from .shapes import TrainStep, input_size, random_batch, train_flops, zero_channels
+from ..training.shapes import TrainStep, input_size, random_batch, train_flops, zero_channels
 from .table import Row
-from .timing import Case, Stat, interleaved, ratio_stat, resolve_device
+from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device
 
 
 @torch.no_grad()

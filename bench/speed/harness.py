@@ -13,10 +13,10 @@ from torch import nn
 import prunetrain_core as pc
 
 from ..config import RunConfig
-from ..data import Loader, load_data
-from ..train import ModeTrainer, RunContext
+from ..training.data import Loader, load_data
+from ..training.train import ModeTrainer, RunContext
 from .table import TARGET_HARNESS, Row, pct_row
-from .timing import Case, Stat, interleaved, resolve_device, steps_per_epoch, sync
+from ..machine.timing import Case, Stat, interleaved, resolve_device, steps_per_epoch, sync
 
 
 #: validation images held out of the synthetic set (the held-out batch of a reconfiguration)

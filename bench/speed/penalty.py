@@ -5,9 +5,9 @@ import torch
 
 import prunetrain_core as pc
 
-from .shapes import TrainStep, input_size, random_batch
+from ..training.shapes import TrainStep, input_size, random_batch
 from .table import TARGET_PENALTY, Row, pct_row
-from .timing import Case, Stat, calibrate_inner, interleaved, ratio_stat, resolve_device
+from ..machine.timing import Case, Stat, calibrate_inner, interleaved, ratio_stat, resolve_device
 
 
 def measure_penalty(model_name: str = "resnet32", batch: int = 128, device=None, rounds: int = 15,

@@ -7,11 +7,11 @@ import torch
 
 import prunetrain_core as pc
 
-from ..train import ModeTrainer
+from ..training.train import ModeTrainer
 from .harness import harness_context
-from .shapes import TrainStep, copy_with_optimizer, input_size, random_batch, with_momentum, zeroed_model
+from ..training.shapes import TrainStep, copy_with_optimizer, input_size, random_batch, with_momentum, zeroed_model
 from .table import TARGET_RECONFIG, Row, pct_row
-from .timing import Case, Stat, interleaved, ratio_stat, resolve_device, steps_per_epoch
+from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device, steps_per_epoch
 
 
 def measure_reconfig(model_names: Sequence[str] = ("resnet32", "resnet50"), batch: int = 128, device=None,

@@ -1,10 +1,10 @@
 """Section ``rounding``: what automatic channel rounding measures on this device, and what it picks."""
 from __future__ import annotations
 
-from . import decisions
-from .decisions import RoundingProbe
+from ..training import decisions
+from ..training.decisions import RoundingProbe
 from .table import Row
-from .timing import resolve_device
+from ..machine.timing import resolve_device
 
 
 def probe_rows(probe: RoundingProbe) -> list[Row]:

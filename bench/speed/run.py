@@ -16,7 +16,7 @@ from .reconfig import measure_reconfig
 from .rounding import rounding_rows
 from .sweep import FORMATS, measure_sweep
 from .table import Row, SpeedReport
-from .timing import device_name, loadavg, resolve_device
+from ..machine.timing import device_name, loadavg, resolve_device
 
 
 @dataclass

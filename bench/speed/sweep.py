@@ -9,10 +9,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .decisions import channels_last_hazard
-from .shapes import TrainStep, channel_summary, input_size, pruned_models, random_batch, train_flops
+from ..training.decisions import channels_last_hazard
+from ..training.shapes import TrainStep, channel_summary, input_size, pruned_models, random_batch, train_flops
 from .table import TARGET_MIN_FLOPS_SAVED, TARGET_TIME_PER_FLOP, Row
-from .timing import Case, Stat, interleaved, ratio_stat, resolve_device
+from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device
 
 SWEEP_SHAPES: tuple[tuple[str, float | str, int], ...] = (
     ("dense (reconfigured, keep 1.0)", 1.0, 1),

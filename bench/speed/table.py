@@ -1,6 +1,6 @@
 """Rows of ``bench speed``, the targets they are checked against, and the result table (JSON, CSV, text).
 
-Numbers are formatted by the report's formatter (:mod:`bench.report.fmt`), so
+Numbers are formatted by the report's formatter (:mod:`bench.fmt`), so
 a figure reads the same in ``bench speed`` and in ``bench report``.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..report import fmt
-from .timing import Stat
+from .. import fmt
+from ..machine.timing import Stat
 
 #: the targets (fractions) that rows are checked against
 TARGET_PENALTY = 0.03          # penalty ≤ 3% of a dense step

@@ -164,7 +164,7 @@ def maybe_init() -> DistContext | None:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         if local >= torch.cuda.device_count():
-            from .errors import ConfigError
+            from ..errors import ConfigError
             raise ConfigError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) here: use at most one "
                               "process per GPU (--nproc-per-node), or CUDA_VISIBLE_DEVICES= to train on the CPU")
         torch.cuda.set_device(local)

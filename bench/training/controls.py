@@ -22,8 +22,8 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from .config import CONTROLS, RunConfig
-from .errors import ConfigError
+from ..config import CONTROLS, RunConfig
+from ..errors import ConfigError
 
 #: bisection steps of the thinning factor; channel counts are integers, so the search ends on a plateau long before
 THIN_SEARCH_STEPS = 30

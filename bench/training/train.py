@@ -5,9 +5,9 @@ group-lasso term from the first step and, every ``interval`` epochs, asks the
 engine to reconfigure the model into a smaller dense one, then re-decides the
 mini-batch for the memory that freed up.  Everything a row of epochs.csv
 holds is measured here; the row is appended when its epoch ends and the
-checkpoint written right after it.  The step itself is :mod:`bench.step`,
-the batch rule and the out-of-memory retry :mod:`bench.batching`, the
-checkpoint and the exported model :mod:`bench.checkpoint`.
+checkpoint written right after it.  The step itself is :mod:`bench.training.step`,
+the batch rule and the out-of-memory retry :mod:`bench.training.batching`, the
+checkpoint and the exported model :mod:`bench.training.checkpoint`.
 
 (Over 400 lines on purpose: the loop, evaluation and reconfiguration of one mode,
 the parts that share the trainer's state; everything else lives in the modules above.)
@@ -30,14 +30,14 @@ import prunetrain_core as pc
 from . import checkpoint, methods
 from .batching import BatchPolicy, elsewhere_on_oom, halve_on_oom, run_with_oom_retry
 from .checkpoint import ModeState
-from .config import RunConfig
-from .contention import Contention, ContentionProbe
+from ..config import RunConfig
+from ..machine.contention import Contention, ContentionProbe
 from .data import DataSplit, ImageData, Loader
 from .distributed import debug_dump
-from .errors import CheckpointError, ConfigError, DivergenceError
-from .hooks import NO_HOOKS, Hooks
+from ..errors import CheckpointError, ConfigError, DivergenceError
+from ..runfolder.hooks import NO_HOOKS, Hooks
 from .memory import measure_training_memory, reset_cuda_peak
-from .records import SCHEMA_VERSION, EpochLog
+from ..runfolder.records import SCHEMA_VERSION, EpochLog
 from .step import EpochMeter, EpochStats, TrainStep, autocast_dtype, make_scaler, memory_format, new_scaler
 
 MEMORY_PROBE_BATCH = 16
@@ -61,8 +61,8 @@ class RunContext:
     log: EpochLog | None                 # None on ranks other than 0
     on_architecture: Callable[[str, dict], None] = lambda mode, arch: None
     progress: bool = False
-    dist: Any = None                     # bench.distributed.DistContext when world_size > 1
-    hooks: Hooks = NO_HOOKS              # the test suite's fault seam (bench.hooks): inert by default
+    dist: Any = None                     # bench.training.distributed.DistContext when world_size > 1
+    hooks: Hooks = NO_HOOKS              # the test suite's fault seam (bench.runfolder.hooks): inert by default
     echo: Callable[[str], None] = lambda line: None  # one line per epoch (epoch_line), on any stream
 
     @property
@@ -78,7 +78,7 @@ class ModeTrainer:
     def __init__(self, ctx: RunContext, mode: str):
         self.ctx, self.mode, self.cfg = ctx, mode, ctx.cfg
         self.prune = mode == "prunetrain"
-        self.method = methods.for_mode(mode, self.cfg)  # a competing method (bench.methods), or None
+        self.method = methods.for_mode(mode, self.cfg)  # a competing method (bench.training.methods), or None
         self.example = self._example_batch()
         self.held_x, self.held_y = self._held_out_batch() if self.prune or self.method else (None, None)
         self.state = ModeState()
@@ -128,7 +128,7 @@ class ModeTrainer:
     def start(self, model: nn.Module | None = None) -> None:
         """A fresh mode: the same initial weights for both modes (seeded), batch checked against the budget.
 
-        ``model``: a control's initial network (bench.controls), already initialised by dense's rule.
+        ``model``: a control's initial network (bench.training.controls), already initialised by dense's rule.
         """
         if model is None:
             torch.manual_seed(self.cfg.seed)
@@ -214,7 +214,7 @@ class ModeTrainer:
 
     # ------------------------------------------------------------------ batch decisions
     def _decide_batch(self, at_start: bool) -> None:
-        """PruneTrain's dynamic mini-batch: largest multiple of the base batch that fits (bench.batching)."""
+        """PruneTrain's dynamic mini-batch: largest multiple of the base batch that fits (bench.training.batching)."""
         if not self.cfg.adjust_batch:
             return
         batch, reason = self.policy.after_reshape(self.memory.fixed, self.memory.per_sample_activations,
@@ -264,7 +264,7 @@ class ModeTrainer:
                 self.ctx.hooks.kill_point("mid-epoch")
             bar.update(1)
         self._sync()
-        # neither the warm-ups nor torch.compile's compilations were training (bench.step books both)
+        # neither the warm-ups nor torch.compile's compilations were training (bench.training.step books both)
         elapsed = time.perf_counter() - start - meter.warmup_s - meter.compile_s
         contention = probe.stop()
         if contention.cpu_time_s is not None:  # ... nor was their CPU time

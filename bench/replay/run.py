@@ -8,10 +8,10 @@ training steps of all shapes in interleaved rounds (so a busy phase of a
 shared machine hits them alike) until each median is stable or the time
 budget runs out, times each reconfiguration as real surgery between the two
 recorded shapes (a competing method's pruning by its own decision, and its
-penalty before it: bench.methods), and writes a run folder of the ``bench run`` schema with
+penalty before it: bench.training.methods), and writes a run folder of the ``bench run`` schema with
 ``source = replay``: ``epoch_time_s`` = the epoch's images / batch × the
 median step time.  A shape the target card cannot train even at batch 1 is
-recorded as such (``fits`` 0, its need and the limit, no time: bench.replay_fit),
+recorded as such (``fits`` 0, its need and the limit, no time: bench.replay.fit),
 and when all shapes together would not fit in this machine's memory they are
 timed one at a time instead of interleaved (the records say which and why).
 What it cannot know: how a different batch would have
@@ -37,25 +37,25 @@ import torch.nn.functional as F
 
 import prunetrain_core as pc
 
-from .batching import BatchPolicy, memory_limit
-from .config import default
-from .contention import ContentionProbe
-from .data import ImageData, Loader, load_data
-from .errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
-from . import methods
-from .memory import MemoryEstimate, measure_training_memory
-from .atomic import atomic_write_json
-from .records import SCHEMA_VERSION, write_epochs
-from .replay_records import arch_record, replay_row
-from . import replay_fit
-from .replay_fit import NoFit, decide_batch
-from .step import EpochMeter, TrainStep, make_scaler
-from .speed.decisions import channels_last_hazard
-from .speed.shapes import zero_channels
-from .speed.timing import Case, Stat, time_case
+from ..training.batching import BatchPolicy, memory_limit
+from ..config import default
+from ..machine.contention import ContentionProbe
+from ..training.data import ImageData, Loader, load_data
+from ..errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
+from ..training import methods
+from ..training.memory import MemoryEstimate, measure_training_memory
+from ..runfolder.atomic import atomic_write_json
+from ..runfolder.records import SCHEMA_VERSION, write_epochs
+from .records import arch_record, replay_row
+from . import fit as replay_fit
+from .fit import NoFit, decide_batch
+from ..training.step import EpochMeter, TrainStep, make_scaler
+from ..training.decisions import channels_last_hazard
+from ..training.shapes import zero_channels
+from ..machine.timing import Case, Stat, time_case
 from .trajectory import Shape, Trajectory, load_trajectory
 
-MEMORY_PROBE_BATCH = 16          # as bench.train
+MEMORY_PROBE_BATCH = 16          # as bench.training.train
 # Consecutive steps of one shape per timed sample.  Rounds still interleave the shapes (drift hits all
 # alike), but one step at a time cost each step ~12 % on this CPU (another model's weights and buffers
 # in the caches and the allocator: ResNet-20 dense, 0.157 s alone vs 0.176 s interleaved step by
@@ -100,7 +100,7 @@ class TimedShape:
 
 
 class StepRunner:
-    """One ``bench.step.TrainStep`` of a rebuilt shape on the real loader's batches: what ``bench run`` times."""
+    """One ``bench.training.step.TrainStep`` of a rebuilt shape on the real loader's batches: what ``bench run`` times."""
 
     def __init__(self, shape: Shape, data: ImageData, batch: int, device: torch.device, cfg, lam: float):
         torch.manual_seed(cfg.seed)
@@ -230,7 +230,7 @@ def time_shapes(timed: dict, timing: str, data: ImageData, device, cfg, lam: flo
     """Time every shape in ``timed`` (sets its step and step_cpu): all in interleaved rounds, or one at a time.
 
     ``sequential``: each shape's steps are built, timed and freed before the next is built, so only one is
-    held at once (bench.replay_fit.timing_plan chose it: together they do not fit here).
+    held at once (bench.replay.fit.timing_plan chose it: together they do not fit here).
     Returns the rounds run (summed over the shapes one at a time) and why timing stopped.
     """
     def build(ts: TimedShape) -> Case:
@@ -380,8 +380,10 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     checked before the run folder is created; a shape too large for the target
     card is a result (``fits`` 0), not a failure.
     """
-    from .run import (_now, git_commit, new_run_dir, portable_command, portable_profile, prepare_device,
-                      select_device_name, versions)
+    from ..run import (
+        _now, git_commit, new_run_dir, portable_command, portable_profile, prepare_device, select_device_name,
+        versions,
+    )
 
     s = settings or ReplaySettings()
     traj = load_trajectory(run_dir)

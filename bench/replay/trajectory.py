@@ -15,9 +15,9 @@ from typing import Any
 
 import prunetrain_core as pc
 
-from .config import RunConfig
-from .errors import RecordError
-from .records import read_epochs, read_run_json
+from ..config import RunConfig
+from ..errors import RecordError
+from ..runfolder.records import read_epochs, read_run_json
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Trajectory:
 def load_trajectory(run_dir: Path) -> Trajectory:
     run_dir = Path(run_dir)
     path = run_dir / "run.json"
-    from .run import config_from_record  # bench.run imports the trainer: only when replaying
+    from ..run import config_from_record  # bench.run imports the trainer: only when replaying
 
     meta = read_run_json(path, strict=True, needed_by="`bench replay`")
     cfg = config_from_record(path, meta["config"])

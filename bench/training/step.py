@@ -1,6 +1,6 @@
 """One training step of one model: autocast, loss scaling, PruneTrain's penalty and its λ.
 
-Kept apart from the loop (:mod:`bench.train`) so that the step can be timed on
+Kept apart from the loop (:mod:`bench.training.train`) so that the step can be timed on
 its own for any model, and so that what happens after the optimizer step has
 one place: ``post_step_hooks`` run after every applied update (e.g. a proximal
 group-lasso step on the freshly updated weights).  The per-epoch sums the step
@@ -77,14 +77,14 @@ class EpochStats:
     peak_memory_bytes: int
     peak_reserved_bytes: int | None     # CUDA only: what the allocator held (the emulation cap limits this)
     comm_wait_s: float | None = 0.0   # None where not separable (DDP on CUDA)
-    contention: Any = None            # bench.contention.Contention: the machine's load during the epoch
+    contention: Any = None            # bench.machine.contention.Contention: the machine's load during the epoch
 
 
 def memory_format(model: nn.Module, device: torch.device, channels_last: bool, mode: str) -> tuple[nn.Module, bool]:
     """``model`` in the memory format it trains in, and whether that is channels_last (as asked, where safe)."""
     if not channels_last:
         return model, False
-    from .speed.decisions import channels_last_hazard
+    from .decisions import channels_last_hazard
 
     hazard = channels_last_hazard(model, device)
     if hazard:  # torch 2.14's CPU oneDNN crashes in this backward: train contiguous instead
@@ -147,7 +147,7 @@ class TrainStep:
         self.lasso, self.lpr, self.lam, self.reduce_mean = lasso, lpr, lam, reduce_mean
         self.channels_last = channels_last
         self.penalty_in_loss = penalty_in_loss  # False: λ and the ratio only; a post-step hook applies the penalty
-        self.nan_loss = False          # test seam (bench.hooks): make the loss NaN
+        self.nan_loss = False          # test seam (bench.runfolder.hooks): make the loss NaN
         self.penalty_on = True         # False after the penalty window (--lasso-until): CE alone
         self.post_step_hooks: list[Callable[[], None]] = []
 

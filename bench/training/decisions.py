@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .shapes import TrainStep, input_size, pruned_models, random_batch, train_flops
-from .timing import Case, Stat, interleaved, ratio_stat, resolve_device
+from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device
 
 ROUND_CANDIDATES = (1, 4, 8, 16)
 ROUNDING_TOLERANCE = 0.03      # "as fast as the fastest": within 3% (the noise of a few rounds)

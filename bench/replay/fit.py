@@ -1,13 +1,13 @@
 """What fits, for `bench replay`: each shape on the target card, and all shapes at once on this machine.
 
-The target card: the profile's batch rule (bench.batching), exactly as ``bench run``
+The target card: the profile's batch rule (bench.training.batching), exactly as ``bench run``
 applies it.  A shape that does not fit even at batch 1 is a result, not a refusal:
 its epochs are recorded with ``fits = 0``, the need at batch 1 and the limit it
 missed, and no time (:class:`NoFit`).
 
 This machine: the interleaved rounds hold every shape at once (model, gradients,
 momentum, a batch's activations).  :func:`timing_plan` compares the memory model's
-sum (bench.memory, at each shape's chosen batch) with the memory available where
+sum (bench.training.memory, at each shape's chosen batch) with the memory available where
 the shapes live (``MemAvailable`` of /proc/meminfo on the CPU, the CUDA driver's
 free memory on a GPU); when it does not fit, the shapes are timed one at a time
 (build, time, free), and the records say so: drift between them is then not
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .batching import BatchPolicy
-from .errors import OutOfMemoryBudget
-from .memory import MemoryEstimate
+from ..training.batching import BatchPolicy
+from ..errors import OutOfMemoryBudget
+from ..training.memory import MemoryEstimate
 
 #: share of the available memory the timed shapes may take together: the memory model leaves out backward's
 #: transient buffers and the allocator's rounding, and the synthetic or real image pool lives there too

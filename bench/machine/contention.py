@@ -99,7 +99,7 @@ class ContentionProbe:
 def gpu_processes(device: Any) -> list[str]:
     """Other processes NVML lists on CUDA ``device`` (compute and graphics), as ``name(pid) N MiB``.
 
-    The card is found in NVML by its UUID / PCI bus id (:func:`bench.hardware.nvml_handle`):
+    The card is found in NVML by its UUID / PCI bus id (:func:`bench.machine.hardware.nvml_handle`):
     NVML's index is PCI order and ignores ``CUDA_VISIBLE_DEVICES``, so CUDA's index would
     count another card's processes.
     """

@@ -19,8 +19,8 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from .errors import CheckpointError
-from .atomic import atomic_write_bytes
+from ..errors import CheckpointError
+from ..runfolder.atomic import atomic_write_bytes
 
 FORMAT = 1
 

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .atomic import atomic_write_bytes, atomic_write_json
-from .config import MODES
-from .errors import RecordError
+from ..config import MODES
+from ..errors import RecordError
 from .hooks import NO_HOOKS, Hooks
 
 __all__ = ["SCHEMA_VERSION", "MODES", "EpochRow", "EPOCH_FIELDNAMES", "COLUMN_TYPES", "EpochLog", "write_epochs", "RunJson",

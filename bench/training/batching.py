@@ -7,7 +7,7 @@ the rule the benchmark uses.
 
 Memory model: ``need(b) = fixed + per_sample * b`` bytes (parameters, grads
 and optimizer state are fixed; activations grow linearly with the batch), from
-:func:`bench.memory.measure_training_memory` or from two CUDA peaks at two
+:func:`bench.training.memory.measure_training_memory` or from two CUDA peaks at two
 batch sizes (:func:`fit_linear_need`).  Only ``headroom * budget`` bytes are
 usable; the rest absorbs what the model leaves out (allocator rounding,
 fragmentation, cuDNN workspaces, transient gradient buffers).

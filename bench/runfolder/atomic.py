@@ -14,7 +14,7 @@ os.umask(_UMASK)
 def atomic_write_bytes(path: Path, data: bytes, before_replace: Callable[[], None] | None = None) -> None:
     """Write ``data`` to ``path`` through a fsync'ed temporary file renamed over it.
 
-    ``before_replace`` runs between the fsync and the rename (the test suite's kill point, see bench.hooks).
+    ``before_replace`` runs between the fsync and the rename (the test suite's kill point, see bench.runfolder.hooks).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -122,7 +122,7 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     try:
-        from ..hardware import _cpu_model
+        from .hardware import _cpu_model
 
         name = _cpu_model()
     except Exception:  # pragma: no cover - best effort

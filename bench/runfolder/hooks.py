@@ -34,7 +34,7 @@ import os
 import signal
 from typing import Callable, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 KILL_POINTS = ("mid-epoch", "reconfigure", "checkpoint-write", "run-json-write", "record-append")
 FAULT_VARIABLES = ("BENCH_FAULT_KILL_AT", "BENCH_FAULT_NAN_AT")

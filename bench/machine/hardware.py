@@ -47,7 +47,7 @@ class GPUInfo:
     """One GPU as NVML (or torch) reports it.
 
     ``index`` is NVML's (PCI order) in :func:`detect`'s list and CUDA's for the
-    GPU a run trains on (:func:`bench.gpu.identify`); ``uuid`` ("GPU-...") and
+    GPU a run trains on (:func:`bench.machine.gpu.identify`); ``uuid`` ("GPU-...") and
     ``pci_bus_id`` are set where the card was identified by them.
     """
 
@@ -94,7 +94,7 @@ class DeviceInfo:
     otherwise ``"cpu"`` (``gpus`` still lists what NVML saw, and
     ``warnings`` says why it is not used).  ``selected`` is the GPU the run
     trains on, identified from the selected CUDA device (NVML's first GPU is
-    not necessarily CUDA's, see :mod:`bench.gpu`); without it, the first GPU.
+    not necessarily CUDA's, see :mod:`bench.machine.gpu`); without it, the first GPU.
     """
 
     kind: str
@@ -528,10 +528,10 @@ def format_env(info: DeviceInfo) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":   # `python3 bench/hardware.py install-line 6.1`: the install step of gpu_check.sh,
+if __name__ == "__main__":   # `python3 bench/machine/hardware.py install-line 6.1`: the install step of gpu_check.sh,
     import sys               # before any torch is installed (this module imports torch only in detect())
 
     if len(sys.argv) != 3 or sys.argv[1] != "install-line":
-        sys.exit("usage: python3 bench/hardware.py install-line MAJOR.MINOR")
+        sys.exit("usage: python3 bench/machine/hardware.py install-line MAJOR.MINOR")
     major, _, minor = sys.argv[2].strip().partition(".")
     print(install_line((int(major), int(minor or 0))) or "")

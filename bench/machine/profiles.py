@@ -23,8 +23,8 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .config import Overrides, partial_from, profile_source, resolve
-from .errors import BenchError, ProfileError
+from ..config import Overrides, partial_from, profile_source, resolve
+from ..errors import BenchError, ProfileError
 from .hardware import GIB, DeviceInfo
 
 DEVICE_KINDS = ("cuda", "cpu")
@@ -79,7 +79,7 @@ class Profile:
         CUDA context (and the driver memory of the cuDNN and cuBLAS handles) takes
         its share first.  So the larger of the profile's reserve and
         ``context_bytes`` -- this process's driver memory outside the allocator,
-        measured where NVML reports it (:func:`bench.gpu.context_bytes`) -- is
+        measured where NVML reports it (:func:`bench.machine.gpu.context_bytes`) -- is
         subtracted: (budget - context) / device total.  What the emulation still
         leaves out: the small card's slower memory and fewer SMs (time is the big
         card's), and a context that grows after the measurement (cuDNN's handle

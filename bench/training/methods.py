@@ -30,8 +30,8 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from .config import RunConfig
-from .errors import CheckpointError, ConfigError
+from ..config import RunConfig
+from ..errors import CheckpointError, ConfigError
 
 
 class Competing:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .config import FP32_PRECISIONS
-from .errors import ConfigError
+from ..config import FP32_PRECISIONS
+from ..errors import ConfigError
 from .hardware import DeviceInfo, GPUInfo, _to_str, arch_support, cuda_card, nvml_handle
 
 COMPILE_MIN_CAPABILITY = (7, 0)   # Triton, torch.compile's GPU backend, refuses older GPUs
@@ -188,7 +188,7 @@ def configure(device: torch.device, fp32_precision: str = "ieee") -> None:
       must choose, and record (:func:`precision_in_force`).  Both modes run in one process
       after this call, so they share it.
     * ``cudnn.benchmark`` on CUDA: cuDNN autotunes each new shape (untimed warm-up,
-      bench.step), so a check exercises autotuning under the memory cap and a speed
+      bench.training.step), so a check exercises autotuning under the memory cap and a speed
       figure times the kernels a run gets.
     """
     if fp32_precision not in FP32_PRECISIONS:

@@ -1,6 +1,6 @@
 """The records of a replayed run: one epochs.csv row per original epoch, one run.json entry per shape.
 
-Split from bench.replay (which times the shapes) so that the replay's record format sits in one place:
+Split from bench.replay.run (which times the shapes) so that the replay's record format sits in one place:
 a shape the target card cannot train even at batch 1 is recorded here as ``fits`` 0 with its need and
 the limit it missed, and no time.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .records import SCHEMA_VERSION
+from ..runfolder.records import SCHEMA_VERSION
 from .trajectory import Trajectory
 
 
@@ -54,7 +54,7 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
 
 
 def arch_record(ts: Any) -> dict:
-    """One shape's run.json entry; ``ts`` a bench.replay.TimedShape (not imported: bench.replay imports this)."""
+    """One shape's run.json entry; ``ts`` a bench.replay.run.TimedShape (not imported: bench.replay.run imports this)."""
     sh = ts.shape
     return {"epoch": sh.epoch, "channels": list(sh.channels.items()), "params": sh.params,
             "inference_flops": sh.inference_flops, "train_flops_per_image": sh.train_flops_per_image,

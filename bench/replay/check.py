@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .contention import is_contended
+from ..machine.contention import is_contended
 from .trajectory import load_trajectory
 
 MODES = ("dense", "prunetrain")

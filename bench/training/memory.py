@@ -1,6 +1,6 @@
 """Training-memory measurement: what one training iteration keeps alive, in bytes.
 
-Why: PruneTrain's dynamic mini-batch rule (:mod:`bench.batching`) grows the
+Why: PruneTrain's dynamic mini-batch rule (:mod:`bench.training.batching`) grows the
 batch as pruning frees memory, and the benchmark emulates small GPUs' budgets.
 Both need a memory model that does not depend on the device the benchmark
 happens to run on, so :func:`measure_training_memory` counts bytes instead of
@@ -26,7 +26,7 @@ optimizer_state`` (:meth:`MemoryEstimate.total_for_batch`).  This ignores the
 allocator's rounding and fragmentation, cuDNN workspaces and the transient
 gradient buffers of backward; on CUDA, :func:`measure_cuda_peak` gives the real
 peak and two peaks at two batch sizes give the same linear model
-(:func:`bench.batching.fit_linear_need`).
+(:func:`bench.training.batching.fit_linear_need`).
 
 Measuring changes nothing: there is no backward pass and no optimizer step,
 grads are untouched, module modes, buffers (BatchNorm running statistics) and
