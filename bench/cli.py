@@ -181,7 +181,7 @@ def run(**opts) -> None:
         refuse_resume_changes(opts)
     dist = maybe_init()
     existing = opts["resume"] or opts["controls_of"]
-    cfg = None if existing else build_config(opts, dist)
+    cfg, machine = (None, None) if existing else build_run(opts, dist)
     quiet = opts["quiet"] or (dist is not None and dist.rank != 0)
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     from .run import add_controls, run_benchmark, run_repeats
@@ -195,11 +195,11 @@ def run(**opts) -> None:
                                    data_dir=data_dir)
         elif opts["repeat"] > 1:
             run_dir = run_repeats(cfg, opts["repeat"], results_dir=Path(opts["results_dir"]), progress=progress,
-                                  echo=echo, dist=dist)[-1].parent
+                                  echo=echo, dist=dist, machine=machine)[-1].parent
         else:
             run_dir = run_benchmark(cfg, results_dir=Path(opts["results_dir"]),
                                     resume=Path(opts["resume"]) if opts["resume"] else None,
-                                    progress=progress, echo=echo, dist=dist, data_dir=data_dir)
+                                    progress=progress, echo=echo, dist=dist, data_dir=data_dir, machine=machine)
     except OutOfMemoryBudget as exc:
         if dist is None:
             raise
@@ -239,10 +239,14 @@ def _exit_now(code: int) -> None:
 
 def build_config(opts: dict, dist=None):
     """The options given (not None) over the profile's defaults, through bench.config's one loader."""
+    return build_run(opts, dist)[0]
+
+
+def build_run(opts: dict, dist=None):
+    """:func:`build_config` and the machine it was built for (the device and profile the command chose once,
+    bench.machine.setup.choose), which the run is then given."""
     from .config import partial_from, resolve
-    from .machine.gpu import select
-    from .machine.hardware import detect
-    from .machine.profiles import resolve_profile
+    from .machine.setup import choose
 
     given = {k: v for k, v in opts.items() if k in FIELDS and v is not None}
     if opts.get("mode"):
@@ -254,15 +258,15 @@ def build_config(opts: dict, dist=None):
     if auto_round:
         del given["round_channels"]
     cli = partial_from(given)  # wrong types are one line before any device or profile is looked at
-    device, info = select(cli.get("device", default("device")), detect(), dist)  # the card trained on
     spec = cli.get("profile", default("profile"))
-    profile = resolve_profile(spec, info)
-    given["profile"] = profile.name if spec == "auto" else spec
+    machine = choose(cli.get("device", default("device")), spec, dist)  # the card trained on, its profile
+    given["profile"] = machine.profile.name if spec == "auto" else spec
     if auto_round:
         from .training.decisions import auto_round_channels
 
-        given["round_channels"] = auto_round_channels(cli.get("model", profile.defaults.model), device)
-    return resolve(profile=profile.defaults, given=partial_from(given))
+        given["round_channels"] = auto_round_channels(cli.get("model", machine.profile.defaults.model),
+                                                      machine.device)
+    return resolve(profile=machine.profile.defaults, given=partial_from(given)), machine
 
 
 # ---------------------------------------------------------------------------------------------- sweep

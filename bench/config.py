@@ -40,6 +40,11 @@ FP32_PRECISIONS = ("ieee", "tf32")   # how fp32 matmuls and convolutions compute
 ADDED = {"added": True}
 
 
+def scaled_lr(base_lr: float, batch: int, base_batch: int) -> float:
+    """Linear scaling rule: ``lr0 * b / B0``."""
+    return base_lr * batch / base_batch
+
+
 @dataclass
 class RunConfig:
     """Defaults are PruneTrain's published CIFAR settings and its method (``lasso="paper"``).
@@ -104,9 +109,18 @@ class RunConfig:
     def schedule_factor(self, epoch: int) -> float:
         return self.lr_gamma ** sum(epoch >= m for m in self.milestone_epochs())
 
+    def lr_at(self, epoch: int, batch: int) -> float:
+        """The learning rate of ``epoch`` at mini-batch ``batch``: the step schedule, scaled linearly with the
+        batch (the trainer's and a replay's rows alike)."""
+        return scaled_lr(self.lr * self.schedule_factor(epoch), batch, self.batch_size)
+
     def lasso_last_epoch(self) -> int:
         """The last 1-based epoch trained under the penalty (all of them at ``lasso_until = 1``)."""
         return max(1, round(self.lasso_until * self.epochs))
+
+    def penalised(self, epoch: int) -> bool:
+        """Whether 1-based ``epoch`` trains under PruneTrain's penalty (inside the --lasso-until window)."""
+        return epoch <= self.lasso_last_epoch()
 
     def is_reconfiguration_epoch(self, epoch: int) -> bool:
         """Reconfigure after epochs interval, 2·interval, ... and at the end of the penalty window; not after
@@ -201,6 +215,9 @@ PUBLISHED_METHOD: dict[str, Any] = {
     "group_weight": "uniform", "keep_bn_scale": False, "change_budget": 0.0, "lasso_until": 1.0,
     "structure": "union", "round_channels": 1,
 }
+#: RunConfig fields that only PruneTrain reads: dense is the same whatever their value (bench sweep runs one
+#: dense per repeat for them)
+PRUNETRAIN_ONLY = frozenset(PUBLISHED_METHOD) | {"interval"}  # the method's settings and when it reconfigures
 #: how a differing method setting reads in a method's name
 _METHOD_WORDS: dict[str, Callable[[Any], str]] = {
     "lasso": lambda v: f"{v} step" if v != "paper" else "subgradient step",

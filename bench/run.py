@@ -1,25 +1,17 @@
 """``bench run`` as a library call: validate everything, then train dense and PruneTrain on one schedule.
 
-(Over 400 lines on purpose, for now: the run folder's life — creation, lock, resume, repeats and the
-modes built from PruneTrain's records — is one story; the run-folder package of #24 takes it apart.)
-
 All user input (profile, model, data, options) is checked before the run
 folder exists, so a mistake never leaves a half-written results folder.  The
-run folder is created exclusively with a unique id, so concurrent runs into
-one results directory never collide.
+run folder (bench.runfolder) is created exclusively with a unique id, so
+concurrent runs into one results directory never collide.  The flow: the
+command's configuration and device setup (bench.machine.setup), the data, the
+run folder and its run.json (bench.runfolder.runjson), then each mode's
+trainer (bench.training), epoch by epoch.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as _dt
-import hashlib
-import os
-import platform
-import secrets
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,146 +19,25 @@ import torch
 
 import prunetrain_core as pc
 
-from . import __version__
-from .training import checkpoint
-from .machine import gpu
-from .training.checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
-from .training import controls
-from .config import AFTER_PRUNETRAIN, CONTROLS, PAIR, Overrides, RunConfig, method_differences, method_name, partial_from, \
-    record_source, resolve, run_method
+from .config import AFTER_PRUNETRAIN, CONTROLS, PAIR, RunConfig, method_differences, method_name, partial_from, \
+    resolve, run_method
+from .errors import ConfigError, DivergenceError, OutOfMemoryBudget
 from .machine.contention import busy_now
-from .training.data import DataSplit, load_data
 from .machine.peak import measure_peak
-from .training.step import autocast_dtype
-from .errors import ConfigError, DivergenceError, OutOfMemoryBudget, RecordError
-from .machine.hardware import DeviceInfo, detect
+from .machine.setup import Machine, choose, prepare_device, select_device_name
+from .runfolder.folder import lock_run_dir, locked, new_run_dir, now, portable_config, remove_stale_temp_files, \
+    resumed_data_dir
 from .runfolder.hooks import from_environment
-from .machine.profiles import Profile, resolve_profile
-from .runfolder.records import SCHEMA_VERSION, EpochLog, RunJson, read_epochs, read_run_json
+from .runfolder.records import EpochLog, read_epochs
+from .runfolder.runjson import RunJson, config_from_record, read_run_json, recorded_profile, recorded_settings, \
+    run_record
+from .training import checkpoint, controls
+from .training.checkpoint import load_exported  # noqa: F401  (the documented bench.run.load_exported)
+from .training.data import DataSplit, load_data
+from .training.step import autocast_dtype
 from .training.train import ModeTrainer, RunContext
 
 Echo = Callable[[str], None]
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def git_commit(root: Path | None = None) -> str | None:
-    """HEAD of the checkout this code runs from, with ``-dirty`` when the code (bench/, prunetrain_core/)
-    differs from it: a record must not claim a commit whose code it did not run.  None outside a checkout."""
-    root = root or Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    head = git("rev-parse", "HEAD")
-    if not head:
-        return None
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "bench", "prunetrain_core")
-    return f"{head}-dirty" if changed is None or changed else head
-
-
-def versions(device: torch.device | None = None) -> dict[str, Any]:
-    """The software a record was made with; with ``device``, the fp32 precision in force on it (gpu.configure)."""
-    import torchvision
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-           else None, "bench": __version__}
-    if device is not None:
-        out["fp32_precision"] = gpu.precision_in_force(device)
-    return out
-
-
-def new_run_dir(results_dir: Path, profile: str, model: str) -> tuple[str, Path]:
-    """Create ``results_dir/<run-id>`` exclusively: two processes never get the same folder."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    for _ in range(100):
-        run_id = f"{stamp}-{profile}-{model}-{secrets.token_hex(3)}"
-        path = results_dir / run_id
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return run_id, path
-    raise ConfigError(f"could not create a unique run folder in {results_dir}")
-
-
-@dataclass(frozen=True)
-class DeviceSetup:
-    """The device a run trains on, the machine described by it, its profile, budget and emulation."""
-
-    device: torch.device
-    info: DeviceInfo
-    profile: Profile
-    budget_bytes: int
-    emulated: bool
-
-
-def prepare_device(cfg, dist=None, info: DeviceInfo | None = None, profile: Profile | None = None) -> DeviceSetup:
-    """Select and check the device (bench.machine.gpu), match the profile to that card, and cap its memory (--emulate).
-
-    ``cfg``: a RunConfig, or any settings with ``device``, ``profile`` and ``emulate`` (a replay's).
-    """
-    device, info = gpu.select(cfg.device, info if info is not None else detect(), dist)
-    gpu.configure(device, getattr(cfg, "fp32_precision", "ieee"))
-    if profile is None:  # a resumed run brings the profile it recorded
-        profile = resolve_profile(cfg.profile, info)
-    budget = profile.resolve_budget(info)
-    if device.type != "cuda":  # a GPU profile's budget decisions, made on the CPU, are emulated
-        gpu.check_cpu_features(cfg)
-        return DeviceSetup(device, info, profile, budget, emulated=profile.device_kind == "cuda")
-    gpu.check_features(cfg, info.gpu)
-    fraction = profile.emulation_fraction(info, gpu.context_bytes(device)) if cfg.emulate else None
-    if fraction is not None:
-        gpu.cap_memory(fraction, device)
-    return DeviceSetup(device, info, profile, budget, emulated=fraction is not None)
-
-
-def select_device_name(info: DeviceInfo, device: torch.device) -> str:
-    """The device name written into every row."""
-    return info.device_name if device.type == "cuda" else f"cpu: {info.cpu_model}"
-
-
-def portable_config(cfg: RunConfig, profile: Profile) -> dict[str, Any]:
-    """The configuration as run.json keeps it: names instead of this machine's paths (data folder, profile file)."""
-    d = cfg.to_dict()
-    d["data_dir"] = Path(cfg.data_dir).name if cfg.data_dir else None
-    d["profile"] = profile.name
-    return d
-
-
-def portable_profile(profile: Profile) -> dict[str, Any]:
-    """The profile as run.json keeps it: its file by name and a hash of its content, not this machine's path."""
-    d = profile.to_dict()
-    src = Path(profile.source) if profile.source else None
-    if src is not None and src.is_file():
-        d["source"] = f"{src.name} sha256:{hashlib.sha256(src.read_bytes()).hexdigest()[:16]}"
-    return d
-
-
-def portable_command(argv: list[str]) -> str:
-    """The command line without this machine's paths: ``bench`` for the program, a path argument by its name."""
-    words = ["bench"] + [Path(a).name if os.sep in a and not a.startswith("-") else a for a in argv[1:]]
-    return " ".join(words)
-
-
-def resumed_data_dir(path: Path, recorded: str | None, data_dir: Path | None) -> str | None:
-    """The image folder of a resumed run: given again with --data-dir (run.json keeps only its name)."""
-    if recorded is None:
-        if data_dir is not None:
-            raise ConfigError(f"{path}: the run did not read an image folder; drop --data-dir")
-        return None
-    if data_dir is None:
-        raise ConfigError(f"{path}: the run read the image folder '{recorded}' (records keep only its name); "
-                          "give it again with --data-dir FOLDER")
-    return str(data_dir)
 
 
 def load_run_data(cfg: RunConfig) -> DataSplit:
@@ -187,81 +58,22 @@ def _check_same_data(path: Path, recorded: Any, data) -> None:
                           "give the folder the run started with")
 
 
-def _recorded_profile(path: Path, meta: dict) -> Profile:
-    """The profile a resumed run started with, as run.json recorded it (its file may not exist here)."""
-    try:
-        return Profile.from_dict(meta["profile"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RecordError(f"{path}: key 'profile' is not a recorded profile ({exc})") from None
-
-
 def _read_resumed(run_dir: Path) -> dict:
     """run.json of a run folder to resume, read strictly (one RecordError line naming the key otherwise)."""
     return read_run_json(run_dir / "run.json", strict=True)
 
 
-def recorded_settings(path: Path, d: Any, table: str = "config") -> Overrides:
-    """The RunConfig a record holds, every key present and typed (RecordError names the key)."""
-    if not isinstance(d, dict):
-        raise RecordError(f"{path}: key '{table}' is missing or not a table")
-    return partial_from(d, record_source(path, table), complete=True)
-
-
-def config_from_record(path: Path, d: dict) -> RunConfig:
-    """The RunConfig recorded in run.json, checked by the loader every source of settings goes through."""
-    return resolve(resumed=recorded_settings(path, d))
-
-
-def _lock_run_dir(run_dir: Path):
-    """Hold an exclusive lock on the run folder for this process's lifetime (released by the kernel on kill -9).
-
-    A second ``bench run --resume`` of a folder that is still being written fails at once instead of
-    interleaving records.  Returns the open lock file (keep it referenced) or None where flock is missing.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    fh = open(run_dir / ".lock", "a+")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise ConfigError(f"{run_dir}: another `bench run` is writing this run folder; "
-                          "wait for it to end (or stop it) before --resume") from None
-    return fh
-
-
-@contextlib.contextmanager
-def _locked(run_dir: Path):
-    """The run folder's lock held for the block (see _lock_run_dir)."""
-    lock = _lock_run_dir(run_dir)
-    try:
-        yield
-    finally:
-        if lock is not None:
-            lock.close()
-
-
-def _remove_stale_temp_files(run_dir: Path) -> None:
-    """Temporary files of atomic writes that a kill left behind (never renamed, so never part of the record)."""
-    for folder in (run_dir, run_dir / "checkpoints"):
-        for tmp in folder.glob(".*.tmp"):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-
-
 def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"), resume: Path | None = None,
-                  progress: bool = False, echo: Echo = lambda s: None, dist=None, data_dir: Path | None = None) -> Path:
+                  progress: bool = False, echo: Echo = lambda s: None, dist=None, data_dir: Path | None = None,
+                  machine: Machine | None = None) -> Path:
     """Run (or resume) one benchmark; returns the run folder.
 
     ``data_dir`` gives a resumed run its image folder again (records keep only the folder's name).
+    ``machine``: the device and profile the command chose for ``cfg`` (bench.machine.setup.choose); a
+    resumed run brings the profile it recorded.
     """
-    info = detect()
     hooks = from_environment(warn=lambda line: print(f"warning: {line}", file=sys.stderr))
-    profile: Profile | None = None
+    threads = None
     if resume is not None:
         resume = Path(resume)
         # under torchrun rank 0 reads run.json and broadcasts it: every rank resumes the same record
@@ -270,21 +82,22 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         cfg = resolve(resumed=recorded, given=partial_from({  # batch is global: any process count resumes
             "data_dir": resumed_data_dir(resume / "run.json", recorded.get("data_dir"), data_dir),
             "world_size": dist.world_size if dist is not None else 1}))
-        profile = _recorded_profile(resume / "run.json", old)
+        profile = recorded_profile(resume / "run.json", old)
         if old.get("status") == "finished":
             echo(f"{resume} is already finished")
             return resume
-        threads = old.get("torch_threads")
-        if type(threads) is int and threads > 0:
-            torch.set_num_threads(threads)  # CPU kernels sum in another order with another thread count
+        recorded_threads = old.get("torch_threads")
+        if type(recorded_threads) is int and recorded_threads > 0:
+            threads = recorded_threads  # CPU kernels sum in another order with another thread count
+        machine = choose(cfg.device, profile, dist)
     assert cfg is not None
     cfg.validate()
     if cfg.model not in pc.available_models():
         raise ConfigError(f"unknown model '{cfg.model}': choose one of {', '.join(pc.available_models())}")
     if cfg.threads and resume is None:
-        torch.set_num_threads(cfg.threads)  # before torch_threads is recorded (a resume uses the recorded count)
-    setup = prepare_device(cfg, dist, info, profile=profile)
-    info, device, profile, budget, emulated = setup.info, setup.device, setup.profile, setup.budget_bytes, setup.emulated
+        threads = cfg.threads  # set before torch_threads is recorded (a resume uses the recorded count)
+    setup = prepare_device(cfg, dist, machine, threads)
+    info, device, profile, emulated = setup.info, setup.device, setup.profile, setup.emulated
     data = load_run_data(cfg)
     if resume is not None:
         _check_same_data(resume / "run.json", old.get("data"), data)
@@ -300,24 +113,17 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
             run_id, run_dir = dist.from_rank0(lambda: new_run_dir(Path(results_dir), profile.name, cfg.model))
         else:
             run_id, run_dir = new_run_dir(Path(results_dir), profile.name, cfg.model)
-        meta = RunJson(run_dir / "run.json", {
-            "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running",
-            "created": _now(), "finished": None, "config": portable_config(cfg, profile),
-            "hardware": info.to_dict(), "device": str(device), "profile": portable_profile(profile),
-            "emulated": emulated, "memory_budget_bytes": budget, "data": data.to_dict(),
-            "versions": versions(device), "git_commit": git_commit(), "seed": cfg.seed,
-            "torch_threads": torch.get_num_threads(),  # a resume uses the same: same float results on CPU
-            "command": portable_command(sys.argv), "busy_at_start": busy,
-            "method": run_method(cfg), "method_differs": method_differences(cfg),
-            "modes": {m: {"status": "pending", "architectures": [], "method": method_name(cfg, m)} for m in cfg.modes},
-        }, hooks)
+        meta = RunJson(run_dir / "run.json", run_record(
+            run_id, "running", portable_config(cfg, profile), setup, data.to_dict(), cfg.seed,
+            {m: {"status": "pending", "architectures": [], "method": method_name(cfg, m)} for m in cfg.modes},
+            busy_at_start=busy, method=run_method(cfg), method_differs=method_differences(cfg)), hooks)
     if hooks.active:  # a record says what it is: this run had faults injected
-        meta.data.setdefault("fault_injection", []).append({"at": _now(), "variables": hooks.active})
+        meta.data.setdefault("fault_injection", []).append({"at": now(), "variables": hooks.active})
     lock = None
     if writer:
-        lock = _lock_run_dir(run_dir)
+        lock = lock_run_dir(run_dir)
         if resume is not None:
-            _remove_stale_temp_files(run_dir)
+            remove_stale_temp_files(run_dir)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         meta.data["status"] = "running"
         meta.save()
@@ -327,7 +133,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
     ctx = RunContext(
         cfg=cfg, run_id=run_id, run_dir=run_dir, device=device, data=data, profile_name=profile.name,
         device_name=select_device_name(info, device),
-        emulated=emulated, budget_bytes=budget, reserve_bytes=profile.reserve_bytes, headroom=profile.headroom,
+        emulated=emulated, budget_bytes=setup.budget_bytes, reserve_bytes=profile.reserve_bytes, headroom=profile.headroom,
         log=log, progress=progress, dist=dist, hooks=hooks, echo=echo,
         on_architecture=(lambda mode, arch: meta.add_architecture(mode, arch)) if writer else (lambda m, a: None),
     )
@@ -345,7 +151,7 @@ def run_benchmark(cfg: RunConfig | None, *, results_dir: Path = Path("results"),
         if writer:
             failed = [m for m in cfg.modes if meta.mode(m)["status"] != "finished"]
             meta.data["status"] = "failed" if failed else "finished"
-            meta.data["finished"] = _now()
+            meta.data["finished"] = now()
             # where the run ends: the device's measured peak rate at the precision it trained in (bench.machine.peak)
             meta.data["device_peak"] = measure_peak(device, autocast_dtype(cfg.amp, device))
             meta.save()
@@ -412,7 +218,7 @@ def add_controls(run_dir: Path, *, data_dir: Path | None = None, **kwargs: Any) 
     """``bench run --controls-of RUN``: the control modes added to a run folder whose PruneTrain finished,
     then run there as a resume does (the recorded configuration, its data, its seed)."""
     run_dir = Path(run_dir)
-    with _locked(run_dir):
+    with locked(run_dir):
         old = _read_resumed(run_dir)
         if not isinstance(old.get("modes"), dict) or old["modes"].get("prunetrain", {}).get("status") != "finished":
             raise ConfigError(f"{run_dir}: its PruneTrain mode has not finished; the controls are built from it")

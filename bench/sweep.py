@@ -18,22 +18,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import json
 import secrets
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import FIELDS, PUBLISHED_METHOD, RunConfig, parse_text, partial_from, resolve
-from .errors import BenchError, ConfigError, DivergenceError, RecordError
+from .config import FIELDS, PRUNETRAIN_ONLY, RunConfig, parse_text, partial_from, resolve
+from .errors import BenchError, ConfigError, DivergenceError
 from .runfolder.atomic import atomic_write_json
-from .runfolder.records import read_run_json
+from .runfolder.folder import lock_run_dir, portable_command, resumed_data_dir
+from .runfolder.runjson import read_run_json, recorded_settings
+from .runfolder.study import STUDY_FILE, read_study
 
-STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
-#: RunConfig fields that only PruneTrain reads: dense is the same whatever their value
-PRUNETRAIN_ONLY = frozenset(PUBLISHED_METHOD) | {"interval"}  # the method's settings and when it reconfigures
 #: fields a study may not vary: they name the run rather than a setting of it
 NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate",
                           # the competing methods' settings: a study runs dense and PruneTrain, which never read them
@@ -115,15 +113,6 @@ def plan_study(base: RunConfig, varied: dict[str, list[Any]], repeat: int) -> li
     return entries
 
 
-def dense_partner(entries: Sequence[dict], entry: dict) -> dict | None:
-    """The dense entry a PruneTrain entry is compared with (same repeat, same dense-relevant values)."""
-    want = {k: v for k, v in entry["setting"].items() if k not in PRUNETRAIN_ONLY}
-    for e in entries:
-        if e["mode"] == "dense" and e["repeat"] == entry["repeat"] and e["setting"] == want:
-            return e
-    return None
-
-
 class Study:
     """study.json of one study folder, rewritten atomically after every change."""
 
@@ -142,8 +131,6 @@ class Study:
     @classmethod
     def create(cls, results_dir: Path, base: RunConfig, varied: dict[str, list[Any]], repeat: int,
                tag: str = "") -> "Study":
-        from .run import portable_command
-
         entries = plan_study(base, varied, repeat)
         results_dir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -175,8 +162,6 @@ class Study:
 
     def base_config(self) -> RunConfig:
         """The recorded base configuration, its image folder the one given now (a missing one is a ConfigError)."""
-        from .run import recorded_settings, resumed_data_dir
-
         recorded = recorded_settings(self.path, self.data["base_config"], "base_config")
         data_dir = None if self.data_dir is None else Path(self.data_dir)
         return resolve(resumed=recorded, given=partial_from(
@@ -185,33 +170,6 @@ class Study:
     def entry_config(self, entry: dict) -> RunConfig:
         return Entry(entry["id"], entry["mode"], entry["setting"], entry["seed"], entry["repeat"]).config(
             self.base_config())
-
-
-def read_study(path: Path) -> dict:
-    """A study record with every key ``--resume`` and the report need checked (one RecordError line)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{path}: not found; --resume of a study needs a folder made by `bench sweep`") from None
-    except (OSError, ValueError) as exc:
-        raise RecordError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict) or data.get("kind") != "study":
-        raise RecordError(f"{path}: key 'kind' must be 'study'")
-    for key, typ in (("study_id", str), ("varied", dict), ("base_config", dict), ("entries", list),
-                     ("repeat", int)):
-        if not isinstance(data.get(key), typ):
-            raise RecordError(f"{path}: key '{key}' is missing or not a {typ.__name__}")
-    for i, e in enumerate(data["entries"]):
-        ok = (isinstance(e, dict) and e.get("mode") in ("dense", "prunetrain") and isinstance(e.get("id"), str)
-              and isinstance(e.get("setting"), dict) and type(e.get("seed")) is int
-              and type(e.get("repeat")) is int and (e.get("run") is None or isinstance(e.get("run"), str))
-              and e.get("status") in ("pending", "running", "finished", "failed"))
-        if not ok:
-            raise RecordError(f"{path}: key 'entries[{i}]' is not a study entry (id, mode, setting, seed, "
-                              "repeat, run, status)")
-        if e["run"] is not None and (Path(e["run"]).name != e["run"] or e["run"].startswith(".")):
-            raise RecordError(f"{path}: key 'entries[{i}].run' must be a folder name inside the study")
-    return data
 
 
 def _started_folder(study: Study, entry: dict) -> Path | None:
@@ -223,7 +181,7 @@ def _started_folder(study: Study, entry: dict) -> Path | None:
         cfg = (meta or {}).get("config")
         if not isinstance(cfg, dict) or not {"modes", "seed", *entry["setting"]} <= cfg.keys():
             continue
-        # run.json keeps the data folder and the profile by name (bench.run.portable_config): compare the rest
+        # run.json keeps the data folder and the profile by name (bench.runfolder.folder.portable_config): compare the rest
         if all(cfg[k] == v for k, v in want.items() if k in cfg and k not in ("data_dir", "profile")):
             return d
     return None
@@ -235,9 +193,9 @@ def run_study(study: Study, *, progress: bool = False, echo: Echo = lambda s: No
     A diverged run is recorded as failed and the others still run; the
     caller learns of it by a DivergenceError at the end.
     """
-    from .run import _lock_run_dir, run_benchmark
+    from .run import run_benchmark
 
-    lock = _lock_run_dir(study.folder)  # a second sweep on the same folder fails at once
+    lock = lock_run_dir(study.folder)  # a second sweep on the same folder fails at once
     failures: list[str] = []
     try:
         study.data["status"] = "running"
@@ -314,7 +272,6 @@ def replay_study(folder: Path, results_dir: Path, settings: Any = None, *, echo:
     same section with this machine's times (accuracy stays the original's).
     """
     from .replay.run import replay
-    from .run import recorded_settings
 
     src = Study.open(Path(folder))
     todo = [e for e in src.data["entries"] if e["status"] == "finished" and e["run"]]

@@ -10,8 +10,8 @@ from bench.training.batching import (
     fit_linear_need,
     lower_after_oom,
     predicted_need,
-    scaled_lr,
 )
+from bench.config import scaled_lr
 from bench.errors import OutOfMemoryBudget
 
 MiB = 2**20

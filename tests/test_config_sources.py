@@ -13,7 +13,8 @@ from bench import cli
 from bench.config import RunConfig, partial_from, record_source, resolve
 from bench.errors import ConfigError, ProfileError, RecordError
 from bench.machine.profiles import load_profile
-from bench.run import config_from_record, portable_config
+from bench.runfolder.folder import portable_config
+from bench.runfolder.runjson import config_from_record
 
 PROFILE = 'name = "mine"\n[device]\nkind = "cpu"\n[budget]\nmemory_gib = 1\n[defaults]\n'
 

@@ -59,7 +59,7 @@ import torch
 from click.testing import CliRunner
 
 import prunetrain_core as pc
-from bench import run as bench_run
+from bench.runfolder import folder as bench_run
 from bench.cli import main as bench_main
 from bench.report import load_runs
 from bench.report.load import read_epochs_csv

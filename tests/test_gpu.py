@@ -20,7 +20,7 @@ from bench import cli
 from bench.config import RunConfig
 from bench.errors import CheckpointError, ConfigError
 from bench.machine.hardware import detect
-from bench.run import prepare_device
+from bench.machine.setup import prepare_device
 from bench.training.step import new_scaler
 from trainlib import make_trainer
 import cudafake

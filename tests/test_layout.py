@@ -12,78 +12,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_layering import cycles, imports, modules
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("bench", "prunetrain_core")
 MAX_LINES = 420  # "about 400"
 # A module may be longer when its docstring says why, with this phrase.
 LONG_REASON = "Over 400 lines on purpose"
 
 
-def _modules() -> dict[str, Path]:
-    out = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-            out[name.removesuffix(".__init__")] = path
-    return out
-
-
-MODULES = _modules()
+MODULES = modules()
 
 
 def _imports(module: str, path: Path) -> set[str]:
     """Project modules that ``module`` imports anywhere in its body (lazy imports included)."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
-            found.update(subs if len(subs) == len(node.names) else [base])
-    return {m for m in found if m in MODULES and m != module}
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    out: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
+    return set(imports(module, path, set(MODULES)))
 
 
 def test_no_import_cycle_even_through_lazy_imports():
     graph = {m: _imports(m, p) for m, p in MODULES.items()}
-    assert _cycles(graph) == []
+    assert cycles(graph) == []
     assert "bench.training.train" not in graph["bench.training.decisions"]  # training imports the decisions, not back
 
 

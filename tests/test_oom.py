@@ -146,7 +146,7 @@ def test_under_torchrun_an_oom_ends_this_rank_at_once_with_one_line(monkeypatch)
     dist = type("Dist", (), {"rank": 1, "world_size": 2, "device": torch.device("cpu"),
                              "close": lambda self: closed.append(True)})()
     monkeypatch.setattr(bench.training.distributed, "maybe_init", lambda: dist)
-    monkeypatch.setattr(cli, "build_config", lambda opts, dist=None: None)
+    monkeypatch.setattr(cli, "build_run", lambda opts, dist=None: (None, None))
 
     def run_benchmark(*a, **k):
         raise OutOfMemoryBudget("prunetrain: out of memory at batch 256 under torchrun; restart with --batch-size 128")

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from bench.errors import RecordError
-from bench.runfolder.records import (EPOCH_FIELDNAMES, EpochLog, EpochRow, RunJson, header_line, read_epochs,
-                           read_run_json)
+from bench.runfolder.records import EPOCH_FIELDNAMES, EpochLog, EpochRow, header_line, read_epochs
+from bench.runfolder.runjson import RunJson, read_run_json
 
 
 def _values(**changes) -> dict:

@@ -225,7 +225,7 @@ def test_env_and_profiles_commands():
 def test_git_commit_says_when_the_code_differs_from_it(tmp_path):
     import subprocess
 
-    from bench.run import git_commit
+    from bench.runfolder.folder import git_commit
 
     def git(*args):
         subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,

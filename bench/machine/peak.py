@@ -16,14 +16,11 @@ from typing import Any
 
 import torch
 
+from .timing import sync as _sync
+
 #: square matmul side per device kind: large enough to reach the rate a large GEMM gets
 SIDE = {"cpu": 1024, "cuda": 8192}
 REPEATS = 5
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_peak(device: torch.device, dtype: torch.dtype | None = None, *, side: int | None = None,

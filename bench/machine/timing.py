@@ -84,25 +84,55 @@ def calibrate_inner(fn: Callable[[], Any], target_s: float = 0.02, device=None, 
     return int(max(1, min(limit, math.ceil(target_s / max(t, 1e-7)))))
 
 
-def interleaved(cases: Mapping[str, Case], rounds: int, *, warmup: int = 1, device=None,
-                budget_s: float | None = None, min_rounds: int = 2) -> dict[str, list[float]]:
-    """Time every case once per round, rotating the order; returns seconds per call, per case.
+#: asked after every round with the rounds run and the seconds since the first: why to stop now, or None
+StopRule = Callable[[int, float, Mapping[str, list[float]]], "str | None"]
 
-    ``budget_s`` stops after the round in which it ran out (never before ``min_rounds``).
+
+def budget_rule(budget_s: float | None, min_rounds: int = 2) -> StopRule:
+    """Stop after the round in which ``budget_s`` ran out (never before ``min_rounds``)."""
+    def stop(done: int, elapsed: float, samples: Mapping[str, list[float]]) -> str | None:
+        return "budget spent" if budget_s is not None and done >= min_rounds and elapsed > budget_s else None
+    return stop
+
+
+def timed_rounds(cases: Mapping[str, Case], rounds: int, *, warmup: int = 1, device=None,
+                 stop: StopRule | None = None, cpu: dict[str, list[float]] | None = None
+                 ) -> tuple[dict[str, list[float]], int, str]:
+    """The one timing mechanism: every case once per round, rotating the order, until ``stop`` says why.
+
+    Returns seconds per call, per case, the rounds run and why they stopped (``"max rounds"`` when all
+    ``rounds`` ran).  ``cpu``: filled with this process's CPU seconds per call of each sample too.
     """
     names = list(cases)
-    for _ in range(warmup):
+    for _ in range(warmup):            # allocator, oneDNN/cuDNN kernel choice
         for name in names:
             time_case(cases[name], device)
     samples: dict[str, list[float]] = {n: [] for n in names}
-    start = time.perf_counter()
+    if cpu is not None:
+        cpu.update({n: [] for n in names})
+    start, why, done = time.perf_counter(), "max rounds", 0
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            c0 = time.process_time()
             samples[name].append(time_case(cases[name], device))
-        if budget_s is not None and r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
+            if cpu is not None:
+                cpu[name].append((time.process_time() - c0) / max(1, cases[name].inner))
+        done = r + 1
+        reason = stop(done, time.perf_counter() - start, samples) if stop is not None else None
+        if reason is not None:
+            why = reason
             break
-    return samples
+    return samples, done, why
+
+
+def interleaved(cases: Mapping[str, Case], rounds: int, *, warmup: int = 1, device=None,
+                budget_s: float | None = None, min_rounds: int = 2) -> dict[str, list[float]]:
+    """:func:`timed_rounds` under a time budget; returns seconds per call, per case.
+
+    ``budget_s`` stops after the round in which it ran out (never before ``min_rounds``).
+    """
+    return timed_rounds(cases, rounds, warmup=warmup, device=device, stop=budget_rule(budget_s, min_rounds))[0]
 
 
 def ratio_stat(num: Sequence[float], den: Sequence[float]) -> Stat:

@@ -30,7 +30,7 @@ def replay_row(traj: Trajectory, row: dict, timed: dict, run_id: str, profile: s
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "mode": mode, "model": row.get("model") or cfg.model,
         "dataset": row.get("dataset"), "profile": profile, "device": device, "emulated": int(emulated),
         "world_size": 1, "epoch": epoch, "batch_size": ts.batch,
-        "lr": cfg.lr * cfg.schedule_factor(epoch) * ts.batch / cfg.batch_size,
+        "lr": cfg.lr_at(epoch, ts.batch),
         "epoch_time_s": None if fit else samples / ts.batch * ts.step.median,
         "reconfig_time_s": ts.reconfig_s if reconfigured else 0.0, "compile_time_s": 0.0, "warmup_time_s": None,
         "peak_memory_reserved_bytes": None,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import gc
 import math
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,19 +42,21 @@ from ..machine.contention import ContentionProbe
 from ..training.data import ImageData, Loader, load_data
 from ..errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
 from ..training import methods
-from ..training.memory import MemoryEstimate, measure_training_memory
+from ..training.memory import MemoryEstimate, measure_training_memory, probe_batch
+from ..machine.setup import prepare_device, select_device_name
 from ..runfolder.atomic import atomic_write_json
-from ..runfolder.records import SCHEMA_VERSION, write_epochs
+from ..runfolder.folder import new_run_dir
+from ..runfolder.records import write_epochs
+from ..runfolder.runjson import run_record
 from .records import arch_record, replay_row
 from . import fit as replay_fit
 from .fit import NoFit, decide_batch
 from ..training.step import EpochMeter, TrainStep, make_scaler
 from ..training.decisions import channels_last_hazard
 from ..training.shapes import zero_channels
-from ..machine.timing import Case, Stat, time_case
+from ..machine.timing import Case, Stat, sync as _sync, timed_rounds
 from .trajectory import Shape, Trajectory, load_trajectory
 
-MEMORY_PROBE_BATCH = 16          # as bench.training.train
 # Consecutive steps of one shape per timed sample.  Rounds still interleave the shapes (drift hits all
 # alike), but one step at a time cost each step ~12 % on this CPU (another model's weights and buffers
 # in the caches and the allocator: ResNet-20 dense, 0.157 s alone vs 0.176 s interleaved step by
@@ -111,7 +112,7 @@ class StepRunner:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         # Every reconfiguration is recorded and the last one closes the penalty window (--lasso-until), so a
         # PruneTrain shape trains wholly inside the window (with the penalty) or wholly after it (without).
-        penalised = shape.mode == "prunetrain" and shape.epoch < cfg.lasso_last_epoch()
+        penalised = shape.mode == "prunetrain" and cfg.penalised(shape.epoch + 1)  # the epochs after its own
         lasso = pc.GroupLasso(model, _example(data, device), groups=cfg.penalise, weighting=cfg.group_weight) if penalised else None
         proximal = penalised and cfg.lasso == "proximal"
         method = methods.for_mode(shape.mode, cfg)
@@ -145,10 +146,7 @@ def _channels_last_hazard(model, device) -> bool:
 
 
 def _example(data: ImageData, device: torch.device, n: int = 2) -> torch.Tensor:
-    x = data.images[:n].to(device).float() / 255
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return data.normalised(data.images[:n], device)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -199,28 +197,20 @@ def time_rounds(cases: dict, s: ReplaySettings, device,
 
     Returns wall and CPU seconds per step (Stat per case), the rounds run and why they stopped.
     """
-    for case in cases.values():            # warm-up: allocator, oneDNN/cuDNN kernel choice
-        for _ in range(2):
-            time_case(case, device)
-    names = list(cases)
-    wall: dict = {n: [] for n in names}
-    cpu: dict = {n: [] for n in names}
-    budget, start, why, r = s.budget_s * len(cases), time.perf_counter(), "max rounds", 0
-    for r in range(1, s.max_rounds + 1):
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
-            c0 = time.process_time()
-            wall[n].append(time_case(cases[n], device))
-            cpu[n].append((time.process_time() - c0) / max(1, cases[n].inner))
-        if r < s.min_rounds:
-            continue
-        worst = max(_rel_iqr(v) for v in wall.values())
+    budget = s.budget_s * len(cases)
+
+    def stop(done: int, elapsed: float, samples: dict) -> str | None:
+        if done < s.min_rounds:
+            return None
+        worst = max(_rel_iqr(v) for v in samples.values())
         if worst <= s.spread:
-            why = f"spread {worst:.1%} ≤ {s.spread:.0%}"
-            break
-        if time.perf_counter() - start > budget:
-            why = f"budget {budget:.0f} s spent (largest spread {worst:.1%})"
-            break
+            return f"spread {worst:.1%} ≤ {s.spread:.0%}"
+        if elapsed > budget:
+            return f"budget {budget:.0f} s spent (largest spread {worst:.1%})"
+        return None
+
+    cpu: dict = {}
+    wall, r, why = timed_rounds(cases, s.max_rounds, warmup=2, device=device, stop=stop, cpu=cpu)
     echo(f"timed {len(cases)} shape(s) in {r} interleaved rounds: {why}")
     return {n: Stat.of(v) for n, v in wall.items()}, {n: Stat.of(v) for n, v in cpu.items()}, r, why
 
@@ -318,7 +308,7 @@ def _mid_training(src: Shape, cfg, example, device) -> tuple[torch.nn.Module, to
 def _after_surgery(new, opt, example, cfg, device, usable: int, headroom: float, t0: float) -> float:
     """What ModeTrainer does after any surgery (FLOP count, memory model, batch decision); seconds since ``t0``."""
     pc.count_flops(new, example)
-    memory = measure_training_memory(new, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
+    memory = measure_training_memory(new, probe_batch(example), optimizer=opt)
     try:
         BatchPolicy("prunetrain", cfg.batch_size, cfg.max_batch, 1, usable, headroom, "").after_reshape(
             memory.fixed, memory.per_sample_activations, at_start=False)
@@ -366,11 +356,6 @@ def time_method_pruning(traj: Trajectory, src: Shape, dst: Shape, data: ImageDat
     return statistics.median(times), exact
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ------------------------------------------------------------------------------------------ the replay
 def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = None,
            echo: Callable[[str], None] = lambda s: None) -> Path:
@@ -380,11 +365,6 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     checked before the run folder is created; a shape too large for the target
     card is a result (``fits`` 0), not a failure.
     """
-    from ..run import (
-        _now, git_commit, new_run_dir, portable_command, portable_profile, prepare_device, select_device_name,
-        versions,
-    )
-
     s = settings or ReplaySettings()
     traj = load_trajectory(run_dir)
     setup = prepare_device(s)           # the card itself (indexed), its profile and the --emulate cap
@@ -408,7 +388,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
                                  "to its recorded channels; the record is damaged")
             model = model.to(device)
             opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-            memory = measure_training_memory(model, example[:1].expand(MEMORY_PROBE_BATCH, -1, -1, -1), optimizer=opt)
+            memory = measure_training_memory(model, probe_batch(example), optimizer=opt)
             del model, opt
             gc.collect()
             batch, reason, nofit = decide_batch(traj, sh, memory, usable, profile.headroom, profile.name, start_need)
@@ -438,33 +418,26 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
     limit = memory_limit(usable, profile.headroom)
     rows = [replay_row(traj, r, timed, run_id, profile.name, device_name, emulated, budget, limit) for r in traj.rows]
     write_epochs(out / "epochs.csv", rows)
-    meta = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "finished",
-        "created": _now(), "finished": _now(), "source": "replay", "replay_of": traj.run_id,
-        "config": {**traj.meta["config"], "profile": profile.name, "device": s.device, "emulate": s.emulate,
-                   "data_dir": Path(cfg.data_dir).name if cfg.data_dir else None},  # records hold no paths
-        "hardware": info.to_dict(), "device": str(device), "profile": portable_profile(profile), "emulated": emulated,
-        "memory_budget_bytes": budget, "data": traj.meta.get("data"), "versions": versions(device),
-        "git_commit": git_commit(), "seed": cfg.seed, "torch_threads": torch.get_num_threads(),
-        "command": portable_command(sys.argv),
-        "modes": {mode: {"status": "finished", "architectures": [arch_record(timed[(mode, sh.index)])
-                                                                 for sh in shapes]}
-                  for mode, shapes in traj.shapes.items()},
-        "replay": {
-            "of": {"run_id": traj.run_id, "path": traj.path.name, "profile": traj.meta.get("profile", {}).get("name")
-                   if isinstance(traj.meta.get("profile"), dict) else None,
-                   "device": traj.meta.get("hardware", {}).get("device_name")
-                   if isinstance(traj.meta.get("hardware"), dict) else None,
-                   "status": traj.meta.get("status"),
-                   "trajectory": traj.meta.get("trajectory_source") or _trajectory_source(traj)},
-            "data": data_note, "rounds": rounds, "stopped": stop, "contention": contention.columns(), "spread_target": s.spread,
-            "timing": plan["timing"], "order": plan["order"], "timing_why": plan["why"],
-            "memory_here": {k: plan[k] for k in ("need_bytes", "total_need_bytes", "available_bytes", "share")},
-            "not_fitting": [f"{ts.label}: {ts.nofit.text(ts.shape.mode)}" for ts in timed.values() if ts.nofit],
-            "budget_s_per_shape": s.budget_s, "epoch_time": "images of the epoch / batch x median step time",
-            "limits": LIMITS,
-        },
-    }
+    modes = {mode: {"status": "finished", "architectures": [arch_record(timed[(mode, sh.index)]) for sh in shapes]}
+             for mode, shapes in traj.shapes.items()}
+    config = {**traj.meta["config"], "profile": profile.name, "device": s.device, "emulate": s.emulate,
+              "data_dir": Path(cfg.data_dir).name if cfg.data_dir else None}  # records hold no paths
+    meta = run_record(run_id, "finished", config, setup, traj.meta.get("data"), cfg.seed, modes,
+                      source="replay", replay_of=traj.run_id, replay={
+        "of": {"run_id": traj.run_id, "path": traj.path.name, "profile": traj.meta.get("profile", {}).get("name")
+               if isinstance(traj.meta.get("profile"), dict) else None,
+               "device": traj.meta.get("hardware", {}).get("device_name")
+               if isinstance(traj.meta.get("hardware"), dict) else None,
+               "status": traj.meta.get("status"),
+               "trajectory": traj.meta.get("trajectory_source") or _trajectory_source(traj)},
+        "data": data_note, "rounds": rounds, "stopped": stop, "contention": contention.columns(), "spread_target": s.spread,
+        "timing": plan["timing"], "order": plan["order"], "timing_why": plan["why"],
+        "memory_here": {k: plan[k] for k in ("need_bytes", "total_need_bytes", "available_bytes", "share")},
+        "not_fitting": [f"{ts.label}: {ts.nofit.text(ts.shape.mode)}" for ts in timed.values() if ts.nofit],
+        "budget_s_per_shape": s.budget_s, "epoch_time": "images of the epoch / batch x median step time",
+        "limits": LIMITS,
+    })
+    meta["finished"] = meta["created"]
     atomic_write_json(out / "run.json", meta)
     return out
 

@@ -17,7 +17,8 @@ import prunetrain_core as pc
 
 from ..config import RunConfig
 from ..errors import RecordError
-from ..runfolder.records import read_epochs, read_run_json
+from ..runfolder.records import read_epochs
+from ..runfolder.runjson import config_from_record, read_run_json
 
 
 @dataclass
@@ -72,7 +73,6 @@ class Trajectory:
 def load_trajectory(run_dir: Path) -> Trajectory:
     run_dir = Path(run_dir)
     path = run_dir / "run.json"
-    from ..run import config_from_record  # bench.run imports the trainer: only when replaying
 
     meta = read_run_json(path, strict=True, needed_by="`bench replay`")
     cfg = config_from_record(path, meta["config"])

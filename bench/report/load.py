@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from ..runfolder import records
+from ..runfolder import runjson
 from ..errors import RecordError
 from ..runfolder.records import COLUMN_TYPES, EPOCH_FIELDNAMES, MODES, read_epochs
 
@@ -270,8 +270,8 @@ def read_epochs_csv(path: Path, warnings: list[str]) -> pd.DataFrame | None:
 
 
 def read_run_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """run.json read leniently (see :func:`bench.runfolder.records.read_run_json`)."""
-    return records.read_run_json(path, strict=False, warnings=warnings)
+    """run.json read leniently (see :func:`bench.runfolder.runjson.read_run_json`)."""
+    return runjson.read_run_json(path, strict=False, warnings=warnings)
 
 
 # --------------------------------------------------------------------------

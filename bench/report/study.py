@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from ..errors import RecordError
 from .. import fmt
-from ..sweep import STUDY_FILE, dense_partner, read_study
+from ..runfolder.study import STUDY_FILE, dense_partner, read_study
 from .aggregate import _summarise, pair_problem, run_record, train_time
 from .load import Run
 from .plots import STYLE, Plot, _png, _wrap

@@ -4,8 +4,8 @@ A run folder ``<results-dir>/<run-id>/`` holds
 
 * ``run.json``   configuration, hardware, versions, git commit, seed, emulation,
                  the channel shape after each reconfiguration, and ``status``
-                 (``running`` / ``finished`` / ``failed``); rewritten atomically
-                 by :class:`RunJson`, read by :func:`read_run_json`.
+                 (``running`` / ``finished`` / ``failed``): its schema, one builder,
+                 writer and reader are in :mod:`bench.runfolder.runjson`.
 * ``epochs.csv`` one :class:`EpochRow` per (mode, epoch), appended by
                  :class:`EpochLog`, flushed and fsync'ed when the epoch ends, so a
                  killed run never leaves a torn row; read by :func:`read_epochs`.
@@ -24,14 +24,13 @@ shown empty); the lenient reader names the missing columns once per file,
 the strict reader accepts them and the resumed run rewrites the file with the
 new header.
 
-(Over 400 lines on purpose: schema, writers and readers of the two files sit
+(Over 400 lines on purpose: the schema, writer and reader of epochs.csv sit
 together so that a column change is seen by every one of them in one place.)
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import numbers
 import os
@@ -42,16 +41,14 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .atomic import atomic_write_bytes, atomic_write_json
-from ..config import MODES
+from ..config import MODES  # noqa: F401  (re-exported: the modes a record may hold)
 from ..errors import RecordError
 from .hooks import NO_HOOKS, Hooks
 
-__all__ = ["SCHEMA_VERSION", "MODES", "EpochRow", "EPOCH_FIELDNAMES", "COLUMN_TYPES", "EpochLog", "write_epochs", "RunJson",
-           "read_epochs", "read_run_json", "parse_value", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["SCHEMA_VERSION", "MODES", "EpochRow", "EPOCH_FIELDNAMES", "COLUMN_TYPES", "EpochLog", "write_epochs",
+           "read_epochs", "parse_value", "atomic_write_bytes", "atomic_write_json"]
 
 SCHEMA_VERSION = 1
-RUN_STATUSES = ("running", "finished", "failed")
-MODE_STATUSES = ("pending", "running", "finished", "failed")
 # Columns without which a row means nothing; a file lacking one is not an epochs.csv.
 REQUIRED_COLUMNS: tuple[str, ...] = ("mode", "epoch", "epoch_time_s")
 # Per-file cap on line-level warnings, so one mangled file does not flood stderr.
@@ -269,7 +266,7 @@ def _write_synced(fh, data: bytes) -> None:
 
 # --------------------------------------------------------------------------------- reading epochs.csv
 
-class _Reader:
+class Reader:
     """Strict: the first problem raises RecordError.  Lenient: problems become warnings, capped per file."""
 
     def __init__(self, path: Path, strict: bool, warnings: list[str] | None):
@@ -308,7 +305,7 @@ def read_epochs(path: Path, *, strict: bool, warnings: list[str] | None = None) 
     naming ``path:line``; None when nothing is usable.
     """
     path = Path(path)
-    r = _Reader(path, strict, warnings)
+    r = Reader(path, strict, warnings)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -353,7 +350,7 @@ def read_epochs(path: Path, *, strict: bool, warnings: list[str] | None = None) 
     return _drop_repeated(r, rows)
 
 
-def _read_header(r: _Reader, line: str) -> list[str] | None:
+def _read_header(r: Reader, line: str) -> list[str] | None:
     try:
         header = [h.strip() for h in next(csv.reader([line]))]
     except (csv.Error, StopIteration) as e:
@@ -384,7 +381,7 @@ def _absent_text(names: list[str]) -> str:
     return ", ".join(sorted(values))
 
 
-def _read_line(r: _Reader, header: list[str], lineno: int, line: str) -> EpochRow | None:
+def _read_line(r: Reader, header: list[str], lineno: int, line: str) -> EpochRow | None:
     try:
         cells = next(csv.reader([line]))
     except csv.Error as e:
@@ -434,7 +431,7 @@ def row_problem(values: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _version_notes(r: _Reader, versions: Counter) -> None:
+def _version_notes(r: Reader, versions: Counter) -> None:
     for version, n in versions.items():
         if version is not None and version > SCHEMA_VERSION and r.strict:
             raise RecordError(f"{r.path}: rows of schema_version {version}, written by a newer bench "
@@ -448,7 +445,7 @@ def _version_notes(r: _Reader, versions: Counter) -> None:
                    f"this reads {SCHEMA_VERSION}); read the known columns")
 
 
-def _drop_repeated(r: _Reader, rows: list[tuple[int, EpochRow]]) -> list[tuple[int, EpochRow]]:
+def _drop_repeated(r: Reader, rows: list[tuple[int, EpochRow]]) -> list[tuple[int, EpochRow]]:
     """Each (run, mode, epoch) once: a repeated one keeps its later row (lenient) or is an error (strict)."""
     last = {(row.run_id, row.mode, row.epoch): lineno for lineno, row in rows}
     kept = []
@@ -464,105 +461,3 @@ def _drop_repeated(r: _Reader, rows: list[tuple[int, EpochRow]]) -> list[tuple[i
 
 
 # ------------------------------------------------------------------------------------------- run.json
-
-class RunJson:
-    """The writer of run.json: rewritten atomically whenever something in it changes."""
-
-    def __init__(self, path: Path, data: dict, hooks: Hooks = NO_HOOKS):
-        self.path, self.data, self.hooks = Path(path), data, hooks
-
-    def save(self) -> None:
-        atomic_write_json(self.path, self.data, before_replace=lambda: self.hooks.kill_point("run-json-write"))
-
-    def mode(self, mode: str) -> dict:
-        return self.data["modes"].setdefault(mode, {"status": "pending", "architectures": []})
-
-    def add_architecture(self, mode: str, arch: dict) -> None:
-        self.mode(mode)["architectures"].append(arch)
-        self.save()
-
-
-# Top-level keys and their JSON types; strict reading also requires those marked True.
-RUN_JSON_KEYS: dict[str, tuple[type, bool]] = {
-    "run_id": (str, True), "status": (str, False), "config": (dict, True), "hardware": (dict, False),
-    "modes": (dict, True), "versions": (dict, False), "emulated": (bool, False)}
-
-
-def read_run_json(path: Path, *, strict: bool, warnings: list[str] | None = None,
-                  needed_by: str = "--resume") -> dict[str, Any] | None:
-    """run.json as a dict.
-
-    Strict (resume, replay: ``needed_by`` names which): every key they need is checked; the first problem
-    raises RecordError naming the key.  Lenient (report): None with a warning
-    when missing or unparsable; a key of the wrong type is dropped with a
-    warning so the rest stays usable; older or newer files are read as far as
-    their keys are known.
-    """
-    path = Path(path)
-    r = _Reader(path, strict, warnings)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        if strict:
-            raise RecordError(f"{path}: not found; {needed_by} needs a run folder made by `bench run`") from None
-        r.warnings.append(f"{path}: missing; using epochs.csv alone (no hardware details, architectures or run status)")
-        return None
-    except OSError as e:
-        r.fatal("", f"cannot read ({e.strerror or e})", "using epochs.csv alone")
-        return None
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        where = "" if strict else f":{e.lineno}"
-        r.fatal(where, f"unreadable: invalid JSON ({e.msg}, line {e.lineno} column {e.colno})", "using epochs.csv alone")
-        return None
-    if not isinstance(meta, dict):
-        r.fatal("", "unreadable: not a JSON object", "using epochs.csv alone")
-        return None
-    if not _run_json_version(r, meta.get("schema_version")):
-        return None
-    for key, (typ, required) in RUN_JSON_KEYS.items():
-        value = meta.get(key)
-        bad = value is not None and (not isinstance(value, typ) or (typ is int and isinstance(value, bool)))
-        if strict and (bad or (required and not value)):
-            raise RecordError(f"{path}: key '{key}' is missing or not a {typ.__name__} (got {value!r:.60})")
-        if bad:
-            r.warnings.append(f"{path}: field {key!r} should be a {typ.__name__}, got {type(value).__name__}; ignored")
-            del meta[key]
-    if "status" in meta and meta["status"] not in RUN_STATUSES:
-        r.fatal("", f"key 'status' is {meta['status']!r}, not one of {', '.join(RUN_STATUSES)}",
-                "treated as unknown")
-        del meta["status"]
-    if strict:
-        _check_modes(path, meta["modes"])
-    return meta
-
-
-def _run_json_version(r: _Reader, version: Any) -> bool:
-    if version is None:
-        r.note(f"{r.path}: older record format (no schema_version); read the compatible fields")
-    elif not isinstance(version, int) or isinstance(version, bool):
-        r.fatal("", f"unrecognised schema_version {version!r}", "using epochs.csv alone")
-        return False
-    elif version < SCHEMA_VERSION:
-        r.note(f"{r.path}: older record format (schema_version {version}, this reads {SCHEMA_VERSION}); "
-               "read the compatible fields")
-    elif version > SCHEMA_VERSION:
-        if r.strict:
-            raise RecordError(f"{r.path}: key 'schema_version' is {version}, written by a newer bench "
-                              f"(this writes {SCHEMA_VERSION}); continue it with the bench that wrote it")
-        r.note(f"{r.path}: written by a newer bench (schema_version {version}, this reads {SCHEMA_VERSION}); "
-               "read the known fields")
-    return True
-
-
-def _check_modes(path: Path, modes: dict) -> None:
-    for mode, state in modes.items():
-        if mode not in MODES or not isinstance(state, dict):
-            raise RecordError(f"{path}: key 'modes.{mode}' is not a mode ({', '.join(MODES)}) with a dict of its state")
-        if state.get("status") not in MODE_STATUSES:
-            raise RecordError(f"{path}: key 'modes.{mode}.status' is {state.get('status')!r}, "
-                              "not pending, running, finished or failed")
-        archs = state.get("architectures")
-        if not isinstance(archs, list) or not all(isinstance(a, dict) and type(a.get("epoch")) is int for a in archs):
-            raise RecordError(f"{path}: key 'modes.{mode}.architectures' must be a list of records with an 'epoch'")

@@ -48,7 +48,6 @@ __all__ = [
     "choose_batch",
     "lower_after_oom",
     "predicted_need",
-    "scaled_lr",
     "fit_linear_need",
     "EmulatedOutOfMemory",
     "is_out_of_memory",
@@ -90,11 +89,6 @@ class BatchDecision:
 def predicted_need(batch: int, need_fixed: float, need_per_sample: float) -> int:
     """``need(b) = fixed + per_sample * b`` in whole bytes (rounded up)."""
     return int(math.ceil(need_fixed + need_per_sample * batch))
-
-
-def scaled_lr(base_lr: float, batch: int, base_batch: int) -> float:
-    """Linear scaling rule: ``lr0 * b / B0``."""
-    return base_lr * batch / base_batch
 
 
 def memory_limit(budget: float, headroom: float) -> int:

@@ -109,6 +109,17 @@ class ImageData:
     name: str
     classes: tuple = ()
 
+    def normalised(self, images: torch.Tensor, device: Union[str, torch.device]) -> torch.Tensor:
+        """``images`` of this split as the network sees them: float ``(x/255 - mean)/std`` on ``device``.
+
+        The trainer's example and held-out batches and the replay's come from here; the
+        :class:`Loader` computes the same map fused into two in-place ops, per batch.
+        """
+        x = images.to(device)
+        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+        return (x.float() / 255 - mean) / std
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 

@@ -146,6 +146,15 @@ def restore_buffers(model: nn.Module, buffers: dict, modes: list) -> None:
         m.training = training
 
 
+#: images of the batch a shape's memory is measured on (the trainer halves it where even that runs out)
+PROBE_BATCH = 16
+
+
+def probe_batch(example: torch.Tensor, n: int = PROBE_BATCH) -> torch.Tensor:
+    """The batch a shape's training memory is measured on: ``n`` copies of the first example image."""
+    return example[:1].expand(n, -1, -1, -1)
+
+
 def measure_training_memory(
     model: nn.Module,
     batch: Batch,

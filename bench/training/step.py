@@ -19,12 +19,8 @@ from torch import nn
 
 import prunetrain_core as pc
 
+from ..machine.timing import sync as _sync
 from .memory import restore_buffers, snapshot_buffers
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compiled_graphs() -> int:

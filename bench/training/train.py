@@ -32,15 +32,14 @@ from .batching import BatchPolicy, elsewhere_on_oom, halve_on_oom, run_with_oom_
 from .checkpoint import ModeState
 from ..config import RunConfig
 from ..machine.contention import Contention, ContentionProbe
+from ..machine.timing import sync
 from .data import DataSplit, ImageData, Loader
 from .distributed import debug_dump
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..runfolder.hooks import NO_HOOKS, Hooks
-from .memory import measure_training_memory, reset_cuda_peak
+from .memory import PROBE_BATCH, measure_training_memory, probe_batch, reset_cuda_peak
 from ..runfolder.records import SCHEMA_VERSION, EpochLog
 from .step import EpochMeter, EpochStats, TrainStep, autocast_dtype, make_scaler, memory_format, new_scaler
-
-MEMORY_PROBE_BATCH = 16
 
 
 @dataclass
@@ -98,10 +97,7 @@ class ModeTrainer:
         return self._normalised(self.ctx.data.train.images[:2])
 
     def _normalised(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.ctx.device)
-        mean = torch.tensor(self.ctx.data.train.mean, device=self.ctx.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.ctx.data.train.std, device=self.ctx.device).view(1, -1, 1, 1)
-        return (x.float() / 255 - mean) / std
+        return self.ctx.data.train.normalised(images, self.ctx.device)
 
     def _held_out_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed batch of validation images spread over the whole (class-sorted) validation split.
@@ -183,7 +179,7 @@ class ModeTrainer:
         self.flops = pc.count_flops(model, self.example)
         amp = autocast_dtype(self.cfg.amp, self.ctx.device)  # the memory model sees the activations the step keeps
         self.memory = halve_on_oom(lambda n: measure_training_memory(
-            model, self.example[:1].expand(n, -1, -1, -1), optimizer=optimizer, autocast_dtype=amp), MEMORY_PROBE_BATCH)
+            model, probe_batch(self.example, n), optimizer=optimizer, autocast_dtype=amp), PROBE_BATCH)
         self.forward_model = self._wrap(model)
         self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
                               scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
@@ -229,18 +225,17 @@ class ModeTrainer:
     # ------------------------------------------------------------------ one epoch
     def lr_for(self, epoch: int) -> float:
         """Step schedule × linear scaling with the batch (batch / base batch)."""
-        return self.cfg.lr * self.cfg.schedule_factor(epoch) * self.state.batch / self.cfg.batch_size
+        return self.cfg.lr_at(epoch, self.state.batch)
 
     def _sync(self) -> None:
-        if self.ctx.device.type == "cuda":
-            torch.cuda.synchronize(self.ctx.device)
+        sync(self.ctx.device)
 
     def train_epoch(self, epoch: int) -> EpochStats:
         cfg, ctx = self.cfg, self.ctx
         lr = self.lr_for(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.step.penalty_on = epoch <= cfg.lasso_last_epoch() if self.method is None else self.method.penalty_on
+        self.step.penalty_on = cfg.penalised(epoch) if self.method is None else self.method.penalty_on
         rank, world = (ctx.dist.rank, ctx.dist.world_size) if ctx.dist else (0, 1)
         loader = Loader(ctx.data.train, max(1, self.state.batch // world), train=True, device=ctx.device,
                         generator_seed=cfg.seed, rank=rank, world_size=world)
