@@ -60,7 +60,7 @@ def test_harness_cost_per_step_tiny_model(benchmark, record):
     steps = len(bare.loader)
     torch.manual_seed(0)
     x, y = shapes.random_batch(bu.BATCH, shapes.input_size(bu.MODEL), device=bu.DEVICE)
-    real = shapes.TrainStep(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
+    real = shapes.fixed_batch_step(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
     real_s = timing.interleaved({"step": timing.Case(real)}, 3, device=bu.DEVICE)["step"]
     h, b = bu.paired(benchmark, _epoch_fn(trainer), lambda: bare.epoch(0), rounds=3 * bu.ROUNDS)
     if h is None:
@@ -81,7 +81,7 @@ def test_checkpoint_per_epoch(benchmark, record):
     ctx, trainer = _trainer()
     x, y = shapes.random_batch(bu.BATCH, shapes.input_size(bu.MODEL), device=bu.DEVICE)
     torch.manual_seed(0)
-    step = shapes.TrainStep(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
+    step = shapes.fixed_batch_step(pc.build_model(bu.MODEL, 10).to(bu.DEVICE), x, y)
     ck, ref = bu.paired(benchmark, trainer.save_checkpoint, step, rounds=3)
     if ck is None:
         return

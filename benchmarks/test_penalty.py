@@ -16,7 +16,7 @@ def test_penalty_vs_dense_step(benchmark, record):
     model = pc.build_model(bu.MODEL, 10).to(bu.DEVICE)
     x, y = shapes.random_batch(bu.BATCH, size, device=bu.DEVICE)
     lasso = pc.GroupLasso(model, x[:2])
-    dense = shapes.TrainStep(model, x, y)
+    dense = shapes.fixed_batch_step(model, x, y)
 
     def penalty():
         lasso.penalty().backward()

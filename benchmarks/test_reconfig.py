@@ -25,7 +25,7 @@ def test_reconfigure_vs_epoch(benchmark, record, name):
     example = torch.zeros(2, 3, size, size, device=bu.DEVICE)
     x, y = shapes.random_batch(bu.BATCH, size, device=bu.DEVICE)
     torch.manual_seed(0)
-    step = shapes.TrainStep(pc.build_model(name, 10).to(bu.DEVICE), x, y)
+    step = shapes.fixed_batch_step(pc.build_model(name, 10).to(bu.DEVICE), x, y)
 
     def reconfigure(model, optimizer):
         return pc.reconfigure(model, example, optimizer=optimizer)
@@ -55,7 +55,7 @@ def test_harness_reconfiguration_vs_epoch(benchmark, record):
     ctx = harness.harness_context(name, bu.BATCH, steps=1, device=bu.DEVICE, mode="prunetrain")
     x, y = shapes.random_batch(bu.BATCH, size, device=bu.DEVICE)
     torch.manual_seed(0)
-    step = shapes.TrainStep(pc.build_model(name, 10).to(bu.DEVICE), x, y)
+    step = shapes.fixed_batch_step(pc.build_model(name, 10).to(bu.DEVICE), x, y)
 
     def setup():
         m, o = shapes.copy_with_optimizer(base, opt)

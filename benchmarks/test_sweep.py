@@ -14,7 +14,7 @@ import torch
 
 import benchutil as bu
 import prunetrain_core as pc
-from bench.training import decisions, shapes
+from bench.training import decisions, shapes, step
 from bench.speed import sweep, table
 from bench.machine import timing
 
@@ -35,7 +35,7 @@ def dense():
 
 def _step(model, x, y, fmt):
     cl = fmt == "channels_last"
-    return shapes.TrainStep(copy.deepcopy(model) if cl else model, x, y, channels_last=cl)
+    return shapes.fixed_batch_step(copy.deepcopy(model) if cl else model, x, y, channels_last=cl)
 
 
 def _prefix(fmt):
@@ -48,7 +48,7 @@ def test_pruned_shape_step(benchmark, record, dense, label, shape, round_to, fmt
     dmodel, x, y, dflops = dense
     twins = shapes.pruned_models(bu.MODEL, shape, sorted({round_to, 8}), device=bu.DEVICE)
     model = twins[round_to]
-    hazard = fmt == "channels_last" and decisions.channels_last_hazard(model, bu.DEVICE)
+    hazard = fmt == "channels_last" and step.channels_last_hazard(model, bu.DEVICE)
     if hazard:
         pytest.skip(f"oneDNN crashes on this shape in channels_last: {hazard}")
     t, ref = bu.paired(benchmark, _step(model, x, y, fmt), _step(dmodel, x, y, fmt))
@@ -81,8 +81,8 @@ def test_rounding_of_a_ragged_shape(benchmark, record, dense, ragged, round_to, 
     """time ÷ FLOP of the ragged (arbitrary channel counts) shape rounded up to multiples of N, vs unrounded."""
     _, x, y, dflops = dense
     base, model = ragged[1], ragged[round_to]
-    hazard = fmt == "channels_last" and (decisions.channels_last_hazard(base, bu.DEVICE)
-                                         or decisions.channels_last_hazard(model, bu.DEVICE))
+    hazard = fmt == "channels_last" and (step.channels_last_hazard(base, bu.DEVICE)
+                                         or step.channels_last_hazard(model, bu.DEVICE))
     if hazard:
         pytest.skip(f"oneDNN crashes on this shape in channels_last: {hazard}")
     t, ref = bu.paired(benchmark, _step(model, x, y, fmt), _step(base, x, y, fmt))
@@ -115,8 +115,8 @@ def test_compiled_pruned_shape_step(benchmark, record, dense, label, shape):
     """torch.compile (bench run --compile) on both sides: compiled shape against the compiled dense model."""
     dmodel, x, y, dflops = dense
     model = shapes.pruned_model(bu.MODEL, shape, device=bu.DEVICE)
-    target = shapes.TrainStep(torch.compile(model), x, y)
-    reference = shapes.TrainStep(torch.compile(copy.deepcopy(dmodel)), x, y)
+    target = shapes.fixed_batch_step(torch.compile(model), x, y)
+    reference = shapes.fixed_batch_step(torch.compile(copy.deepcopy(dmodel)), x, y)
     t, ref = bu.paired(benchmark, target, reference, warmup=2)
     if t is None:
         return

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import prunetrain_core as pc
 from bench import speed
-from bench.training import decisions, shapes
+from bench.training import decisions, shapes, step
 from bench.machine import timing
 from bench.cli import SPEED_SECTIONS, main
 
@@ -109,9 +109,9 @@ def test_interleaving_rotates_the_order_and_stats_are_quartiles():
 def test_channels_last_hazard_names_the_crashing_shortcut():
     risky = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 1, stride=2))
     safe = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 16, 1, stride=2))
-    assert "1×1 stride-2 conv with 4 input channels" in decisions.channels_last_hazard(risky, "cpu")
-    assert decisions.channels_last_hazard(safe, "cpu") is None
-    assert decisions.channels_last_hazard(risky, "cuda") is None
+    assert "1×1 stride-2 conv with 4 input channels" in step.channels_last_hazard(risky, "cpu")
+    assert step.channels_last_hazard(safe, "cpu") is None
+    assert step.channels_last_hazard(risky, "cuda") is None
 
 
 @pytest.mark.parametrize("met,code", [(True, 0), (False, 1)])

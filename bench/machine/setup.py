@@ -38,13 +38,6 @@ def choose(device: str, profile: str | Profile, dist: Any = None, info: DeviceIn
     return Machine(selected, info, profile if isinstance(profile, Profile) else resolve_profile(profile, info))
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """A device given by a caller (a torch.device is taken as it is), else ``auto``/a name selected as ``--device``."""
-    if isinstance(device, torch.device):
-        return device
-    return gpu.select_device("auto" if device is None else str(device), detect())
-
-
 @dataclass(frozen=True)
 class DeviceSetup:
     """The device a run trains on, the machine described by it, its profile, budget, emulation and backend options."""

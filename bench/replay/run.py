@@ -51,8 +51,7 @@ from ..runfolder.runjson import run_record
 from .records import arch_record, replay_row
 from . import fit as replay_fit
 from .fit import NoFit, decide_batch
-from ..training.step import EpochMeter, TrainStep, make_scaler
-from ..training.decisions import channels_last_hazard
+from ..training.step import EpochMeter, TrainStep, channels_last_hazard, make_scaler
 from ..training.shapes import zero_channels
 from ..machine.timing import Case, Stat, sync as _sync, timed_rounds
 from .trajectory import Shape, Trajectory, load_trajectory

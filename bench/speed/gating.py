@@ -17,7 +17,7 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from ..training.shapes import TrainStep, input_size, random_batch, train_flops, zero_channels
+from ..training.shapes import fixed_batch_step, input_size, random_batch, train_flops, zero_channels
 from .table import Row
 from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device
 
@@ -78,7 +78,7 @@ def measure_gating(model_name: str = "resnet20", batch: int = 64, device=None, r
     union, gating = union.to(device), gating.to(device)
     x, y = random_batch(batch, size, device=device)
     cases = {"union convs": Case(ConvsOnly(union, x)), "gating convs": Case(ConvsOnly(gating, x)),
-             "union step": Case(TrainStep(union, x, y)), "gating step": Case(TrainStep(gating, x, y))}
+             "union step": Case(fixed_batch_step(union, x, y)), "gating step": Case(fixed_batch_step(gating, x, y))}
     s = interleaved(cases, rounds, warmup=warmup, device=device)
     gates = sum(type(m).__name__ in ("ChannelGather", "ChannelScatter") for m in gating.modules())
     what = f"{model_name}, batch {batch}, each layer keeps {keep:g} of its channels"

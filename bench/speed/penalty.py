@@ -5,7 +5,7 @@ import torch
 
 import prunetrain_core as pc
 
-from ..training.shapes import TrainStep, input_size, random_batch
+from ..training.shapes import fixed_batch_step, input_size, random_batch
 from .table import TARGET_PENALTY, Row, pct_row
 from ..machine.timing import Case, Stat, calibrate_inner, interleaved, ratio_stat, resolve_device
 
@@ -19,8 +19,8 @@ def measure_penalty(model_name: str = "resnet32", batch: int = 128, device=None,
     model = pc.build_model(model_name, 10).to(device)
     x, y = random_batch(batch, size, device=device)
     lasso = pc.GroupLasso(model, x[:2])
-    dense = TrainStep(model, x, y)
-    with_penalty = TrainStep(model, x, y, lasso=lasso)
+    dense = fixed_batch_step(model, x, y)
+    with_penalty = fixed_batch_step(model, x, y, lasso=lasso)
 
     def penalty() -> None:
         lasso.penalty().backward()

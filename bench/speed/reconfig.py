@@ -9,7 +9,7 @@ import prunetrain_core as pc
 
 from ..training.train import ModeTrainer
 from .harness import harness_context
-from ..training.shapes import TrainStep, copy_with_optimizer, input_size, random_batch, with_momentum, zeroed_model
+from ..training.shapes import fixed_batch_step, copy_with_optimizer, input_size, random_batch, with_momentum, zeroed_model
 from .table import TARGET_RECONFIG, Row, pct_row
 from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device, steps_per_epoch
 
@@ -28,7 +28,7 @@ def measure_reconfig(model_names: Sequence[str] = ("resnet32", "resnet50"), batc
         before = sum(p.numel() for p in base.parameters())
         x, y = random_batch(batch, size, device=device)
         torch.manual_seed(0)
-        step = TrainStep(pc.build_model(name, 10).to(device), x, y)
+        step = fixed_batch_step(pc.build_model(name, 10).to(device), x, y)
 
         def engine_setup():
             return copy_with_optimizer(base, opt)

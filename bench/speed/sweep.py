@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..training.decisions import channels_last_hazard
-from ..training.shapes import TrainStep, channel_summary, input_size, pruned_models, random_batch, train_flops
+from ..training.step import channels_last_hazard
+from ..training.shapes import fixed_batch_step, channel_summary, input_size, pruned_models, random_batch, train_flops
 from .table import TARGET_MIN_FLOPS_SAVED, TARGET_TIME_PER_FLOP, Row
 from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device
 
@@ -99,7 +99,7 @@ def measure_sweep(model_name: str = "resnet32", batch: int = 128, device=None, r
             if hazard:
                 skipped.append(f"{label} ({hazard})")
                 continue
-            cases[f"{fmt}|{label}"] = Case(TrainStep(copy.deepcopy(m) if cl else m, x, y, channels_last=cl))
+            cases[f"{fmt}|{label}"] = Case(fixed_batch_step(copy.deepcopy(m) if cl else m, x, y, channels_last=cl))
     s = interleaved(cases, rounds, warmup=warmup, device=device)
     results, rows = [], []
     for fmt in formats:

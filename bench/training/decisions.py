@@ -12,28 +12,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .shapes import TrainStep, input_size, pruned_models, random_batch, train_flops
+from .step import channels_last_hazard
+from .shapes import fixed_batch_step, input_size, pruned_models, random_batch, train_flops
 from ..machine.timing import Case, Stat, interleaved, ratio_stat, resolve_device
 
 ROUND_CANDIDATES = (1, 4, 8, 16)
 ROUNDING_TOLERANCE = 0.03      # "as fast as the fastest": within 3% (the noise of a few rounds)
-
-
-def channels_last_hazard(model: nn.Module, device=None) -> str | None:
-    """Why this model must not train in channels_last on this device, or None.
-
-    torch 2.14's CPU oneDNN kernels crash (segmentation fault, bus error or
-    abort) in the backward of a channels_last 1×1 stride-2 convolution with
-    2-7 input channels: the projection shortcut of a ResNet whose earlier
-    stage was pruned below 8 channels (found by the pruned-shape sweep;
-    contiguous tensors are fine).  Rounding channels to multiples of 8 avoids it.
-    """
-    if resolve_device(device).type != "cpu":
-        return None
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < 8:
-            return f"{name} is a 1×1 stride-{m.stride[0]} conv with {m.in_channels} input channels"
-    return None
 
 
 @dataclass
@@ -86,7 +70,7 @@ def probe_rounding(model_name: str, device=None, *, candidates: Sequence[int] = 
     useful = flops[min(models)]   # the unrounded shape's: the work that is wanted
     if channels_last:   # a multiple that would crash is not a candidate
         candidates = [n for n in candidates if not channels_last_hazard(models[n], device)] or [max(candidates)]
-    cases = {str(n): Case(TrainStep(models[n], x, y, channels_last=channels_last)) for n in candidates}
+    cases = {str(n): Case(fixed_batch_step(models[n], x, y, channels_last=channels_last)) for n in candidates}
     left = max(0.0, budget_s - (time.perf_counter() - start))
     s = interleaved(cases, 50, warmup=warmup, device=device, budget_s=left, min_rounds=3 if budget_s > 0 else 1)
     times = {n: Stat.of(s[str(n)]) for n in candidates}

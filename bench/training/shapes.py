@@ -1,4 +1,4 @@
-"""Pruned shapes built the way PruneTrain builds them, and the training step they are timed with.
+"""Pruned shapes built the way PruneTrain builds them, and the training step they are timed with (bench run's).
 
 Channels of a freshly initialised model are zeroed in every layer that uses
 them and the engine's ``reconfigure`` (plan, then surgery) removes them, so a
@@ -7,15 +7,18 @@ measured shape is one a real run can reach.
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+import functools
+from typing import Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import prunetrain_core as pc
 from prunetrain_core.plan import channel_strength, make_plan
 from prunetrain_core.surgery import apply_plan
+
+from ..config import RunConfig
+from .step import TrainStep
 
 
 def input_size(model_name: str) -> int:
@@ -128,26 +131,21 @@ def train_flops(model: nn.Module, example: torch.Tensor) -> float:
     return pc.count_flops(copy.deepcopy(model).cpu(), example).train_per_image
 
 
-class TrainStep:
-    """forward, cross-entropy, backward and an SGD step (momentum 0.9, wd 5e-4) on one fixed batch."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float = 0.01,
-                 lasso: "pc.GroupLasso | None" = None, lam: float = 1e-4, channels_last: bool = False):
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        self.model, self.x, self.y = model.train(), x, y
-        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-        self.lasso, self.lam = lasso, lam
-
-    def __call__(self) -> None:
-        out = self.model(self.x)
-        loss = F.cross_entropy(out, self.y)
-        if self.lasso is not None:
-            loss = loss + self.lam * self.lasso.penalty()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+def fixed_batch_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: RunConfig | None = None,
+                     lasso: "pc.GroupLasso | None" = None, lam: float = 1e-4,
+                     channels_last: bool = False) -> Callable[[], None]:
+    """One call = one step of ``bench run``'s :class:`~bench.training.step.TrainStep` on the fixed batch
+    ``(x, y)``: the step that trains, with SGD as ``cfg`` sets it (RunConfig's defaults unless given), the
+    penalty at ``lam`` where a ``lasso`` is given, fp32."""
+    cfg = cfg or RunConfig()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    step = TrainStep(model, opt, device=x.device, lasso=lasso, lam=lam if lasso is not None else None,
+                     channels_last=channels_last)
+    return functools.partial(step, x, y)
 
 
 def with_momentum(model: nn.Module, lr: float = 0.1, seed: int = 0) -> torch.optim.Optimizer:

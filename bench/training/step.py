@@ -19,7 +19,7 @@ from torch import nn
 
 import prunetrain_core as pc
 
-from ..machine.timing import sync as _sync
+from ..machine.timing import resolve_device, sync as _sync
 from .memory import restore_buffers, snapshot_buffers
 
 
@@ -76,12 +76,27 @@ class EpochStats:
     contention: Any = None            # bench.machine.contention.Contention: the machine's load during the epoch
 
 
+def channels_last_hazard(model: nn.Module, device=None) -> str | None:
+    """Why this model must not train in channels_last on this device, or None.
+
+    torch 2.14's CPU oneDNN kernels crash (segmentation fault, bus error or
+    abort) in the backward of a channels_last 1×1 stride-2 convolution with
+    2-7 input channels: the projection shortcut of a ResNet whose earlier
+    stage was pruned below 8 channels (found by the pruned-shape sweep;
+    contiguous tensors are fine).  Rounding channels to multiples of 8 avoids it.
+    """
+    if resolve_device(device).type != "cpu":
+        return None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < 8:
+            return f"{name} is a 1×1 stride-{m.stride[0]} conv with {m.in_channels} input channels"
+    return None
+
+
 def memory_format(model: nn.Module, device: torch.device, channels_last: bool, mode: str) -> tuple[nn.Module, bool]:
     """``model`` in the memory format it trains in, and whether that is channels_last (as asked, where safe)."""
     if not channels_last:
         return model, False
-    from .decisions import channels_last_hazard
-
     hazard = channels_last_hazard(model, device)
     if hazard:  # torch 2.14's CPU oneDNN crashes in this backward: train contiguous instead
         warnings.warn(f"{mode}: channels_last turned off for this shape ({hazard}); "
