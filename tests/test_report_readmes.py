@@ -128,3 +128,15 @@ def test_the_recipe_choice_reads_validation_accuracy_and_flags_a_stopped_run(tmp
     assert "| 0.95 | 0 | 0.400 | 2 of 2 | 50.00 | 60.00 | -10.00 |" in md
     assert "| 0.95 | 1 | 0.400 | 1 of 2 (stopped) | 31.00 | 52.00 | -21.00 |" in md
     assert md.rstrip().endswith("every seed: 0.9.")
+
+
+ABLATIONS = [p for p in EVIDENCE if "<!-- ablations:start -->" in p.read_text()]
+
+
+@pytest.mark.parametrize("readme", ABLATIONS, ids=lambda p: p.parent.name)
+def test_ablation_tables_regenerate_from_the_records(readme):
+    module = _evidence_module()
+    block = readme.read_text().split(module.ABLATION_START, 1)[1].split(module.ABLATION_END, 1)[0]
+    assert block == "\n" + module.ablations_markdown(readme.parent / "runs", readme.parent / "ablations"), \
+        f"{readme}: the ablation block differs from what its records give (python reports/evidence_table.py " \
+        f"{readme.parent / 'runs'} {readme} {readme.parent / 'selection'})"
