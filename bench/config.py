@@ -228,6 +228,13 @@ _METHOD_WORDS: dict[str, Callable[[Any], str]] = {
     if v else "fixed threshold", "lasso_until": lambda v: f"penalty in the first {v:.0%} of the epochs",
     "structure": lambda v: f"{v} structure", "round_channels": lambda v: f"channels rounded to {v}",
 }
+
+
+def method_words(setting: str, value: Any) -> str:
+    """How one method setting reads in a method's name (``keep_bn_scale=False`` → "no BN rescale")."""
+    return _METHOD_WORDS[setting](value)
+
+
 #: each mode's method, in words (PruneTrain's depends on its settings: see method_name)
 MODE_METHODS = {
     "dense": "dense",
@@ -271,7 +278,7 @@ def method_name(cfg: RunConfig, mode: str = "prunetrain") -> str:
     differ = method_differences(cfg)
     if not differ:
         return "PruneTrain (published)"
-    return "PruneTrain variant (" + "; ".join(_METHOD_WORDS[k](v) for k, v in differ.items()) + ")"
+    return "PruneTrain variant (" + "; ".join(method_words(k, v) for k, v in differ.items()) + ")"
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}

@@ -84,3 +84,59 @@ def test_evidence_tables_regenerate_from_the_records(readme):
     assert block == "\n" + module.evidence_markdown(readme.parent / "runs"), \
         f"{readme}: the evidence block differs from what its records give (python reports/evidence_table.py " \
         f"{readme.parent / 'runs'} {readme})"
+
+
+SELECTIONS = [p for p in EVIDENCE if "<!-- selection:start -->" in p.read_text()]
+
+
+@pytest.mark.parametrize("readme", SELECTIONS, ids=lambda p: p.parent.name)
+def test_recipe_choice_tables_regenerate_from_validation_records(readme):
+    """The recipe-choice table (validation accuracy only) is generated from runs/ and selection/ too."""
+    module = _evidence_module()
+    block = readme.read_text().split(module.SELECTION_START, 1)[1].split(module.SELECTION_END, 1)[0]
+    assert block == "\n" + module.selection_markdown(readme.parent / "runs", readme.parent / "selection"), \
+        f"{readme}: the selection block differs from what its records give (python reports/evidence_table.py " \
+        f"{readme.parent / 'runs'} {readme} {readme.parent / 'selection'})"
+
+
+def test_the_recipe_choice_reads_validation_accuracy_and_flags_a_stopped_run(tmp_path):
+    """selection_markdown compares validation accuracy at the same seed and epoch, and a ratio holds only when
+    every seed trained all its epochs within 2 points of dense: a stopped run or a far gap does not hold."""
+    from bench.runfolder.records import write_epochs
+    from report_fixtures import FakeRun, _row
+
+    module = _evidence_module()
+
+    def run(parent, name, lpr, seed, val, modes, epochs=2):
+        folder = parent / name
+        folder.mkdir(parents=True)
+        archs = [{"epoch": 0, "train_flops_per_image": 100.0}, {"epoch": 1, "train_flops_per_image": 40.0}]
+        meta = {"config": {"seed": seed, "lpr": lpr, "epochs": epochs},
+                "modes": {m: {"architectures": archs} for m in modes}}
+        (folder / "run.json").write_text(json.dumps(meta))
+        fake = FakeRun(run_id=name, epochs=epochs)
+        write_epochs(folder / "epochs.csv", [{**_row(fake, mode, epoch), "val_acc": acc, "test_acc": 99.0}
+                                             for mode in modes for epoch, acc in enumerate(val[mode], 1)])
+
+    runs, sel = tmp_path / "runs", tmp_path / "selection"
+    run(runs, "s0", 0.9, 0, {"dense": [50.0, 60.0], "prunetrain": [40.0, 59.0]}, ["dense", "prunetrain"])
+    run(runs, "s1", 0.9, 1, {"dense": [52.0, 62.0], "prunetrain": [41.0, 61.5]}, ["dense", "prunetrain"])
+    run(sel, "a", 0.95, 0, {"prunetrain": [30.0, 50.0]}, ["prunetrain"])
+    run(sel, "b", 0.95, 1, {"prunetrain": [31.0]}, ["prunetrain"])
+    md = module.selection_markdown(runs, sel)
+    assert "| 0.9 | 0 | 0.400 | 2 of 2 | 59.00 | 60.00 | -1.00 |" in md
+    assert "| 0.95 | 0 | 0.400 | 2 of 2 | 50.00 | 60.00 | -10.00 |" in md
+    assert "| 0.95 | 1 | 0.400 | 1 of 2 (stopped) | 31.00 | 52.00 | -21.00 |" in md
+    assert md.rstrip().endswith("every seed: 0.9.")
+
+
+ABLATIONS = [p for p in EVIDENCE if "<!-- ablations:start -->" in p.read_text()]
+
+
+@pytest.mark.parametrize("readme", ABLATIONS, ids=lambda p: p.parent.name)
+def test_ablation_tables_regenerate_from_the_records(readme):
+    module = _evidence_module()
+    block = readme.read_text().split(module.ABLATION_START, 1)[1].split(module.ABLATION_END, 1)[0]
+    assert block == "\n" + module.ablations_markdown(readme.parent / "runs", readme.parent / "ablations"), \
+        f"{readme}: the ablation block differs from what its records give (python reports/evidence_table.py " \
+        f"{readme.parent / 'runs'} {readme} {readme.parent / 'selection'})"

@@ -25,7 +25,7 @@ import prunetrain_core as pc
 from ..config import CONTROLS, RunConfig
 from ..errors import ConfigError
 
-#: bisection steps of the thinning factor; channel counts are integers, so the search ends on a plateau long before
+#: most bisection steps of the thinning factor (the search stops sooner: see :func:`thin_factor`)
 THIN_SEARCH_STEPS = 30
 
 
@@ -67,8 +67,13 @@ def small_dense(cfg: RunConfig, result: PruneTrainResult) -> tuple[nn.Module, di
 def thin_factor(dense: nn.Module, example: torch.Tensor, target_ratio: float,
                 steps: int = THIN_SEARCH_STEPS) -> tuple[float, float]:
     """The width factor whose thinned network's training FLOPs per image are closest to ``target_ratio`` of
-    the dense network's; returns (factor, achieved ratio).  Bisection: FLOPs grow with the factor."""
+    the dense network's; returns (factor, achieved ratio).  Bisection: FLOPs grow with the factor.
+
+    Channel counts are integers (``round(factor * size)``), so once the bracket is narrower than a quarter
+    channel of the widest layer no further step can move any count by more than one: the search stops there
+    (11 steps for VGG-8's 512 channels) instead of tracing and counting a thinned network 30 times."""
     full = pc.count_flops(dense, example).train_per_image
+    widest = max((getattr(m, "out_channels", 0) for m in dense.modules()), default=0) or 1
 
     def ratio(f: float) -> float:
         return pc.count_flops(pc.scale_width(dense, example, f), example).train_per_image / full
@@ -78,6 +83,8 @@ def thin_factor(dense: nn.Module, example: torch.Tensor, target_ratio: float,
     lo, hi = 0.0, 1.0
     best = (1.0, 1.0)
     for _ in range(steps):
+        if hi - lo < 1 / (4 * widest):
+            break
         mid = (lo + hi) / 2
         r = ratio(mid)
         if abs(r - target_ratio) < abs(best[1] - target_ratio):
