@@ -238,7 +238,8 @@ def test_replay_times_a_methods_penalty_before_its_pruning_and_the_pruning_itsel
     from types import SimpleNamespace
 
     from bench.training.data import load_data
-    from bench.replay.run import StepRunner, time_method_pruning
+    from bench.replay.run import StepRunner
+    from bench.replay.surgery import time_method_pruning
     from bench.replay.trajectory import Shape
 
     cfg = RunConfig(model="resnet20", modes=["dense", "prunetrain", mode], epochs=4)

@@ -17,30 +17,26 @@ timed one at a time instead of interleaved (the records say which and why).
 What it cannot know: how a different batch would have
 changed the pruning itself (the trajectory is not re-trained), and accuracy
 (left empty; the original run's is in its own records).
-
-(Over 400 lines on purpose, for now: rebuilding, timing and writing a trajectory share one model of the
-recorded run; the replay package of #24 splits them.)
+The reconfigurations' timing is :mod:`bench.replay.surgery`, the batch rule and timing plan
+:mod:`bench.replay.fit`, the record format :mod:`bench.replay.records`.
 """
 from __future__ import annotations
 
 import gc
 import math
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 import prunetrain_core as pc
 
-from ..training.batching import BatchPolicy, memory_limit
+from ..training.batching import memory_limit
 from ..config import default
 from ..machine.contention import ContentionProbe
 from ..training.data import ImageData, Loader, load_data
-from ..errors import BenchError, ConfigError, DataError, OutOfMemoryBudget
+from ..errors import BenchError, ConfigError, DataError
 from ..training import methods
 from ..training.memory import MemoryEstimate, measure_training_memory, probe_batch
 from ..machine.setup import prepare_device, select_device_name
@@ -52,8 +48,8 @@ from .records import arch_record, replay_row
 from . import fit as replay_fit
 from .fit import NoFit, decide_batch
 from ..training.step import EpochMeter, TrainStep, channels_last_hazard, make_scaler
-from ..training.shapes import zero_channels
-from ..machine.timing import Case, Stat, sync as _sync, timed_rounds
+from ..machine.timing import Case, Stat, timed_rounds
+from .surgery import example_batch as _example, time_method_pruning, time_reconfiguration
 from .trajectory import Shape, Trajectory, load_trajectory
 
 # Consecutive steps of one shape per timed sample.  Rounds still interleave the shapes (drift hits all
@@ -142,10 +138,6 @@ class StepRunner:
 
 def _channels_last_hazard(model, device) -> bool:
     return bool(channels_last_hazard(model, device))
-
-
-def _example(data: ImageData, device: torch.device, n: int = 2) -> torch.Tensor:
-    return data.normalised(data.images[:n], device)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -249,110 +241,6 @@ def time_shapes(timed: dict, timing: str, data: ImageData, device, cfg, lam: flo
 def _rel_iqr(xs: list[float]) -> float:
     st = Stat.of(xs)
     return st.iqr / st.median if st.median > 0 else math.inf
-
-
-def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageData, device, repeats: int,
-                         usable: int, headroom: float) -> tuple[float, bool]:
-    """Median seconds of the harness's reconfiguration from ``src`` into ``dst``, on real surgery.
-
-    The channels that died are not recorded, only how many survived, so a model
-    of shape ``src`` gets that many channels of every space zeroed (in every
-    layer that uses them, as the group lasso leaves them) and then goes through
-    what ``ModeTrainer.reconfigure`` does: plan, surgery with the optimizer
-    state, new lasso groups, FLOP count, memory model, batch decision.  Under
-    a change budget the run also measured the held-out logits before and after
-    as many trial surgeries as its record lists: so does the replay.
-    """
-    cfg, example = traj.cfg, _example(data, device)
-    held_x = _example(data, device, min(cfg.held_out, len(data))) if cfg.change_budget else None
-    times, exact = [], True
-    for _ in range(repeats):
-        model, opt = _mid_training(src, cfg, example, device)
-        graph = pc.analyse(model, example)
-        keep = {}
-        for space in graph.prunable_spaces():
-            writers = [m.module for m in space.members if m.role in ("conv_out", "linear_out")]
-            keep[space.id] = max((dst.channels.get(w, 0) for w in writers), default=space.size)
-        with torch.no_grad():  # every channel alive (a fresh init can sit below a coarse threshold) ...
-            for m in model.modules():
-                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                    m.weight.uniform_(2 * cfg.threshold, 4 * cfg.threshold)
-        zero_channels(model, graph, keep)  # ... but those that died between the two recorded shapes
-        _sync(device)
-        t0 = time.perf_counter()
-        plan = pc.plan_reconfiguration(model, example, threshold=cfg.threshold, round_to=cfg.round_channels,
-                                       liveness=cfg.liveness, structure=cfg.structure)
-        if held_x is not None and dst.budget_trials:
-            pc.outputs(model, held_x)                      # the search's reference
-            for _ in range(dst.budget_trials):             # each trial: a surgery measured on the held-out batch
-                pc.outputs(pc.apply_plan_to(model, plan, example), held_x)
-        new = pc.apply_plan_to(model, plan, example, optimizer=opt)
-        pc.GroupLasso(new, example, groups=cfg.penalise, weighting=cfg.group_weight)
-        times.append(_after_surgery(new, opt, example, cfg, device, usable, headroom, t0))
-        exact = exact and pc.channels(new) == dst.channels
-        del model, new, opt, graph, plan
-        gc.collect()  # the traced graph and the surgery leave cycles: free a VGG-16 (1.5 GB with its state) now
-    return statistics.median(times), exact
-
-
-def _mid_training(src: Shape, cfg, example, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """A model of shape ``src`` and its optimizer after one step: momentum buffers exist, as mid-training."""
-    model = pc.rebuild(src.arch).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    F.cross_entropy(model(example), torch.zeros(len(example), dtype=torch.long, device=device)).backward()
-    opt.step()
-    return model, opt
-
-
-def _after_surgery(new, opt, example, cfg, device, usable: int, headroom: float, t0: float) -> float:
-    """What ModeTrainer does after any surgery (FLOP count, memory model, batch decision); seconds since ``t0``."""
-    pc.count_flops(new, example)
-    memory = measure_training_memory(new, probe_batch(example), optimizer=opt)
-    try:
-        BatchPolicy("prunetrain", cfg.batch_size, cfg.max_batch, 1, usable, headroom, "").after_reshape(
-            memory.fixed, memory.per_sample_activations, at_start=False)
-    except OutOfMemoryBudget:
-        pass  # the next shape does not fit the card: the run records it, the decision took its time
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def time_method_pruning(traj: Trajectory, src: Shape, dst: Shape, data: ImageData, device, repeats: int,
-                        usable: int, headroom: float) -> tuple[float, bool]:
-    """Median seconds of a competing method's pruning from ``src`` into ``dst``, on real surgery.
-
-    The run's γ are not recorded, only how many channels survived, so every BatchNorm of a model of shape
-    ``src`` gets γ = 1 on that many channels of its space and 0 on the rest; then the method decides as in
-    the run (Network Slimming's global percentile, or random channels at the recorded counts) and the same
-    surgery with the optimizer state, FLOP count, memory model and batch decision follow.
-    """
-    cfg, example = traj.cfg, _example(data, device)
-    times, exact = [], True
-    for _ in range(repeats):
-        model, opt = _mid_training(src, cfg, example, device)
-        graph = pc.analyse(model, example)
-        counts = pc.methods.space_counts(graph, dst.channels)
-        with torch.no_grad():
-            for space in graph.prunable_spaces():
-                for m in space.members:
-                    if m.role == "bn":
-                        weight = graph.graph_module.get_submodule(m.module).weight
-                        weight.fill_(0.0)[: counts.get(space.id, space.size)] = 1.0
-        _sync(device)
-        t0 = time.perf_counter()
-        graph = pc.analyse(model, example)
-        if src.mode == "random":
-            plan = pc.methods.random_plan(graph, counts, methods.RandomPruning.seed_for(cfg, dst.epoch))
-        else:
-            scales = pc.methods.bn_scales(graph, model)
-            values = [v for per_bn in scales.values() for bn in per_bn.values() for v in bn]
-            plan = pc.methods.ratio_plan(graph, scales, (values.count(0.0) + 0.5) / len(values)).plan
-        new = pc.apply_plan_to(model, plan, example, optimizer=opt)
-        times.append(_after_surgery(new, opt, example, cfg, device, usable, headroom, t0))
-        exact = exact and pc.channels(new) == dst.channels
-        del model, new, opt, graph, plan
-        gc.collect()
-    return statistics.median(times), exact
 
 
 # ------------------------------------------------------------------------------------------ the replay

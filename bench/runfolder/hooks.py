@@ -26,13 +26,15 @@ announced as ignored.
 
 ``BENCH_FAULT_NAN_AT=<mode>:<epoch>``
     Make the training loss of ``mode`` NaN from the first step of ``epoch`` on
-    (the divergence path, without a huge learning rate for both modes).
+    (the divergence path, without a huge learning rate for both modes): the
+    model's outputs are NaN during the training steps (:meth:`Hooks.training`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from typing import Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import ConfigError
 
@@ -52,6 +54,10 @@ class Hooks:
     def nan_loss(self, mode: str, epoch: int) -> bool:
         """Whether the training loss of ``mode`` is to be NaN in ``epoch``."""
         return False
+
+    def training(self, mode: str, epoch: int, model: Any) -> contextlib.AbstractContextManager:
+        """Entered around the training steps of ``mode``'s ``epoch`` on ``model`` (the bare module)."""
+        return contextlib.nullcontext()
 
 
 NO_HOOKS = Hooks()
@@ -78,6 +84,18 @@ class FaultHooks(Hooks):
 
     def nan_loss(self, mode: str, epoch: int) -> bool:
         return self._nan is not None and self._nan[0] == mode and epoch >= self._nan[1]
+
+    @contextlib.contextmanager
+    def training(self, mode: str, epoch: int, model: Any) -> Iterator[None]:
+        """Where :meth:`nan_loss` asks: the model's outputs, so its loss, are NaN for these steps."""
+        if not self.nan_loss(mode, epoch):
+            yield
+            return
+        handle = model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 def _parse_kill(spec: str | None) -> tuple[str, int] | None:

@@ -189,6 +189,29 @@ def restore_model(blob: dict, path: Path, reference: nn.Module | None = None) ->
     return model
 
 
+def read(path: Path, dist: Any = None) -> dict | None:
+    """The checkpoint at ``path``, or None; under torchrun rank 0 reads it and broadcasts it (no shared disk
+    needed)."""
+    def read_here() -> dict | None:
+        if not path.exists():
+            return None
+        return load(path)  # onto the CPU: the model and optimizer move their own state
+    return dist.from_rank0(read_here) if dist is not None else read_here()
+
+
+def restore_mode(blob: dict, path: Path, mode: str, cfg: Any, num_classes: int, device: torch.device,
+                 make_optimizer: Callable) -> tuple[ModeState, nn.Module, torch.optim.Optimizer]:
+    """Mode ``mode``'s schedule position, model (on ``device``) and optimizer from its checkpoint ``blob``."""
+    if blob.get("mode") != mode:
+        raise CheckpointError(f"{path}: key 'mode' is {blob.get('mode')!r}, expected {mode!r}")
+    # untrusted input: every key is checked, a bad one is one CheckpointError line naming file and key
+    state = check_state(blob, path, epochs=cfg.epochs, max_batch=max(cfg.max_batch, cfg.batch_size))
+    reference = pc.build_model(cfg.model, num_classes)
+    model = restore_model(blob, path, reference=reference).to(device)
+    optimizer = optimizer_from_named(model, blob["optimizer"], make_optimizer, path)
+    return state, model, optimizer
+
+
 def check_state(blob: dict, path: Path, *, epochs: int, max_batch: int) -> ModeState:
     """The schedule position of a checkpoint ('epoch' and 'state'), type- and range-checked."""
     def fail(key: str, what: str, got: Any) -> CheckpointError:

@@ -8,6 +8,8 @@ feeds live in an :class:`EpochMeter` owned by the caller, not in the step.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -74,6 +76,40 @@ class EpochStats:
     peak_reserved_bytes: int | None     # CUDA only: what the allocator held (the emulation cap limits this)
     comm_wait_s: float | None = 0.0   # None where not separable (DDP on CUDA)
     contention: Any = None            # bench.machine.contention.Contention: the machine's load during the epoch
+
+
+def epoch_stats(meter: EpochMeter, elapsed: float, contention: Any, *, dist: Any, device: torch.device,
+                penalised: bool, predicted_peak: Callable[[int], int], batch: int,
+                diverged: Callable[[float], None]) -> EpochStats:
+    """An epoch's figures from its meter: ``elapsed`` is the timed loop's wall clock less the warm-ups and
+    compilations, ``contention`` what the probe saw over it; sums over the ranks of ``dist``.  ``diverged``
+    hears a loss that is not finite (and raises); ``predicted_peak(per-rank batch)``: the memory model's
+    peak, the figure where the device does not measure one (``batch``: the global batch)."""
+    world = dist.world_size if dist else 1
+    if contention.cpu_time_s is not None:  # the warm-ups' and compilations' CPU time was no training either
+        contention = dataclasses.replace(contention, cpu_time_s=contention.cpu_time_s - meter.warmup_cpu_s
+                                         - meter.compile_cpu_s)
+    # a step that compiled also trained: its training part is a typical step's time, the rest compilation
+    trained = meter.steps - meter.compiled_steps
+    typical = elapsed / trained if trained > 0 else 0.0
+    compile_time = max(0.0, meter.compile_s - meter.compiled_steps * typical)
+    elapsed += meter.compile_s - compile_time
+    comm_wait = dist.take_comm_wait() if dist is not None else 0.0
+    loss_sum, correct, ratio_sum, comm_sum = meter.totals(comm_wait or 0.0, dist)
+    comm_wait = None if comm_wait is None else comm_sum / world  # mean over ranks; None: not separable
+    samples = meter.samples * world
+    if not math.isfinite(loss_sum):
+        diverged(loss_sum / max(samples, 1))
+    cuda = device.type == "cuda"  # measured there; on the CPU the memory model's prediction
+    peak = (torch.cuda.max_memory_allocated(device) if cuda
+            else predicted_peak(max(1, batch // world)))
+    return EpochStats(
+        train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
+        lasso_ratio=ratio_sum / max(meter.steps * world, 1) if penalised else 0.0,
+        samples=samples, steps=meter.steps, epoch_time_s=elapsed,
+        compile_time_s=compile_time, warmup_time_s=meter.warmup_s, peak_memory_bytes=int(peak),
+        peak_reserved_bytes=int(torch.cuda.max_memory_reserved(device)) if cuda else None,
+        comm_wait_s=comm_wait, contention=contention)
 
 
 def channels_last_hazard(model: nn.Module, device=None) -> str | None:
@@ -158,7 +194,6 @@ class TrainStep:
         self.lasso, self.lpr, self.lam, self.reduce_mean = lasso, lpr, lam, reduce_mean
         self.channels_last = channels_last
         self.penalty_in_loss = penalty_in_loss  # False: λ and the ratio only; a post-step hook applies the penalty
-        self.nan_loss = False          # test seam (bench.runfolder.hooks): make the loss NaN
         self.penalty_on = True         # False after the penalty window (--lasso-until): CE alone
         self.post_step_hooks: list[Callable[[], None]] = []
 
@@ -180,8 +215,6 @@ class TrainStep:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
             out = self.model(x)
             ce = F.cross_entropy(out.float(), y)
-        if self.nan_loss:
-            ce = ce * float("nan")
         loss, lam, ratio = ce, self.lam, None
         if self.lasso is not None and self.penalty_on:
             # the penalty in fp32, added before any loss scaling, so scaling treats it like the CE

@@ -5,17 +5,18 @@ group-lasso term from the first step and, every ``interval`` epochs, asks the
 engine to reconfigure the model into a smaller dense one, then re-decides the
 mini-batch for the memory that freed up.  Everything a row of epochs.csv
 holds is measured here; the row is appended when its epoch ends and the
-checkpoint written right after it.  The step itself is :mod:`bench.training.step`,
-the batch rule and the out-of-memory retry :mod:`bench.training.batching`, the
-checkpoint and the exported model :mod:`bench.training.checkpoint`.
+checkpoint written right after it.  The step itself and an epoch's figures are
+:mod:`bench.training.step`, the batch rule and the out-of-memory retry
+:mod:`bench.training.batching`, the reconfiguration (plan, surgery, function
+change) :mod:`bench.training.reconfigure`, the row, architecture record and
+epoch line :mod:`bench.training.rows`, the checkpoint and the exported model
+:mod:`bench.training.checkpoint`.
 
-(Over 400 lines on purpose: the loop, evaluation and reconfiguration of one mode,
-the parts that share the trainer's state; everything else lives in the modules above.)
+(``ModeTrainer`` is ~300 lines on purpose: its loop, evaluation, shape installation and batch decisions
+(after a reconfiguration or an out-of-memory error) share one mode's model, optimizer, step, memory and batch.)
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +29,21 @@ from torch import nn
 import prunetrain_core as pc
 
 from . import checkpoint, methods
-from .batching import BatchPolicy, elsewhere_on_oom, halve_on_oom, run_with_oom_retry
+from .batching import BatchPolicy, halve_on_oom, run_with_oom_retry
 from .checkpoint import ModeState
 from ..config import RunConfig
-from ..machine.contention import Contention, ContentionProbe
+from ..machine.contention import ContentionProbe
 from ..machine.timing import sync
 from .data import DataSplit, ImageData, Loader
 from .distributed import debug_dump
-from ..errors import CheckpointError, ConfigError, DivergenceError
+from ..errors import DivergenceError
 from ..runfolder.hooks import NO_HOOKS, Hooks
 from .memory import PROBE_BATCH, measure_training_memory, probe_batch, reset_cuda_peak
-from ..runfolder.records import SCHEMA_VERSION, EpochLog
-from .step import EpochMeter, EpochStats, TrainStep, autocast_dtype, make_scaler, memory_format, new_scaler
+from ..runfolder.records import EpochLog
+from .reconfigure import Reconfiguration, held_out_batch
+from .rows import architecture, epoch_line, epoch_row
+from .step import (EpochMeter, EpochStats, TrainStep, autocast_dtype, epoch_stats, make_scaler, memory_format,
+                   new_scaler)
 
 
 @dataclass
@@ -79,8 +83,9 @@ class ModeTrainer:
         self.prune = mode == "prunetrain"
         self.method = methods.for_mode(mode, self.cfg)  # a competing method (bench.training.methods), or None
         self.example = self._example_batch()
-        self.held_x, self.held_y = self._held_out_batch() if self.prune or self.method else (None, None)
         self.state = ModeState()
+        # plan, surgery and function change (bench.training.reconfigure), measured on validation images
+        self.reconfiguration = self._reconfiguration() if self.prune or self.method else None
         self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
         self.last_change: dict[str, Any] | None = None  # function change measured at this epoch's reconfiguration
         self.scaler = make_scaler(self.cfg.amp, ctx.device)  # one for the whole mode: its scale carries over
@@ -99,23 +104,12 @@ class ModeTrainer:
     def _normalised(self, images: torch.Tensor) -> torch.Tensor:
         return self.ctx.data.train.normalised(images, self.ctx.device)
 
-    def _held_out_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fixed batch of validation images spread over the whole (class-sorted) validation split.
-
-        It measures each reconfiguration's function change and, with a change
-        budget, chooses the threshold from logits alone (labels only report Δaccuracy).
-        Never the test set: a decision taken on it would make test accuracy a selected figure.
-        """
-        val = self.ctx.data.val
-        if val is None or not len(val):
-            raise ConfigError("PruneTrain measures its reconfigurations on the validation split: give --val N")
-        idx = torch.linspace(0, len(val) - 1, min(self.cfg.held_out, len(val))).long()
-        return self._normalised(val.images[idx]), val.labels[idx].to(self.ctx.device)
-
-    @property
-    def held_out_source(self) -> str:
-        """What a function-change record was measured on, as it says in run.json."""
-        return f"validation split ({len(self.held_y)} of {len(self.ctx.data.val)} held-out training images)"
+    def _reconfiguration(self) -> Reconfiguration:
+        held = held_out_batch(self.ctx.data, self.cfg.held_out, self.ctx.device)
+        source = f"validation split ({len(held[1])} of {len(self.ctx.data.val)} held-out training images)"
+        return Reconfiguration(self.cfg, self.mode, self.method, self.ctx.device, self.example, held, source,
+                               note=lambda text: self.state.batch_reasons.append(f"epoch {self.state.epoch}: {text}"),
+                               dist=self.ctx.dist)
 
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
@@ -142,15 +136,9 @@ class ModeTrainer:
         blob = self._read_checkpoint()
         if blob is None:
             return False
-        if blob.get("mode") != self.mode:
-            raise CheckpointError(f"{self.ckpt_path}: key 'mode' is {blob.get('mode')!r}, expected {self.mode!r}")
-        # untrusted input: every key is checked, a bad one is one CheckpointError line naming file and key
-        state = checkpoint.check_state(blob, self.ckpt_path, epochs=self.cfg.epochs,
-                                       max_batch=max(self.cfg.max_batch, self.cfg.batch_size))
-        reference = pc.build_model(self.cfg.model, self.ctx.data.num_classes)
-        model = checkpoint.restore_model(blob, self.ckpt_path, reference=reference).to(self.ctx.device)
-        optimizer = checkpoint.optimizer_from_named(model, blob["optimizer"], self._make_optimizer, self.ckpt_path)
-        self.state = state
+        self.state, model, optimizer = checkpoint.restore_mode(blob, self.ckpt_path, self.mode, self.cfg,
+                                                               self.ctx.data.num_classes, self.ctx.device,
+                                                               self._make_optimizer)
         if self.scaler is not None:  # fp16 continues with the loss scale it had reached
             self.scaler = new_scaler(self.ctx.device.type, checkpoint.scaler_state(blob, self.ckpt_path))
         if self.method is not None:
@@ -160,12 +148,8 @@ class ModeTrainer:
         return True
 
     def _read_checkpoint(self) -> dict | None:
-        """The checkpoint, or None; under torchrun rank 0 reads it and broadcasts it (no shared disk needed)."""
-        def read() -> dict | None:
-            if not self.ckpt_path.exists():
-                return None
-            return checkpoint.load(self.ckpt_path)  # onto the CPU: the model and optimizer move their own state
-        return self.ctx.dist.from_rank0(read) if self.ctx.dist is not None else read()
+        """The checkpoint, or None (bench.training.checkpoint.read)."""
+        return checkpoint.read(self.ckpt_path, self.ctx.dist)
 
     def _install(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
@@ -248,47 +232,29 @@ class ModeTrainer:
             reset_cuda_peak(ctx.device)
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
         half = len(loader) // 2
-        self.step.nan_loss = self.ctx.hooks.nan_loss(self.mode, epoch)  # False unless the test suite asks
         probe = ContentionProbe(ctx.device if ctx.device.type == "cuda" else None)
         self._sync()
         probe.start()
         start = time.perf_counter()
-        for i, (x, y) in enumerate(loader):
-            self._step_with_retry(x, y, meter)
-            if i == half:
-                self.ctx.hooks.kill_point("mid-epoch")
-            bar.update(1)
+        with ctx.hooks.training(self.mode, epoch, self.module):  # nothing unless the test suite asks
+            for i, (x, y) in enumerate(loader):
+                self._step_with_retry(x, y, meter)
+                if i == half:
+                    ctx.hooks.kill_point("mid-epoch")
+                bar.update(1)
         self._sync()
         # neither the warm-ups nor torch.compile's compilations were training (bench.training.step books both)
         elapsed = time.perf_counter() - start - meter.warmup_s - meter.compile_s
         contention = probe.stop()
-        if contention.cpu_time_s is not None:  # ... nor was their CPU time
-            contention = dataclasses.replace(contention, cpu_time_s=contention.cpu_time_s - meter.warmup_cpu_s
-                                             - meter.compile_cpu_s)
         bar.close()
         self.state.lam = self.step.lam
-        # a step that compiled also trained: its training part is a typical step's time, the rest compilation
-        trained = meter.steps - meter.compiled_steps
-        typical = elapsed / trained if trained > 0 else 0.0
-        compile_time = max(0.0, meter.compile_s - meter.compiled_steps * typical)
-        elapsed += meter.compile_s - compile_time
-        comm_wait = ctx.dist.take_comm_wait() if ctx.dist is not None else 0.0
-        loss_sum, correct, ratio_sum, comm_sum = meter.totals(comm_wait or 0.0, ctx.dist)
-        comm_wait = None if comm_wait is None else comm_sum / world  # mean over ranks; None: not separable
-        samples = meter.samples * world
-        if not math.isfinite(loss_sum):
-            raise DivergenceError(f"{self.mode}: the training loss became {loss_sum / max(samples, 1)} in epoch {epoch} "
+
+        def diverged(loss: float) -> None:
+            raise DivergenceError(f"{self.mode}: the training loss became {loss} in epoch {epoch} "
                                   f"(lr {lr:g}); lower --lr or --lpr")
-        cuda = ctx.device.type == "cuda"  # measured there; on the CPU the memory model's prediction
-        peak = (torch.cuda.max_memory_allocated(ctx.device) if cuda
-                else self.memory.total_for_batch(max(1, self.state.batch // world)))
-        return EpochStats(
-            train_loss=loss_sum / samples, train_acc=100.0 * correct / samples,
-            lasso_ratio=ratio_sum / max(meter.steps * world, 1) if self.lasso is not None else 0.0,
-            samples=samples, steps=meter.steps, epoch_time_s=elapsed,
-            compile_time_s=compile_time, warmup_time_s=meter.warmup_s, peak_memory_bytes=int(peak),
-            peak_reserved_bytes=int(torch.cuda.max_memory_reserved(ctx.device)) if cuda else None,
-            comm_wait_s=comm_wait, contention=contention)
+        return epoch_stats(meter, elapsed, contention, dist=ctx.dist, device=ctx.device,
+                           penalised=self.lasso is not None, predicted_peak=self.memory.total_for_batch,
+                           batch=self.state.batch, diverged=diverged)
 
     def _step_with_retry(self, x: torch.Tensor, y: torch.Tensor, meter: EpochMeter) -> None:
         """One loader batch in optimizer steps of the current batch; lowered and redone after out-of-memory."""
@@ -346,23 +312,8 @@ class ModeTrainer:
         """Shrink the model (plan on rank 0, same surgery everywhere), then re-decide the batch."""
         self._sync()
         start = time.perf_counter()
-        before = self._held_out(lambda m, x, y: pc.outputs(m, x), "held-out forward")  # the budget's reference, the proof's "before"
-        # the "before" logits are the method's own cost only where a change budget searches with them
-        proof_time = 0.0 if self.cfg.change_budget and self.method is None else time.perf_counter() - start
-        chosen: dict[str, Any] = {"threshold": self.cfg.threshold}
-
-        def plan_here() -> pc.Plan:
-            return self._plan(before, chosen)
-        plan = self.ctx.dist.broadcast_plan(plan_here) if self.ctx.dist is not None else plan_here()
-        model = elsewhere_on_oom(lambda: pc.apply_plan_to(self.module, plan, self.example, optimizer=self.optimizer),
-                                 lambda why: self._surgery_on_cpu(plan, why))
-        t0 = time.perf_counter()
-        self.module = model  # the new shape, measured on the same batch
-        change = pc.compare(before, self._held_out(lambda m, x, y: pc.outputs(m, x), "held-out forward"),
-                            self.held_y.cpu())
-        proof_time += time.perf_counter() - t0  # measuring the result is the harness's, not the method's cost
-        self.last_change = {"threshold": chosen["threshold"], "tried": chosen.get("tried", []), **change.to_dict(),
-                            "measured_on": self.held_out_source, **chosen.get("method", {})}
+        model, self.last_change, proof_time = self.reconfiguration.run(self.module, self.optimizer)
+        self.module = model  # the new shape
         self._install(model, self.optimizer)
         self.ctx.hooks.kill_point("reconfigure")
         self._decide_batch(at_start=False)
@@ -372,67 +323,9 @@ class ModeTrainer:
         debug_dump(self, epoch)  # test hook, no-op unless BENCH_DEBUG_DUMP_DIR is set
         return elapsed
 
-    def _plan(self, before: pc.Outputs, chosen: dict[str, Any]) -> pc.Plan:
-        """The fixed-threshold plan, or with a change budget the largest threshold that stays within it."""
-        cfg = self.cfg
-        if self.method is not None:  # a competing method decides; the surgery below is PruneTrain's own
-            plan, record = self.method.plan(self.module, self.example)
-            chosen.update(threshold=record.pop("threshold"), method={"method": self.mode, **record})
-            return plan
-        if not cfg.change_budget:
-            return pc.plan_reconfiguration(self.module, self.example, threshold=cfg.threshold,
-                                           round_to=cfg.round_channels, liveness=cfg.liveness,
-                                           structure=cfg.structure)
-        choice = self._held_out(lambda m, x, y: pc.plan_within_budget(
-            m, self.example.to(x.device), x, y, tolerance=cfg.change_budget,
-            thresholds=pc.threshold_grid(cfg.threshold), liveness=cfg.liveness, round_to=cfg.round_channels,
-            reference=pc.Outputs(before.eval.to(x.device), before.train.to(x.device)), structure=cfg.structure),
-            "change-budget search")
-        chosen.update(threshold=choice.threshold, tried=choice.tried)
-        return choice.plan
-
-    def _held_out(self, fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], Any], what: str) -> Any:
-        """``fn(module, held_x, held_y)`` on the card; after an out-of-memory error there, on the CPU (the module
-        moved there and back).  The held-out batch runs whole (train-mode BatchNorm statistics depend on it), and
-        the change-budget search adds a trial model per threshold: VGG-16 at 224×224 on an 8 GiB card has no
-        room for them.  :class:`pc.Outputs` come back on the CPU either way, so that any two compare."""
-        def cpu_outputs(result: Any) -> Any:
-            return pc.Outputs(result.eval.cpu(), result.train.cpu()) if isinstance(result, pc.Outputs) else result
-
-        def on_cpu(why: str) -> Any:
-            self.state.batch_reasons.append(f"epoch {self.state.epoch}: {what} out of memory on "
-                                            f"{self.ctx.device} ({why}); done on the CPU")
-            self.module.to("cpu")
-            try:
-                return cpu_outputs(fn(self.module, self.held_x.cpu(), self.held_y.cpu()))
-            finally:
-                self.module.to(self.ctx.device)
-        return elsewhere_on_oom(lambda: cpu_outputs(fn(self.module, self.held_x, self.held_y)), on_cpu)
-
-    def _surgery_on_cpu(self, plan: pc.Plan, why: str) -> nn.Module:
-        """The surgery where the card has no room for the old and the new model at once (2 GiB, ImageNet)."""
-        self.state.batch_reasons.append(f"epoch {self.state.epoch}: reconfiguration out of memory on "
-                                        f"{self.ctx.device} ({why}); surgery done on the CPU")
-        cpu, device = torch.device("cpu"), self.ctx.device
-        self.module.to(cpu)
-        checkpoint.optimizer_to(self.optimizer, cpu)
-        model = pc.apply_plan_to(self.module, plan, self.example.to(cpu), optimizer=self.optimizer).to(device)
-        checkpoint.optimizer_to(self.optimizer, device)
-        return model
-
     def _record_architecture(self, epoch: int) -> None:
-        arch = {
-            "epoch": epoch,
-            "channels": list(pc.channels(self.module).items()),
-            "params": sum(p.numel() for p in self.module.parameters()),
-            "inference_flops": self.flops.inference_per_image,
-            "train_flops_per_image": self.flops.train_per_image,
-            "batch_size": self.state.batch,
-            "channels_last": self.channels_last,  # as trained: --channels-last is turned off for unsafe shapes
-            "memory": self.memory.to_dict(),
-            "function_change": self.last_change if epoch else None,
-            "arch": pc.describe(self.module),  # the exact graph (removed branches too): `bench replay` rebuilds it
-        }
+        arch = architecture(epoch, self.module, self.flops, self.state.batch, self.channels_last, self.memory,
+                            self.last_change)
         self.state.architectures.append(arch)
         self.ctx.on_architecture(self.mode, arch)
 
@@ -447,8 +340,8 @@ class ModeTrainer:
         cfg, ctx = self.cfg, self.ctx
         for epoch in range(self.state.epoch + 1, cfg.epochs + 1):
             stats = self.train_epoch(epoch)
-            test_loss, test_acc, eval_time = self.evaluate()
-            val_loss, val_acc, _ = self.evaluate(ctx.data.val) if ctx.data.val is not None else (None, None, 0)
+            test = self.evaluate()
+            val = self.evaluate(ctx.data.val) if ctx.data.val is not None else (None, None, 0)
             # the LR the epoch ran with (set at its start): after an OOM retry lowered the batch mid-epoch,
             # lr_for() would give a rate that was never used
             batch_used, lr_used = self.state.batch, self.optimizer.param_groups[0]["lr"]
@@ -459,32 +352,10 @@ class ModeTrainer:
             self.last_change = None
             reconfig_time = self.reconfigure(epoch) if (cfg.is_reconfiguration_epoch(epoch) if self.prune else (
                 self.method is not None and self.method.due(epoch, self.module, self.example))) else 0.0
-            change = self.last_change or {}
-            row = {
-                "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "mode": self.mode,
-                "model": cfg.model, "dataset": ctx.data.name, "profile": ctx.profile_name,
-                "device": ctx.device_name, "emulated": int(ctx.emulated), "world_size": cfg.world_size,
-                "epoch": epoch, "batch_size": batch_used, "lr": lr_used,
-                "train_loss": stats.train_loss, "train_acc": stats.train_acc,
-                "test_loss": test_loss, "test_acc": test_acc, "val_loss": val_loss, "val_acc": val_acc,
-                "epoch_time_s": stats.epoch_time_s, "eval_time_s": eval_time,
-                "reconfig_time_s": reconfig_time, "compile_time_s": stats.compile_time_s,
-                "warmup_time_s": stats.warmup_time_s, "peak_memory_reserved_bytes": stats.peak_reserved_bytes,
-                "train_flops": flops_now.train_per_image * stats.samples,
-                "inference_flops": flops_now.inference_per_image,
-                "params": params_now,
-                "peak_memory_bytes": stats.peak_memory_bytes, "memory_budget_bytes": ctx.budget_bytes,
-                "peak_memory_source": "measured" if ctx.device.type == "cuda" else "predicted",
-                "fits": 1, "memory_limit_bytes": self.policy.limit_bytes,
-                "lasso_lambda": self.state.lam or 0.0, "lasso_ratio": stats.lasso_ratio,
-                "grad_bytes_per_step": grad_bytes, "comm_wait_s": stats.comm_wait_s,
-                "oom_retries": self.state.oom_retries, "steps": stats.steps, "source": "measured", "replay_of": None,
-                **(stats.contention or Contention.unknown()).columns(),
-                "prune_threshold": change.get("threshold"),
-                "func_change_eval": change.get("eval_rel"), "func_change_train": change.get("train_rel"),
-                "func_acc_delta_eval": change.get("eval_acc_delta"),
-                "func_acc_delta_train": change.get("train_acc_delta"),
-            }
+            row = epoch_row(ctx, self.mode, epoch, stats, test=test, val=val, batch=batch_used, lr=lr_used,
+                            reconfig_time=reconfig_time, flops=flops_now, params=params_now,
+                            limit_bytes=self.policy.limit_bytes, lam=self.state.lam, grad_bytes=grad_bytes,
+                            oom_retries=self.state.oom_retries, change=self.last_change or {})
             if ctx.is_writer:
                 ctx.log.append(row)
                 self.save_checkpoint()
@@ -507,26 +378,6 @@ class ModeTrainer:
                         extra={"mode": self.mode, **self.state.to_blob(), **scaler,
                                **({"method": self.method.state()} if self.method is not None else {})},
                         before_replace=lambda: self.ctx.hooks.kill_point("checkpoint-write"))
-
-
-def epoch_line(row: dict, epochs: int, dense: float | None, trained: float, after: float | None) -> str:
-    """One epoch as one line, for any stream (a log, CI, a pipe) where no bar is drawn: what a user watches for.
-
-    ``dense``: the unpruned model's training FLOPs per image (both modes start from it); ``trained``: this
-    epoch's; ``after``: those after the reconfiguration that followed the epoch (None: none ran).
-    """
-    def share(flops: float) -> str:
-        return f"{100 * flops / dense:.0f} % of dense" if dense else "? % of dense"
-
-    text = (f"{row['mode']} epoch {row['epoch']}/{epochs}: {row['epoch_time_s']:.1f} s, "
-            f"train acc {row['train_acc']:.1f} %, test acc {row['test_acc']:.1f} %, "
-            f"training FLOPs {share(trained)}, batch {row['batch_size']}")
-    if after is not None:
-        change = row.get("func_change_eval")
-        text += (f"; reconfigured in {row['reconfig_time_s']:.2f} s to {share(after)}"
-                 + (f" (threshold {row['prune_threshold']:.2g})" if row.get("prune_threshold") else "")
-                 + (f", function change {change:.1e}" if change is not None else ""))
-    return text
 
 
 def _progress(total: int, desc: str, enabled: bool):
