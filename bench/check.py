@@ -26,7 +26,7 @@ import torch
 import prunetrain_core as pc
 
 from .training.batching import EmulatedOutOfMemory
-from .config import RunConfig
+from .config import partial_from, resolve
 from .training.data import load_data
 from .errors import BenchError
 from .training.train import ModeTrainer, RunContext
@@ -66,7 +66,8 @@ class Checker:
     # ------------------------------------------------------------------ plumbing
     def trainer(self, mode: str, *, budget: int = 0, reserve: int = 0, headroom: float = 1.0, name: str = "check",
                 **cfg: Any) -> ModeTrainer:
-        """A trainer as `bench run` builds it, on ``IMAGES`` synthetic images, checkpointing under a fresh folder."""
+        """A trainer as `bench run` builds it, on ``IMAGES`` synthetic images, checkpointing under a fresh folder;
+        its settings checked and merged as bench run's command line is (bench.config.resolve)."""
         options = dict(model=self.model, data="synthetic", subset=IMAGES, modes=[mode], epochs=4,
                        batch_size=BATCH, max_batch=BATCH, adjust_batch=False, device=str(self.device),
                        amp=self.amp, channels_last=self.channels_last, lr_milestones=[], threshold=1e-4,
@@ -75,7 +76,7 @@ class Checker:
         run_dir = Path(tempfile.mkdtemp(dir=self.tmp))
         (run_dir / "checkpoints").mkdir()
         data = dataclasses.replace(self.data, train=_first(self.data.train, options["subset"] or IMAGES))
-        ctx = RunContext(cfg=RunConfig(**options), run_id="check", run_dir=run_dir, device=self.device, data=data,
+        ctx = RunContext(cfg=resolve(given=partial_from(options)), run_id="check", run_dir=run_dir, device=self.device, data=data,
                          profile_name=name, device_name=str(self.device), emulated=bool(budget),
                          budget_bytes=budget, reserve_bytes=reserve, headroom=headroom, log=None)
         return ModeTrainer(ctx, mode)

@@ -3,8 +3,9 @@
 Known mistakes (BenchError, UnsupportedModelError) become one line on stderr
 and exit code 2; nothing else is caught, so real bugs still show a traceback.
 
-(Over 400 lines on purpose, for now: ``bench run``'s options are one decorator each, and every command
-of the product lives here; splitting the commands into a package is part of the harness regroup, #24.)
+(Over 400 lines on purpose: every command's options are declared here, one click decorator each, ``bench
+run``'s alone about a hundred lines; what a command does lives in its own module (bench.run, bench.sweep,
+bench.check, bench.replay, bench.report, bench.speed), so this file is declarations and argument plumbing.)
 """
 from __future__ import annotations
 
