@@ -1,6 +1,7 @@
 """The evidence table of a report README, generated from its raw records (never typed by hand).
 
 Usage: python reports/evidence_table.py RUNS_DIR [README [SELECTION_DIR]]
+       python reports/evidence_table.py RUNS_DIR README.md --summary   (the project README's verdict block)
 
 Prints the table — per mode, the mean and 95 % confidence interval over seeds of training time,
 training FLOPs saved against dense, final test accuracy and test accuracy at PruneTrain's training
@@ -121,36 +122,51 @@ def _run_folders(*parents: Path) -> list[Path]:
     return [f for parent in parents for f in sorted(parent.iterdir()) if (f / "run.json").is_file()]
 
 
-def selection_markdown(runs_dir: Path, selection_dir: Path) -> str:
-    """The recipe-choice table: every PruneTrain run's validation accuracy against dense's, same seed and epoch."""
+def _changes(meta: dict, recipe: dict) -> str:
+    """The method settings in which a run differs from the recipe's run, in the method name's words."""
+    changed = [method_words(k, meta["config"][k]) for k in PUBLISHED_METHOD
+               if meta["config"].get(k) != recipe["config"].get(k)]
+    return "; ".join(changed) or "the recipe"
+
+
+def selection_markdown(runs_dir: Path, *candidate_dirs: Path) -> str:
+    """The recipe-choice table: every PruneTrain run's validation accuracy against dense's, same seed and epoch.
+
+    Candidates are named by what they change from the recipe of ``runs_dir`` (same seed)."""
     dense: dict[int, dict[int, float]] = {}
-    candidates = []
-    for folder in _run_folders(runs_dir, selection_dir):
-        meta = json.loads((folder / "run.json").read_text())
-        rows = [r for _, r in read_epochs(folder / "epochs.csv", strict=True)]
+    recipe: dict[int, dict] = {}
+    found = []
+    for folder in _run_folders(runs_dir, *candidate_dirs):
+        meta, rows = _folder_records(folder)
         seed = int(meta["config"]["seed"])
         if any(r.mode == "dense" for r in rows):
             dense[seed] = {r.epoch: r.val_acc for r in rows if r.mode == "dense"}
-        pt = [r for r in rows if r.mode == "prunetrain"]
-        if pt:
-            archs = meta["modes"]["prunetrain"]["architectures"]
-            first = next((a for a in archs if a["epoch"] > 0), None)
-            kept = first["train_flops_per_image"] / archs[0]["train_flops_per_image"] if first else 1.0
-            candidates.append((float(meta["config"]["lpr"]), seed, kept, pt[-1], int(meta["config"]["epochs"])))
-    out = ["| ratio | seed | training FLOPs per image kept after epoch 1 (× dense) | epochs trained | "
-           "validation acc. (%) | dense's, same seed and epoch (%) | gap (points) |", "|---:|---:|---:|---:|---:|---:|---:|"]
-    verdict: dict[float, list[bool]] = {}
-    for lpr, seed, kept, last, epochs in sorted(candidates, key=lambda c: (c[0], c[1])):
-        ref = dense.get(seed, {}).get(last.epoch)
+            recipe[seed] = meta
+        found.append((meta, [r for r in rows if r.mode == "prunetrain"]))
+    candidates = []
+    for meta, pt in found:
+        seed = int(meta["config"]["seed"])
+        if not pt or seed not in recipe:
+            continue
+        archs = meta["modes"]["prunetrain"]["architectures"]
+        first = next((a for a in archs if a["epoch"] > 0), None)
+        kept = first["train_flops_per_image"] / archs[0]["train_flops_per_image"] if first else 1.0
+        candidates.append((_changes(meta, recipe[seed]), seed, kept, pt[-1], int(meta["config"]["epochs"])))
+    out = ["| changed from the recipe | seed | training FLOPs per image kept after epoch 1 (× dense) | epochs trained | "
+           "validation acc. (%) | dense's, same seed and epoch (%) | gap (points) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    verdict: dict[str, list[bool]] = {}
+    for label, seed, kept, last, epochs in sorted(candidates, key=lambda c: (c[0] != "the recipe", c[0], c[1])):
+        ref = dense[seed].get(last.epoch)
         gap = None if ref is None else last.val_acc - ref
         trained = f"{last.epoch} of {epochs}" + ("" if last.epoch == epochs else " (stopped)")
-        out.append(f"| {lpr:g} | {seed} | {kept:.3f} | {trained} | {last.val_acc:.2f} | "
+        out.append(f"| {label} | {seed} | {kept:.3f} | {trained} | {last.val_acc:.2f} | "
                    f"{'–' if ref is None else f'{ref:.2f}'} | {'–' if gap is None else f'{gap:+.2f}'} |")
-        verdict.setdefault(lpr, []).append(gap is not None and last.epoch == epochs and gap >= -ACC_TARGET_POINTS)
-    held = [lpr for lpr, ok in verdict.items() if all(ok)]
+        verdict.setdefault(label, []).append(gap is not None and last.epoch == epochs and gap >= -ACC_TARGET_POINTS)
+    held = [f"{label} ({len(ok)} seeds)" for label, ok in verdict.items() if all(ok)]
     out.append("")
-    out.append(f"Ratios within {ACC_TARGET_POINTS:g} points of dense on the validation split at the last epoch of "
-               f"every seed: {', '.join(f'{x:g}' for x in sorted(held)) if held else 'none of those measured'}.")
+    out.append(f"Within {ACC_TARGET_POINTS:g} points of dense on the validation split at the last epoch of every "
+               f"seed: {', '.join(held) if held else 'none of those measured'}.")
     return "\n".join(out) + "\n"
 
 
@@ -173,16 +189,31 @@ def ablations_markdown(runs_dir: Path, ablations_dir: Path) -> str:
         if seed not in recipe or not pt:
             continue
         ref_meta, ref_rows = recipe[seed]
-        changed = [method_words(k, meta["config"][k]) for k in PUBLISHED_METHOD
-                   if meta["config"].get(k) != ref_meta["config"].get(k)]
+        changed = _changes(meta, ref_meta)
         dense_flops = sum(r.train_flops for r in ref_rows if r.mode == "dense")
         final = {m: [r for r in ref_rows if r.mode == m][-1].test_acc for m in ("dense", "prunetrain")}
         epochs = int(meta["config"]["epochs"])
         status = "" if pt[-1].epoch == epochs else f" (epoch {pt[-1].epoch} of {epochs}: not finished)"
         saved = 100 * (1 - sum(r.train_flops for r in pt) / dense_flops) if not status else None
-        out.append(f"| {'; '.join(changed) or 'nothing'}{status} | {seed} | "
+        out.append(f"| {changed}{status} | {seed} | "
                    f"{'–' if saved is None else f'{saved:.1f}'} | {pt[-1].test_acc:.1f} | {final['prunetrain']:.1f} | "
                    f"{final['dense']:.1f} | {meta['data']['test_size']} |")
+    return "\n".join(out) + "\n"
+
+
+SUMMARY_START, SUMMARY_END = "<!-- cpu-evidence:start -->", "<!-- cpu-evidence:end -->"
+
+
+def summary_markdown(runs_dir: Path, shown: str = "reports/cifar10-cpu-evidence/runs") -> str:
+    """The project README's short form: what was run (``shown``: the records' folder as the README names it),
+    and each target's and control's verdict."""
+    agg = aggregate(load_runs([runs_dir]).runs)
+    out = []
+    for _, r in agg.table.iterrows():
+        out.append(f"{r.get('method', 'PruneTrain')}, seeds {r.get('seeds', '?')} (n = {int(r['n'])}), "
+                   f"from `{shown}`:")
+        out.append("")
+        out.extend(targets_lines(r))
     return "\n".join(out) + "\n"
 
 
@@ -194,6 +225,10 @@ def replace_block(readme: str, block: str, start: str = START, end: str = END) -
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) == 3 and argv[2] == "--summary":   # the project README's block
+        path = Path(argv[1])
+        path.write_text(replace_block(path.read_text(), summary_markdown(Path(argv[0])), SUMMARY_START, SUMMARY_END))
+        return
     if len(argv) not in (1, 2, 3):
         raise SystemExit(__doc__)
     block = evidence_markdown(Path(argv[0]))
@@ -201,7 +236,7 @@ def main(argv: list[str]) -> None:
         path = Path(argv[1])
         text = replace_block(path.read_text(), block)
         if len(argv) == 3:
-            text = replace_block(text, selection_markdown(Path(argv[0]), Path(argv[2])),
+            text = replace_block(text, selection_markdown(Path(argv[0]), Path(argv[2]), path.parent / "ablations"),
                                  SELECTION_START, SELECTION_END)
         if ABLATION_START in text:
             text = replace_block(text, ablations_markdown(Path(argv[0]), path.parent / "ablations"),

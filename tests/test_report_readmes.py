@@ -94,7 +94,8 @@ def test_recipe_choice_tables_regenerate_from_validation_records(readme):
     """The recipe-choice table (validation accuracy only) is generated from runs/ and selection/ too."""
     module = _evidence_module()
     block = readme.read_text().split(module.SELECTION_START, 1)[1].split(module.SELECTION_END, 1)[0]
-    assert block == "\n" + module.selection_markdown(readme.parent / "runs", readme.parent / "selection"), \
+    assert block == "\n" + module.selection_markdown(readme.parent / "runs", readme.parent / "selection",
+                                                     readme.parent / "ablations"), \
         f"{readme}: the selection block differs from what its records give (python reports/evidence_table.py " \
         f"{readme.parent / 'runs'} {readme} {readme.parent / 'selection'})"
 
@@ -111,7 +112,7 @@ def test_the_recipe_choice_reads_validation_accuracy_and_flags_a_stopped_run(tmp
         folder = parent / name
         folder.mkdir(parents=True)
         archs = [{"epoch": 0, "train_flops_per_image": 100.0}, {"epoch": 1, "train_flops_per_image": 40.0}]
-        meta = {"config": {"seed": seed, "lpr": lpr, "epochs": epochs},
+        meta = {"config": {"seed": seed, "lpr": lpr, "epochs": epochs, "keep_bn_scale": True},
                 "modes": {m: {"architectures": archs} for m in modes}}
         (folder / "run.json").write_text(json.dumps(meta))
         fake = FakeRun(run_id=name, epochs=epochs)
@@ -124,10 +125,10 @@ def test_the_recipe_choice_reads_validation_accuracy_and_flags_a_stopped_run(tmp
     run(sel, "a", 0.95, 0, {"prunetrain": [30.0, 50.0]}, ["prunetrain"])
     run(sel, "b", 0.95, 1, {"prunetrain": [31.0]}, ["prunetrain"])
     md = module.selection_markdown(runs, sel)
-    assert "| 0.9 | 0 | 0.400 | 2 of 2 | 59.00 | 60.00 | -1.00 |" in md
-    assert "| 0.95 | 0 | 0.400 | 2 of 2 | 50.00 | 60.00 | -10.00 |" in md
-    assert "| 0.95 | 1 | 0.400 | 1 of 2 (stopped) | 31.00 | 52.00 | -21.00 |" in md
-    assert md.rstrip().endswith("every seed: 0.9.")
+    assert "| the recipe | 0 | 0.400 | 2 of 2 | 59.00 | 60.00 | -1.00 |" in md
+    assert "| ratio 0.95 | 0 | 0.400 | 2 of 2 | 50.00 | 60.00 | -10.00 |" in md
+    assert "| ratio 0.95 | 1 | 0.400 | 1 of 2 (stopped) | 31.00 | 52.00 | -21.00 |" in md
+    assert md.rstrip().endswith("every seed: the recipe (2 seeds).")
 
 
 ABLATIONS = [p for p in EVIDENCE if "<!-- ablations:start -->" in p.read_text()]
@@ -140,3 +141,14 @@ def test_ablation_tables_regenerate_from_the_records(readme):
     assert block == "\n" + module.ablations_markdown(readme.parent / "runs", readme.parent / "ablations"), \
         f"{readme}: the ablation block differs from what its records give (python reports/evidence_table.py " \
         f"{readme.parent / 'runs'} {readme} {readme.parent / 'selection'})"
+
+
+def test_the_project_readme_states_the_cpu_evidence_as_its_records_give_it():
+    """README.md's verdict block on the CPU evidence is generated from reports/cifar10-cpu-evidence/runs."""
+    module = _evidence_module()
+    text = (REPORTS.parent / "README.md").read_text()
+    assert module.SUMMARY_START in text, "README.md cites the CPU evidence through its generated block"
+    block = text.split(module.SUMMARY_START, 1)[1].split(module.SUMMARY_END, 1)[0]
+    expected = module.summary_markdown(REPORTS / "cifar10-cpu-evidence" / "runs")
+    assert block == "\n" + expected, "README.md's CPU evidence block differs from its records (python " \
+        "reports/evidence_table.py reports/cifar10-cpu-evidence/runs README.md --summary)"
