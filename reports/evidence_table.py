@@ -37,9 +37,10 @@ ACC_TARGET_POINTS = 2.0
 
 
 #: the recipe's targets: (metric, what it must be at least, in words); each judged on its 95 % interval
-TARGETS = [("train_flops_saved_pct", 40.0, "training FLOPs saved ≥ 40 %"),
-           ("final_acc_gap", -2.0, "final accuracy within 2 points of dense"),
-           ("time_per_flops_saved", 0.6, "time saved ≥ 0.6 × FLOPs saved")]
+#: (metric, what it must be at least, in words, decimals, unit)
+TARGETS = [("train_flops_saved_pct", 40.0, "training FLOPs saved ≥ 40 %", 1, " %"),
+           ("final_acc_gap", -2.0, "final accuracy within 2 points of dense", 1, " points"),
+           ("time_per_flops_saved", 0.6, "time saved ≥ 0.6 × FLOPs saved", 2, "")]
 
 
 def verdict(row, metric: str, at_least: float) -> str:
@@ -54,8 +55,8 @@ def verdict(row, metric: str, at_least: float) -> str:
 
 
 def targets_lines(r) -> list[str]:
-    lines = [f"* {words}: {fmt.interval_text(r, metric, 2 if metric.startswith('time_per') else 1, '' if metric.startswith('time_per') else (' points' if 'gap' in metric else ' %'))} → **{verdict(r, metric, at_least)}**."
-             for metric, at_least, words in TARGETS]
+    lines = [f"* {words}: {fmt.interval_text(r, metric, decimals, unit)} → **{verdict(r, metric, at_least)}**."
+             for metric, at_least, words, decimals, unit in TARGETS]
     for mode, k in CONTROL_KEYS.items():
         for metric, words in ((f"{k}_final_acc_gap", "final accuracy"),
                               (f"{k}_acc_at_prunetrain_time_gap", "accuracy at PruneTrain's training time")):
