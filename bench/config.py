@@ -218,6 +218,17 @@ PUBLISHED_METHOD: dict[str, Any] = {
 #: RunConfig fields that only PruneTrain reads: dense is the same whatever their value (bench sweep runs one
 #: dense per repeat for them)
 PRUNETRAIN_ONLY = frozenset(PUBLISHED_METHOD) | {"interval"}  # the method's settings and when it reconfigures
+#: RunConfig fields only the competing methods read (bench.training.methods)
+COMPETING_ONLY = frozenset({"sparsity", "prune_ratio", "prune_at"})
+#: RunConfig fields that never change what dense training computes: the pruning methods' settings, and which modes
+#: a folder holds and in what order they are timed.  Runs that differ only in these share one dense run (bench
+#: sweep's one dense per repeat, the report's borrowed dense: bench.report.pairing) -- decided here only.
+NOT_READ_BY_DENSE = PRUNETRAIN_ONLY | COMPETING_ONLY | {"modes", "interleave"}
+
+
+def dense_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a configuration (a dict, as run.json keeps it) that dense training reads."""
+    return {k: v for k, v in config.items() if k not in NOT_READ_BY_DENSE}
 #: how a differing method setting reads in a method's name
 _METHOD_WORDS: dict[str, Callable[[Any], str]] = {
     "lasso": lambda v: f"{v} step" if v != "paper" else "subgradient step",

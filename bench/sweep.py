@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import FIELDS, PRUNETRAIN_ONLY, RunConfig, parse_text, partial_from, resolve
+from .config import FIELDS, RunConfig, dense_settings, parse_text, partial_from, resolve
 from .errors import BenchError, ConfigError, DivergenceError
 from .runfolder.atomic import atomic_write_json
 from .runfolder.folder import lock_run_dir, portable_command, resumed_data_dir
@@ -96,12 +96,12 @@ def plan_study(base: RunConfig, varied: dict[str, list[Any]], repeat: int) -> li
     entries: list[Entry] = []
     for r in range(repeat):
         seed = base.seed + r
-        dense_settings: list[dict[str, Any]] = []
+        dense_runs: list[dict[str, Any]] = []
         for setting in grid:
-            d = {k: v for k, v in setting.items() if k not in PRUNETRAIN_ONLY}
-            if d not in dense_settings:
-                dense_settings.append(d)
-        for d in dense_settings:
+            d = dense_settings(setting)
+            if d not in dense_runs:
+                dense_runs.append(d)
+        for d in dense_runs:
             entries.append(Entry(f"dense[{_label(d)}]#{r}", "dense", d, seed, r))
         for setting in grid:
             entries.append(Entry(f"prunetrain[{_label(setting)}]#{r}", "prunetrain", setting, seed, r))

@@ -652,3 +652,37 @@ def test_every_option_says_what_it_does():
         bare = [p.opts[0] for p in cmd.params if isinstance(p, __import__("click").Option) and not p.help]
         assert bare == [], f"bench {command}: {bare} have no help"
     assert "(default: results)" in CliRunner().invoke(main, ["report", "--help"]).output
+
+
+def _without_dense(root: Path, fr: FakeRun) -> Path:
+    """A folder of PruneTrain alone (``bench run --mode prunetrain``), written with the real writers."""
+    folder = write_run(root, FakeRun(**{**fr.__dict__, "dense_done": 0, "rows": []}))
+    meta = json.loads((folder / "run.json").read_text())
+    del meta["modes"]["dense"]
+    meta["config"]["modes"] = ["prunetrain"]
+    atomic_write_json(folder / "run.json", meta)
+    return folder
+
+
+def test_a_folder_without_dense_is_compared_with_the_same_dense_computation_elsewhere(tmp_path):
+    """A PruneTrain-only folder is joined to the dense run of another folder only where dense computed the same
+    thing (same seed, device and every setting dense reads): a different PruneTrain ratio or the order of the
+    modes does not matter, a different seed or batch does; the run list names where its dense came from."""
+    base = dict(device="cpu (AMD EPYC 7B13)", kind="cpu", profile="cpu")
+    donor = FakeRun("20261206-090000-cpu-resnet32-aa01", **base)
+    write_run(tmp_path / "r", donor)
+    _without_dense(tmp_path / "r", FakeRun("20261206-100000-cpu-resnet32-bb02", speed=0.9, acc_offset=1.0,
+                                            config={"lpr": 0.3, "interleave": True}, **base))
+    _without_dense(tmp_path / "r", FakeRun("20261206-100000-cpu-resnet32-cc03", config={"seed": 1}, **base))
+    _without_dense(tmp_path / "r", FakeRun("20261206-100000-cpu-resnet32-dd04", config={"batch_size": 64}, **base))
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert len(res.table) == 2 and sorted(res.table["n"]) == [1, 1]
+    borrowed = res.table[res.table["settings"].str.contains("ratio 0.3", regex=False)].iloc[0]
+    own = res.table[~res.table["settings"].str.contains("ratio 0.3", regex=False)].iloc[0]
+    assert borrowed["dense_time_s"] == own["dense_time_s"]            # the one dense run, counted for both
+    assert borrowed["prunetrain_time_s"] == pytest.approx(0.9 * own["prunetrain_time_s"])
+    notes = dict(zip(res.runs["run_id"], res.runs["note"]))
+    assert notes["20261206-100000-cpu-resnet32-bb02 vs 20261206-090000-cpu-resnet32-aa01"] == \
+        "dense from run 20261206-090000-cpu-resnet32-aa01"
+    for lone in ("cc03", "dd04"):
+        assert notes[f"20261206-100000-cpu-resnet32-{lone}"].endswith("dense not recorded")

@@ -18,6 +18,7 @@ from .aggregate import TRAINING_TIME_DEFINITION, Aggregation, aggregate
 from .load import LoadResult, Run, record_error, load_runs
 from .plots import make_plots
 from .render import DEFAULT_TITLE, write_report
+from .pairing import borrow_dense
 from .study import find_studies, study_section, study_views
 
 __all__ = ["ReportResult", "build_report", "load_runs", "aggregate", "Aggregation",
@@ -49,7 +50,7 @@ def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = No
     views, members = study_views(find_studies(paths, study_warnings), loaded.runs, study_warnings)
     # a study's single-mode runs are compared as the dense+PruneTrain pairs the study defines
     runs = [r for r in loaded.runs if r.path.resolve() not in members] + [p for v in views for _, p in v.pairs]
-    agg = aggregate(runs)
+    agg = aggregate(borrow_dense(runs))   # a folder without dense: compared with the same dense computation elsewhere
     warnings = loaded.warnings + study_warnings + agg.warnings
     if agg.table.empty:
         counts = agg.runs["status"].value_counts()

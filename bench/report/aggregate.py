@@ -463,8 +463,8 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
             "model": run.model, "dataset": run.dataset, "status": run.status,
             "dense_epochs": counts["dense"], "prunetrain_epochs": counts["prunetrain"],
             "expected_epochs": run.expected_epochs, "compared": problem is None,
-            "note": problem or ("still running, but all epochs are recorded"
-                                if run.in_progress else ""),
+            "note": problem or ("still running, but all epochs are recorded" if run.in_progress else
+                                f"dense from run {run.meta['dense_from']}" if run.meta.get("dense_from") else ""),
         })
         if problem is not None:
             warnings.append(f"run {run.run_id} ({run.path}): not compared: {problem}")

@@ -23,6 +23,7 @@ from .. import fmt
 from ..runfolder.study import STUDY_FILE, dense_partner, read_study
 from .aggregate import _summarise, pair_problem, run_record, train_time
 from .load import Run
+from .pairing import joined
 from .plots import STYLE, Plot, _png, _wrap
 
 
@@ -65,17 +66,6 @@ def _label(setting: dict[str, Any]) -> str:
                      for k, v in setting.items()) or "base"
 
 
-def _paired(dense: Run, pt: Run) -> Run:
-    """One dense+PruneTrain record from two single-mode run folders of a study."""
-    meta = dict(pt.meta)
-    meta["modes"] = {"dense": dense.mode_info("dense"), "prunetrain": pt.mode_info("prunetrain")}
-    meta["config"] = {**pt.config, "modes": ["dense", "prunetrain"]}
-    status = "finished" if dense.status == pt.status == "finished" else (
-        "failed" if "failed" in (dense.status, pt.status) else "running")
-    epochs = pd.concat([dense.mode_epochs("dense"), pt.mode_epochs("prunetrain")], ignore_index=True)
-    return Run(path=pt.path, run_id=f"{pt.run_id} vs {dense.run_id}", meta=meta, epochs=epochs, status=status)
-
-
 def study_views(studies: Sequence[tuple[Path, dict]], runs: Sequence[Run],
                 warnings: list[str]) -> tuple[list[StudyView], set[Path]]:
     """Pair each study's runs; returns the views and the run folders the pairs replace."""
@@ -98,7 +88,7 @@ def study_views(studies: Sequence[tuple[Path, dict]], runs: Sequence[Run],
             if pt_run is None or dense_run is None:
                 view.missing.append(f"{e['id']}: {'not run yet' if pt_run is None else 'its dense run is missing'}")
                 continue
-            pair = _paired(dense_run, pt_run)
+            pair = joined(dense_run, pt_run)
             label = _label(e["setting"])
             view.pairs.append((label, pair))
             problem = pair_problem(pair)

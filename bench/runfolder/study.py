@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..config import PRUNETRAIN_ONLY
+from ..config import dense_settings
 from ..errors import RecordError
 
 STUDY_FILE = "study.json"
@@ -14,7 +14,7 @@ STUDY_FILE = "study.json"
 
 def dense_partner(entries: Sequence[dict], entry: dict) -> dict | None:
     """The dense entry a PruneTrain entry is compared with (same repeat, same dense-relevant values)."""
-    want = {k: v for k, v in entry["setting"].items() if k not in PRUNETRAIN_ONLY}
+    want = dense_settings(entry["setting"])
     for e in entries:
         if e["mode"] == "dense" and e["repeat"] == entry["repeat"] and e["setting"] == want:
             return e
