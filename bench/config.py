@@ -226,9 +226,19 @@ COMPETING_ONLY = frozenset({"sparsity", "prune_ratio", "prune_at"})
 NOT_READ_BY_DENSE = PRUNETRAIN_ONLY | COMPETING_ONLY | {"modes", "interleave"}
 
 
+def not_read_by(mode: str) -> frozenset[str]:
+    """The RunConfig fields a pruning mode's training never reads (a study gives its run none of them)."""
+    if mode == "dense":
+        return NOT_READ_BY_DENSE
+    return COMPETING_ONLY if mode == "prunetrain" else PRUNETRAIN_ONLY
+
+
 def dense_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of a configuration (a dict, as run.json keeps it) that dense training reads."""
-    return {k: v for k, v in config.items() if k not in NOT_READ_BY_DENSE}
+    """The settings of a configuration (a dict, as run.json keeps it) that dense training reads; a setting added
+    after the record was written counts at its default, as a resume of that record would run it."""
+    added = {k: list(v) if isinstance(v := default(k), tuple) else v
+             for k, f in FIELDS.items() if f.metadata.get("added") and k not in config}
+    return {k: v for k, v in {**added, **config}.items() if k not in NOT_READ_BY_DENSE}
 #: how a differing method setting reads in a method's name
 _METHOD_WORDS: dict[str, Callable[[Any], str]] = {
     "lasso": lambda v: f"{v} step" if v != "paper" else "subgradient step",

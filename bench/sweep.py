@@ -1,4 +1,4 @@
-"""``bench sweep``: one study = one dense baseline and one PruneTrain run per varied setting.
+"""``bench sweep``: one study = one dense baseline and one pruning run per varied setting.
 
 A study answers one of the questions PruneTrain leaves open (how robust is the
 result to the reconfiguration interval, how the penalty ratio trades FLOPs
@@ -7,6 +7,12 @@ nothing but the varied setting: same seed, same schedule, same data.  Dense
 training does not depend on PruneTrain-only settings (interval, penalty ratio,
 threshold, ...), so it is run once per repeat, not once per setting; a varied
 setting that dense does depend on gets a dense run per value.
+
+``--vary mode=prunetrain,slimming,earlybird`` compares the pruning methods
+themselves the same way: each method's run gets only the varied settings it
+reads (bench.config.not_read_by), so varying the penalty ratio beside it does
+not train Network Slimming twice.  Random pruning follows PruneTrain's records
+in the same folder, so it is not a study entry (``bench run --mode random``).
 
 Every run is an ordinary ``bench run`` folder inside the study folder; the
 study record ``study.json`` names what was varied and which folder holds which
@@ -24,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import FIELDS, RunConfig, dense_settings, parse_text, partial_from, resolve
+from .config import FIELDS, RunConfig, dense_settings, not_read_by, parse_text, partial_from, resolve
 from .errors import BenchError, ConfigError, DivergenceError
 from .runfolder.atomic import atomic_write_json
 from .runfolder.folder import lock_run_dir, portable_command, resumed_data_dir
@@ -33,9 +39,9 @@ from .runfolder.study import STUDY_FILE, read_study
 
 STUDY_SCHEMA = 1
 #: fields a study may not vary: they name the run rather than a setting of it
-NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate",
-                          # the competing methods' settings: a study runs dense and PruneTrain, which never read them
-                          "sparsity", "prune_ratio", "prune_at"})
+NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate"})
+#: the pruning methods a study can compare (``--vary mode=...``); each is run in a folder of its own
+STUDY_METHODS = ("prunetrain", "slimming", "earlybird")
 
 Echo = Callable[[str], None]
 
@@ -46,6 +52,8 @@ def parse_vary(spec: str) -> tuple[str, list[Any]]:
     key = key.strip().replace("-", "_")
     if not sep or not text.strip():
         raise ConfigError(f"--vary {spec!r}: write SETTING=V1,V2,... (e.g. --vary interval=2,5,10)")
+    if key == "mode":
+        return key, _methods(spec, [v.strip() for v in text.split(",")])
     variable = sorted(k for k, f in FIELDS.items() if k not in NOT_VARIABLE and not f.type.startswith("list"))
     if key not in variable:
         raise ConfigError(f"--vary {spec!r}: '{key}' is not a setting a study can vary; "
@@ -63,12 +71,25 @@ def parse_vary(spec: str) -> tuple[str, list[Any]]:
     return key, values
 
 
+def _methods(spec: str, names: list[str]) -> list[str]:
+    for name in names:
+        if name == "random":
+            raise ConfigError(f"--vary {spec!r}: random pruning follows PruneTrain's records in the same folder; "
+                              "run it with bench run --mode random (or --mode compare)")
+        if name not in STUDY_METHODS:
+            raise ConfigError(f"--vary {spec!r}: {name!r} is not a pruning method a study compares; choose from "
+                              f"{', '.join(STUDY_METHODS)} (dense runs in every study)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--vary {spec!r}: a method is given twice")
+    return names
+
+
 @dataclass(frozen=True)
 class Entry:
     """One planned run of a study."""
 
     id: str
-    mode: str                  # dense | prunetrain
+    mode: str                  # dense | prunetrain | slimming | earlybird
     setting: dict[str, Any]    # the varied values this run uses (dense: only those dense depends on)
     seed: int
     repeat: int
@@ -86,25 +107,29 @@ def _text(v: Any) -> str:
 
 
 def plan_study(base: RunConfig, varied: dict[str, list[Any]], repeat: int) -> list[Entry]:
-    """Dense runs (one per repeat and per value of settings dense depends on), then the PruneTrain grid."""
+    """Dense runs (one per repeat and per value of settings dense depends on), then each method's grid: a method's
+    run holds the varied settings it reads (bench.config.not_read_by), so it runs once per value of those only."""
     if not varied:
         raise ConfigError("bench sweep needs at least one --vary SETTING=V1,V2,...")
     if repeat < 1:
         raise ConfigError("--repeat must be >= 1")
-    keys = list(varied)
+    methods = list(varied.get("mode", ["prunetrain"]))
+    keys = [k for k in varied if k != "mode"]
+    for k in keys:
+        if all(k in not_read_by(m) for m in ("dense", *methods)):
+            raise ConfigError(f"--vary {k}: no run of this study reads it ({', '.join(('dense', *methods))}); "
+                              "add the method that does with --vary mode=...")
     grid = [dict(zip(keys, combo)) for combo in itertools.product(*(varied[k] for k in keys))]
     entries: list[Entry] = []
     for r in range(repeat):
         seed = base.seed + r
-        dense_runs: list[dict[str, Any]] = []
-        for setting in grid:
-            d = dense_settings(setting)
-            if d not in dense_runs:
-                dense_runs.append(d)
-        for d in dense_runs:
-            entries.append(Entry(f"dense[{_label(d)}]#{r}", "dense", d, seed, r))
-        for setting in grid:
-            entries.append(Entry(f"prunetrain[{_label(setting)}]#{r}", "prunetrain", setting, seed, r))
+        for mode in ("dense", *methods):
+            runs: list[dict[str, Any]] = []
+            for setting in grid:
+                own = {k: v for k, v in setting.items() if k not in not_read_by(mode)}
+                if own not in runs:
+                    runs.append(own)
+            entries += [Entry(f"{mode}[{_label(s)}]#{r}", mode, s, seed, r) for s in runs]
     for e in entries:  # every combination must be a valid configuration before anything runs
         try:
             e.config(base)
@@ -247,7 +272,8 @@ def sweep(base: RunConfig, vary: Sequence[str], *, repeat: int = 1, results_dir:
             raise ConfigError(f"--vary {key} is given twice; list all values in one --vary")
         varied[key] = values
     if "prunetrain" not in base.modes or "dense" not in base.modes:
-        raise ConfigError("bench sweep compares dense with PruneTrain: leave --mode at both")
+        raise ConfigError("bench sweep compares dense with PruneTrain: leave --mode at both (compare methods with "
+                          "--vary mode=prunetrain,slimming,earlybird)")
     study = Study.create(Path(results_dir), base, varied, repeat)
     echo(f"study {study.data['study_id']}: {len(study.data['entries'])} runs, varying "
          + "; ".join(f"{k} = {', '.join(_text(v) for v in vs)}" for k, vs in varied.items()))

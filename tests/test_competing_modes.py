@@ -44,9 +44,9 @@ def test_a_bad_method_setting_is_one_line_exit_2_and_nothing_written(tmp_path):
 
 
 def test_a_study_does_not_vary_a_setting_that_none_of_its_runs_reads():
-    from bench.sweep import parse_vary
-    with pytest.raises(ConfigError, match="'prune_ratio' is not a setting a study can vary"):
-        parse_vary("prune_ratio=0.3,0.5")
+    from bench.sweep import parse_vary, plan_study
+    with pytest.raises(ConfigError, match="--vary prune_ratio: no run of this study reads it"):
+        plan_study(RunConfig(), dict([parse_vary("prune_ratio=0.3,0.5")]), repeat=1)
 
 
 def test_each_method_is_named_with_the_settings_it_ran():
@@ -260,3 +260,34 @@ def test_replay_times_a_methods_penalty_before_its_pruning_and_the_pruning_itsel
     seconds, exact = time_method_pruning(SimpleNamespace(cfg=cfg), shape(model, 0), shape(small, 1), data,
                                          torch.device("cpu"), 1, 1 << 30, 0.9)
     assert exact and seconds > 0
+
+
+def test_a_folder_of_dense_and_slimming_alone_is_reported_as_a_method_comparison(tmp_path):
+    """No PruneTrain ran: the report still compares slimming with its dense (its time and FLOPs saved, the epoch
+    it pruned), says that no dense + PruneTrain pair exists, and lists the run without a warning."""
+    from bench.runfolder.records import EpochLog, atomic_write_json
+    from bench.report import build_report
+    from report_fixtures import FakeRun, run_json, write_run
+
+    fr = FakeRun("20261206-100000-gtx1070-resnet32-dd01", epochs=4, interval=2, pt_done=0)
+    folder = write_run(tmp_path / "r", fr)
+    meta = run_json(fr)
+    meta["config"]["modes"] = ["dense", "slimming"]
+    del meta["modes"]["prunetrain"]
+    first = dict(meta["modes"]["dense"]["architectures"][0])
+    meta["modes"]["slimming"] = {"status": "finished", "method": "Network Slimming",
+                                 "architectures": [first, {"epoch": 1, "channels": {"conv1": 8}, "params": 9}]}
+    atomic_write_json(folder / "run.json", meta)
+    log = EpochLog(folder / "epochs.csv")
+    for r in [r for r in fr.rows if r["mode"] == "dense"]:
+        pruned = r["epoch"] > 1
+        log.append({**r, "mode": "slimming", "train_flops": r["train_flops"] * (0.5 if pruned else 1.0),
+                    "epoch_time_s": r["epoch_time_s"] * (0.5 if pruned else 1.0), "test_acc": r["test_acc"] - 2.0,
+                    "func_change_eval": 0.3 if r["epoch"] == 1 else None})
+    res = build_report([tmp_path / "r"], tmp_path / "out")
+    assert res.warnings == [] and res.table.empty
+    assert res.runs.iloc[0]["note"] == "dense and slimming (no PruneTrain): in the method comparison only"
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "No run holds a complete dense + PruneTrain pair" in md
+    assert "| resnet32 / cifar10, 4 epochs | slimming | Network Slimming | 1 |" in md
+    assert "| 37.5 | 37.5 | 1.00 | 61.0 | -2.0 |" in md and "| 1 | 0.3 (prunes by ratio" in md

@@ -68,6 +68,31 @@ def test_a_setting_dense_depends_on_gets_a_dense_run_per_value():
     assert [e.setting for e in entries if e.mode == "dense"] == [{"adjust_batch": True}, {"adjust_batch": False}]
 
 
+def test_a_study_of_methods_gives_each_method_only_the_settings_it_reads():
+    """--vary mode=...: one dense per repeat, PruneTrain per penalty ratio, slimming per pruning ratio; each
+    method's run is its own folder of that one mode, and every method is paired with the repeat's dense."""
+    from bench.runfolder.study import dense_partner
+    entries = plan_study(RunConfig(seed=1), {"mode": ["prunetrain", "slimming", "earlybird"],
+                                             "lpr": [0.1, 0.2], "prune_ratio": [0.3, 0.5]}, repeat=2)
+    first = [(e.mode, e.setting) for e in entries if e.repeat == 0]
+    assert first == [("dense", {}), ("prunetrain", {"lpr": 0.1}), ("prunetrain", {"lpr": 0.2}),
+                     ("slimming", {"prune_ratio": 0.3}), ("slimming", {"prune_ratio": 0.5}),
+                     ("earlybird", {"prune_ratio": 0.3}), ("earlybird", {"prune_ratio": 0.5})]
+    assert len(entries) == 14 and {e.seed for e in entries if e.repeat == 1} == {2}
+    slim = next(e for e in entries if e.mode == "slimming" and e.repeat == 1)
+    cfg = slim.config(RunConfig())
+    assert cfg.modes == ["slimming"] and cfg.prune_ratio == 0.3 and cfg.seed == 2
+    records = [{"id": e.id, "mode": e.mode, "setting": e.setting, "repeat": e.repeat} for e in entries]
+    assert dense_partner(records, records[10])["id"] == "dense[base]#1"
+    with pytest.raises(ConfigError, match="--vary prune_ratio: no run of this study reads it"):
+        plan_study(RunConfig(), {"prune_ratio": [0.3, 0.5]}, repeat=1)
+    assert parse_vary("mode=prunetrain,earlybird") == ("mode", ["prunetrain", "earlybird"])
+    with pytest.raises(ConfigError, match="random pruning follows PruneTrain's records in the same folder"):
+        parse_vary("mode=prunetrain,random")
+    with pytest.raises(ConfigError, match="'dense' is not a pruning method a study compares"):
+        parse_vary("mode=dense,slimming")
+
+
 def test_an_invalid_combination_is_refused_before_anything_runs():
     with pytest.raises(ConfigError, match=r"prunetrain\[lpr=1.5\]#0: --lpr must be between 0 and 1"):
         plan_study(RunConfig(), {"lpr": [0.2, 1.5]}, repeat=1)
@@ -111,7 +136,8 @@ def test_pareto_front_and_batch_effect():
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("sweep")
-    proc = _bench("sweep", *TINY, "--vary", "interval=1,2", "--results-dir", str(results))
+    proc = _bench("sweep", *TINY, "--vary", "interval=1,2", "--vary", "mode=prunetrain,slimming",
+                  "--results-dir", str(results))
     assert proc.returncode == 0, proc.stderr
     return results
 
@@ -119,10 +145,11 @@ def finished_study(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_sweep_records_a_study_of_ordinary_runs(finished_study):
     folder, study = _study(finished_study)
-    assert study["kind"] == "study" and study["status"] == "finished" and study["varied"] == {"interval": [1, 2]}
-    entries = study["entries"]
+    assert study["kind"] == "study" and study["status"] == "finished"
+    assert study["varied"] == {"interval": [1, 2], "mode": ["prunetrain", "slimming"]}
+    entries = study["entries"]   # slimming does not read the interval: one run of it
     assert [(e["mode"], e["setting"]) for e in entries] == [
-        ("dense", {}), ("prunetrain", {"interval": 1}), ("prunetrain", {"interval": 2})]
+        ("dense", {}), ("prunetrain", {"interval": 1}), ("prunetrain", {"interval": 2}), ("slimming", {})]
     assert all(e["status"] == "finished" for e in entries)
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
     assert runs == sorted(e["run"] for e in entries)
@@ -140,10 +167,15 @@ def test_report_pairs_the_study_and_adds_its_section(finished_study, tmp_path):
     assert not [w for w in result.warnings if "not compared" in w]  # single-mode runs are paired, not dropped
     assert len(result.table) == 2  # one configuration per setting in the main table too
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Study: interval" in md
-    section = md.split("## Study: interval")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    assert "## Study: interval, mode" in md
+    section = md.split("## Study: interval, mode")[1].split("\n## ")[0]
+    first = next(block for block in section.split("\n\n") if block.startswith("| Setting"))
+    rows = [line for line in first.splitlines() if line.startswith("| ")][2:]
     assert [r.split(" | ")[0] for r in rows] == ["| dense", "| interval 1", "| interval 2"]
+    methods = next(block for block in section.split("\n\n") if block.startswith("| Device"))
+    assert [r.split(" | ")[2:4] for r in methods.splitlines()[2:]] == [
+        ["prunetrain", result.table["method"].iloc[0]], ["prunetrain", result.table["method"].iloc[1]],
+        ["slimming", "Network Slimming: L1 on BN scales s=0.0001 until pruning, ratio 0.4 once after epoch 1"]]
     assert "★" in section  # at least one setting is on the Pareto front
     assert (tmp_path / "report" / "study1_accuracy_time.png").stat().st_size > 1000
     # the same numbers as the runs: PruneTrain's training time of "interval 1" is its own record's sum
@@ -169,7 +201,8 @@ def test_replay_of_a_study_replays_every_run_and_reports_it(finished_study, tmp_
         assert meta["source"] == "replay" and meta["config"]["modes"] == [e["mode"]]
     result = build_report([finished_study, tmp_path / "replayed"], tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Study: interval\n" in md and "## Study: interval (replayed on cpu" in md and "(emulating gtx750ti))" in md
+    assert "## Study: interval, mode\n" in md and "## Study: interval, mode (replayed on cpu" in md
+    assert "(emulating gtx750ti))" in md
     assert set(result.table["source"]) == {"measured", "replay"}
 
 

@@ -40,8 +40,8 @@ class ReportResult:
 def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = None) -> ReportResult:
     """Read the records under ``paths`` and write the report into ``out_dir``.
 
-    Raises RecordError (one line, ``.warnings`` attached) when no complete
-    dense/PruneTrain pair is found, ConfigError when ``out_dir`` cannot be made.
+    Raises RecordError (one line, ``.warnings`` attached) when no run has a complete dense/PruneTrain pair
+    or a finished pruning method beside its dense, ConfigError when ``out_dir`` cannot be made.
     """
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)
@@ -49,15 +49,16 @@ def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = No
     study_warnings: list[str] = []
     views, members = study_views(find_studies(paths, study_warnings), loaded.runs, study_warnings)
     # a study's single-mode runs are compared as the dense+PruneTrain pairs the study defines
-    runs = [r for r in loaded.runs if r.path.resolve() not in members] + [p for v in views for _, p in v.pairs]
+    runs = [r for r in loaded.runs if r.path.resolve() not in members] + [p for v in views for _, p in v.pairs] + \
+        [p for v in views for p in v.method_pairs]
     agg = aggregate(borrow_dense(runs))   # a folder without dense: compared with the same dense computation elsewhere
     warnings = loaded.warnings + study_warnings + agg.warnings
-    if agg.table.empty:
+    if agg.table.empty and agg.methods.empty:   # a folder of dense and a competing method alone is reportable
         counts = agg.runs["status"].value_counts()
         summary = ", ".join(f"{n} {'in progress' if s == 'running' else s}"
                             for s, n in counts.items())
         raise record_error(
-            f"no run with a complete dense + PruneTrain pair among {len(agg.runs)} run(s) "
+            f"no run with a complete dense + PruneTrain pair or a finished method beside dense among {len(agg.runs)} run(s) "
             f"({summary}); " + ("wait for the runs in progress to finish, or see the warnings"
                                if (agg.runs["status"] == "running").any() else
                                "see the warnings: they name each record that is damaged or incomplete"), warnings)
@@ -68,7 +69,7 @@ def build_report(paths: Sequence[Path], out_dir: Path, *, title: str | None = No
     except OSError as e:
         raise ConfigError(f"--out {out_dir}: cannot create folder ({e.strerror}); "
                           "choose another path") from None
-    plots = make_plots(agg)
+    plots = make_plots(agg) if not agg.table.empty else []   # the plots draw dense + PruneTrain pairs
     studies = [study_section(v, i) for i, v in enumerate(views)]
     files = write_report(out_dir, title or DEFAULT_TITLE, agg, plots, warnings, paths, studies)
     return ReportResult(out_dir=out_dir, table=agg.table, warnings=warnings, files=files,

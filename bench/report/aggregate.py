@@ -455,8 +455,17 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
     epoch_frames: list[pd.DataFrame] = []
     method_frames: list[dict[str, Any]] = []
     for run in runs:
-        method_frames += [{**run_keys(run), "run_id": run.run_id, **row} for row in method_rows(run)]
+        rows = method_rows(run)   # empty unless dense finished
+        if rows:
+            keys = {**run_keys(run), "setting_parts": tuple(setting_parts(run, _memory_budget(run))),
+                    "run_id": run.run_id}
+            method_frames += [{**keys, **row} for row in rows]
         problem = pair_problem(run)
+        beside_dense = "prunetrain" not in run.config.get("modes", ["prunetrain"]) and any(
+            m in run.config.get("modes", []) for m in METHODS)
+        if problem is not None and beside_dense:   # dense and a competing method: the method comparison only
+            problem = "dense and " + ", ".join(m for m in run.config["modes"] if m != "dense") + \
+                " (no PruneTrain): in the method comparison only"
         counts = {m: int(run.mode_epochs(m)["epoch"].nunique()) for m in MODES}
         inventory.append({
             "run_id": run.run_id, "path": str(run.path), "device": run.device_label,
@@ -467,7 +476,8 @@ def aggregate(runs: Sequence[Run]) -> Aggregation:
                                 f"dense from run {run.meta['dense_from']}" if run.meta.get("dense_from") else ""),
         })
         if problem is not None:
-            warnings.append(f"run {run.run_id} ({run.path}): not compared: {problem}")
+            if not beside_dense:
+                warnings.append(f"run {run.run_id} ({run.path}): not compared: {problem}")
             continue
         compared.append(run)
         per_run.append(run_record(run))
@@ -504,8 +514,12 @@ def _summarise_methods(per_run: pd.DataFrame) -> pd.DataFrame:
         for name in METHOD_METRICS:
             ci = mean_ci(pd.to_numeric(g[name], errors="coerce"))
             row[name], row[f"{name}_lo"], row[f"{name}_hi"], row[f"{name}_n"] = ci.mean, ci.lo, ci.hi, ci.n
+        row["setting_parts"] = g["setting_parts"].iloc[0]
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    base = [f"{d} · {m} / {ds}" for d, m, ds in zip(table["device"], table["model"], table["dataset"])]
+    table["varied"] = varied_settings(base, list(table["epochs"]), list(table["setting_parts"]))
+    return table
 
 
 def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:

@@ -295,8 +295,10 @@ def methods_table(methods: pd.DataFrame) -> Table | None:
         return None
     rows = []
     for _, r in methods.iterrows():
-        where = f"{r['model']} / {r['dataset']}, {int(r['epochs'])} epochs ({r['settings']})"
-        epoch = "never" if fmt.missing(r["pruned_after_epoch"]) else fmt.cell(r, "pruned_after_epoch", "acc")
+        where = f"{r['model']} / {r['dataset']}, {int(r['epochs'])} epochs" + (f" ({r['varied']})" if r["varied"] else "")
+        epoch = ("never" if fmt.missing(r["pruned_after_epoch"]) else str(int(r["pruned_after_epoch"]))
+                 if r["pruned_after_epoch_n"] == 1 or r["pruned_after_epoch_lo"] == r["pruned_after_epoch_hi"]
+                 else fmt.cell(r, "pruned_after_epoch", "acc"))
         rows.append([str(r["device"]), where, str(r["mode"]), str(r["method"]), str(int(r["n"])),
                      fmt.cell(r, "time_s", "time", r["dense_time_s"]), fmt.cell(r, "time_saved_pct", "pct"),
                      fmt.cell(r, "train_flops_saved_pct", "pct"), fmt.cell(r, "time_per_flops_saved", "ratio"),
@@ -475,7 +477,6 @@ def profile_purposes(runs: Sequence[Run]) -> dict[str, str]:
 
 def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[str],
                    sources: Sequence[Path], studies: Sequence[Section] = ()) -> list[Block]:
-    time_table, mem_table = core_tables(agg.table)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head: list[Block] = [Para(f"Generated {now} from {len(agg.runs)} run(s) in "
                               f"{', '.join(str(s) for s in sources)}; "
@@ -500,6 +501,27 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
     if warnings:
         head.append(Para(f"{len(warnings)} warning(s) while reading the records: see "
                          "“Warnings” at the end.", kind="note"))
+    methods = methods_table(agg.methods)
+    method_comparison = [Section("Method comparison", [
+        Para("PruneTrain and the methods it competes with, each against the dense run of its own folder (same "
+             "data, schedule, seed and initial weights): Network Slimming and Early-Bird prune once by a ratio "
+             "of BatchNorm scales, random pruning removes random channels at PruneTrain's epochs and counts. "
+             "The gap at the mode's time is its final accuracy minus dense's after the last epoch dense "
+             "finished within the mode's whole training time. The three competing methods remove live channels "
+             f"on purpose, so their function change is a cost, not a fault; a pruning is a reconfiguration "
+             f"that removed channels; {TRAINING_TIME_DEFINITION}."),
+        methods])] if methods is not None else []
+    if agg.table.empty:   # competing methods beside dense, and no dense + PruneTrain pair: their comparison alone
+        return [*head, Para("No run holds a complete dense + PruneTrain pair: only the methods that ran beside "
+                            "dense are compared.", kind="note"), *method_comparison, *studies,
+                Section("How it was measured", [
+                    Para(f"Definitions: {TRAINING_TIME_DEFINITION}. Mean over n runs (seeds), with its 95 % "
+                         "confidence interval over per-seed differences where repeated."),
+                    Section("Settings", [Para("Every row: " + ", ".join(agg.methods["setting_parts"].iloc[0]) + ".")],
+                            level=3),
+                    Section("Runs read", [runs_table(agg)], level=3),
+                    Section("Warnings", [Items(list(warnings)) if warnings else Para("None.")], level=3)])]
+    time_table, mem_table = core_tables(agg.table)
     return [
         *head,
         Section("Findings", [_findings(agg.table)]),
@@ -521,15 +543,7 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                  "that runs the dense network far below its peak (small kernels, launch overhead) turns fewer "
                  "FLOPs into less time than one that runs near it: compare PruneTrain's share with dense's."),
             peak])] if (peak := peak_table(agg.table)) is not None else []),
-        *([Section("Method comparison", [
-            Para("PruneTrain and the methods it competes with, each against the dense run of its own folder (same "
-                 "data, schedule, seed and initial weights): Network Slimming and Early-Bird prune once by a ratio "
-                 "of BatchNorm scales, random pruning removes random channels at PruneTrain's epochs and counts. "
-                 "The gap at the mode's time is its final accuracy minus dense's after the last epoch dense "
-                 "finished within the mode's whole training time. The three competing methods remove live channels "
-                 f"on purpose, so their function change is a cost, not a fault; a pruning is a reconfiguration "
-                 f"that removed channels; {TRAINING_TIME_DEFINITION}."),
-            methods])] if (methods := methods_table(agg.methods)) is not None else []),
+        *method_comparison,
         Section("Memory, batch size and accuracy", [mem_table]),
         Section("Faithfulness and time to accuracy", [
             Para(faithful.EXPLANATION),

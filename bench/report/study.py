@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from ..errors import RecordError
 from .. import fmt
 from ..runfolder.study import STUDY_FILE, dense_partner, read_study
-from .aggregate import _summarise, pair_problem, run_record, train_time
+from .aggregate import _summarise, _summarise_methods, method_rows, pair_problem, run_keys, run_record, train_time
 from .load import Run
 from .pairing import joined
 from .plots import STYLE, Plot, _png, _wrap
@@ -35,6 +35,8 @@ class StudyView:
     data: dict
     table: pd.DataFrame                           # aggregate-style rows, "settings" = the setting's label
     pairs: list[tuple[str, Run]] = field(default_factory=list)   # (setting label, dense+PruneTrain record)
+    method_pairs: list[Run] = field(default_factory=list)        # dense + a competing method's record
+    methods: pd.DataFrame = field(default_factory=pd.DataFrame)  # every method against dense (aggregate.methods)
     missing: list[str] = field(default_factory=list)             # entries without a complete pair yet
 
     @property
@@ -79,23 +81,33 @@ def study_views(studies: Sequence[tuple[Path, dict]], runs: Sequence[Run],
                 members.add((folder / e["run"]).resolve())
         view = StudyView(folder=folder, data=data, table=pd.DataFrame())
         per_run: list[dict[str, Any]] = []
+        method_frames: list[dict[str, Any]] = []
         for e in entries:
-            if e["mode"] != "prunetrain":
+            if e["mode"] == "dense":
                 continue
             d = dense_partner(entries, e)
-            pt_run = by_path.get((folder / e["run"]).resolve()) if e["run"] else None
+            own = by_path.get((folder / e["run"]).resolve()) if e["run"] else None
             dense_run = by_path.get((folder / d["run"]).resolve()) if d and d["run"] else None
-            if pt_run is None or dense_run is None:
-                view.missing.append(f"{e['id']}: {'not run yet' if pt_run is None else 'its dense run is missing'}")
+            if own is None or dense_run is None:
+                view.missing.append(f"{e['id']}: {'not run yet' if own is None else 'its dense run is missing'}")
                 continue
-            pair = joined(dense_run, pt_run)
+            pair = joined(dense_run, own)
             label = _label(e["setting"])
+            rows = method_rows(pair)
+            method_frames += [{**run_keys(pair, settings=label), "setting_parts": (label,), "run_id": pair.run_id,
+                               **row} for row in rows]
+            if e["mode"] != "prunetrain":   # a competing method: compared with dense in the method table only
+                view.method_pairs.append(pair)
+                if not rows:
+                    view.missing.append(f"{e['id']}: not finished beside its dense run")
+                continue
             view.pairs.append((label, pair))
             problem = pair_problem(pair)
             if problem is None:
                 per_run.append(run_record(pair, settings=label))
             else:
                 view.missing.append(f"{e['id']}: {problem}")
+        view.methods = _summarise_methods(pd.DataFrame(method_frames))
         if view.missing:
             warnings.append(f"study {data['study_id']}: {len(view.missing)} run(s) without a complete pair "
                             f"({'; '.join(view.missing[:3])}{'; …' if len(view.missing) > 3 else ''})")
@@ -231,8 +243,13 @@ def study_section(view: StudyView, index: int) -> tuple["Section", Plot | None]:
         devices = sorted(set(t["device"]))
         blocks.append(Para(f"Device: {', '.join(devices)}; model {t['model'].iloc[0]} on {t['dataset'].iloc[0]}, "
                            f"{int(t['epochs'].iloc[0])} epochs."))
-    else:
+    elif "prunetrain" in view.data["varied"].get("mode", ["prunetrain"]):
         blocks.append(Para("No setting has a complete dense + PruneTrain pair yet.", kind="note"))
+    if view.methods is not None and not view.methods.empty and (view.methods["mode"] != "prunetrain").any():
+        from .render import methods_table
+        blocks.append(Para("The pruning methods, each against the dense run of its repeat (the report's method "
+                           "comparison; a competing method removes live channels by design)."))
+        blocks.append(methods_table(view.methods))
     effect = batch_effect(view)
     if effect:
         blocks.append(Para("Dynamic mini-batch: " + effect))

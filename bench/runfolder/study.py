@@ -13,10 +13,10 @@ STUDY_FILE = "study.json"
 
 
 def dense_partner(entries: Sequence[dict], entry: dict) -> dict | None:
-    """The dense entry a PruneTrain entry is compared with (same repeat, same dense-relevant values)."""
+    """The dense entry a pruning entry is compared with (same repeat, same values of the settings dense reads)."""
     want = dense_settings(entry["setting"])
     for e in entries:
-        if e["mode"] == "dense" and e["repeat"] == entry["repeat"] and e["setting"] == want:
+        if e["mode"] == "dense" and e["repeat"] == entry["repeat"] and dense_settings(e["setting"]) == want:
             return e
     return None
 
@@ -36,7 +36,8 @@ def read_study(path: Path) -> dict:
         if not isinstance(data.get(key), typ):
             raise RecordError(f"{path}: key '{key}' is missing or not a {typ.__name__}")
     for i, e in enumerate(data["entries"]):
-        ok = (isinstance(e, dict) and e.get("mode") in ("dense", "prunetrain") and isinstance(e.get("id"), str)
+        ok = (isinstance(e, dict) and e.get("mode") in ("dense", "prunetrain", "slimming", "earlybird")
+              and isinstance(e.get("id"), str)
               and isinstance(e.get("setting"), dict) and type(e.get("seed")) is int
               and type(e.get("repeat")) is int and (e.get("run") is None or isinstance(e.get("run"), str))
               and e.get("status") in ("pending", "running", "finished", "failed"))
