@@ -162,6 +162,9 @@ def _setting(*decls: str, **kw):
 @click.option("--controls-of", type=click.Path(file_okay=False), default=None,
               help="Add the controls (small-dense, thin-dense) to a finished run folder, built from its PruneTrain "
                    "records (give --data-dir again if it read an image folder).")
+@click.option("--methods-of", type=click.Path(file_okay=False), default=None,
+              help="Add the competing methods (slimming, earlybird, random) to a finished run folder: the same data, "
+                   "seed and initial weights, random pruning at its PruneTrain's epochs and counts.")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True,
               help="Data-parallel processes on this node (launches torchrun).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -174,26 +177,28 @@ def run(**opts) -> None:
         sys.exit(launch_torchrun(opts["nproc_per_node"], sys.argv[1:]))
     if opts["repeat"] < 1:
         _fail("--repeat must be >= 1")
-    if (opts["resume"] or opts["controls_of"]) and opts["repeat"] != 1:
-        _fail("--repeat starts new runs: drop it with --resume or --controls-of")
-    if opts["resume"] and opts["controls_of"]:
-        _fail("give either --resume RUN or --controls-of RUN")
-    if opts["resume"] or opts["controls_of"]:
+    continued = [f"--{k.replace('_', '-')}" for k in ("resume", "controls_of", "methods_of") if opts[k]]
+    if continued and opts["repeat"] != 1:
+        _fail(f"--repeat starts new runs: drop it with {continued[0]}")
+    if len(continued) > 1:
+        _fail(f"give one of {' and '.join(continued)}")
+    if continued:
         refuse_resume_changes(opts)
     dist = maybe_init()
-    existing = opts["resume"] or opts["controls_of"]
+    existing = opts["resume"] or opts["controls_of"] or opts["methods_of"]
     cfg, machine = (None, None) if existing else build_run(opts, dist)
     quiet = opts["quiet"] or (dist is not None and dist.rank != 0)
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
-    from .run import add_controls, run_benchmark, run_repeats
+    from .run import add_modes, run_benchmark, run_repeats
 
     abandoned = False
     progress = not quiet and sys.stderr.isatty()
     data_dir = Path(opts["data_dir"]) if existing and opts["data_dir"] else None
     try:
-        if opts["controls_of"]:
-            run_dir = add_controls(Path(opts["controls_of"]), progress=progress, echo=echo, dist=dist,
-                                   data_dir=data_dir)
+        if opts["controls_of"] or opts["methods_of"]:
+            run_dir = add_modes(Path(opts["controls_of"] or opts["methods_of"]),
+                                CONTROLS if opts["controls_of"] else METHODS, progress=progress, echo=echo,
+                                dist=dist, data_dir=data_dir)
         elif opts["repeat"] > 1:
             run_dir = run_repeats(cfg, opts["repeat"], results_dir=Path(opts["results_dir"]), progress=progress,
                                   echo=echo, dist=dist, machine=machine)[-1].parent
@@ -225,8 +230,8 @@ def refuse_resume_changes(opts: dict) -> None:
     if click.get_current_context().get_parameter_source("results_dir") is not click.core.ParameterSource.DEFAULT:
         given.append("--results-dir")  # the run folder is where it is
     if given:
-        flag = "--resume" if opts.get("resume") else "--controls-of"
-        raise BenchError(f"{flag} continues {opts.get('resume') or opts.get('controls_of')} with its recorded "
+        flag = next(f"--{k.replace('_', '-')}" for k in ("resume", "controls_of", "methods_of") if opts.get(k))
+        raise BenchError(f"{flag} continues {opts[flag[2:].replace('-', '_')]} with its recorded "
                          "configuration and "
                          f"{', '.join(given)} would change it; drop {'it' if len(given) == 1 else 'them'}")
 
@@ -271,7 +276,7 @@ def build_run(opts: dict, dist=None):
 
 
 # ---------------------------------------------------------------------------------------------- sweep
-_NOT_FOR_SWEEP = {"mode", "resume", "nproc_per_node", "repeat", "controls_of"}
+_NOT_FOR_SWEEP = {"mode", "resume", "nproc_per_node", "repeat", "controls_of", "methods_of"}
 
 
 @friendly_errors

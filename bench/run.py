@@ -214,19 +214,22 @@ def run_repeats(cfg: RunConfig, repeat: int, **kwargs: Any) -> list[Path]:
     return folders
 
 
-def add_controls(run_dir: Path, *, data_dir: Path | None = None, **kwargs: Any) -> Path:
-    """``bench run --controls-of RUN``: the control modes added to a run folder whose PruneTrain finished,
-    then run there as a resume does (the recorded configuration, its data, its seed)."""
+def add_modes(run_dir: Path, modes: tuple[str, ...], *, data_dir: Path | None = None, **kwargs: Any) -> Path:
+    """``bench run --controls-of RUN`` (the controls) and ``--methods-of RUN`` (the competing methods): modes added
+    to a run folder whose PruneTrain finished, then run there as a resume does (the recorded configuration, its
+    data, its seed and initialisation).  The controls and random pruning are built from PruneTrain's records;
+    slimming and Early-Bird train from the same initial weights beside them."""
     run_dir = Path(run_dir)
+    flag = "--controls-of" if set(modes) <= set(CONTROLS) else "--methods-of"
     with locked(run_dir):
         old = _read_resumed(run_dir)
         if not isinstance(old.get("modes"), dict) or old["modes"].get("prunetrain", {}).get("status") != "finished":
-            raise ConfigError(f"{run_dir}: its PruneTrain mode has not finished; the controls are built from it")
+            raise ConfigError(f"{run_dir}: its PruneTrain mode has not finished; {flag} builds on it")
         recorded = recorded_settings(run_dir / "run.json", old["config"])
         cfg = old["config"]
-        new = [m for m in CONTROLS if m not in old["modes"]]
+        new = [m for m in modes if m not in old["modes"]]
         if not new:
-            raise ConfigError(f"{run_dir}: already holds both controls; continue them with --resume")
+            raise ConfigError(f"{run_dir}: already holds {', '.join(modes)}; continue them with --resume")
         cfg["modes"] = list(recorded.get("modes", PAIR)) + new
         resolved = config_from_record(run_dir / "run.json", cfg)
         for m in new:

@@ -129,32 +129,6 @@ def test_random_pruning_follows_prunetrains_recorded_epochs_and_counts():
         rnd.follow([{"epoch": 1}], "run.json")
 
 
-@pytest.mark.slow
-def test_slimming_runs_next_to_dense_end_to_end(tmp_path):
-    """bench run --mode slimming: dense and slimming, same start, pruned once after epoch 1 through the engine,
-    the function change measured on the validation split and the method named in run.json."""
-    args = ["--profile", "smoke", "--mode", "slimming", "--epochs", "2", "--subset", "256", "--val", "200",
-            "--held-out", "100", "--test-size", "200", "--results-dir", str(tmp_path / "r"), "--quiet"]
-    out = subprocess.run([sys.executable, "-m", "bench", "run", *args], capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, out.stderr
-    folder = next((tmp_path / "r").iterdir())
-    meta = json.loads((folder / "run.json").read_text())
-    assert list(meta["modes"]) == ["dense", "slimming"] and meta["method"].startswith("Network Slimming")
-    slim = meta["modes"]["slimming"]
-    assert slim["status"] == "finished" and slim["pruning"]["pruned_after_epochs"] == [1]
-    assert slim["pruning"]["prune_epoch"] == 1
-    first, pruned = slim["architectures"]
-    assert first["params"] == meta["modes"]["dense"]["architectures"][0]["params"] > pruned["params"]
-    change = pruned["function_change"]
-    assert change["method"] == "slimming" and change["measured_on"].startswith("validation split")
-    assert change["bn_below"] == int(change["bn_channels"] * 0.4) and "union_rule" in change
-    rows = [r for _, r in read_epochs(folder / "epochs.csv", strict=True)]
-    by = {(r.mode, r.epoch): r for r in rows}
-    assert by["slimming", 1].lasso_lambda == 1e-4 and by["slimming", 1].prune_threshold == change["cut"]
-    assert by["slimming", 1].train_flops == by["dense", 1].train_flops > by["slimming", 2].train_flops
-    assert by["slimming", 1].func_change_eval == change["eval_rel"]
-
-
 def test_the_report_compares_each_method_with_dense_and_calls_its_function_change_by_design(tmp_path):
     """A folder with dense, PruneTrain and slimming (written with the real writers): the method comparison
     row of slimming holds its time and FLOPs saved against dense, its epoch of pruning, and the words "by
@@ -291,3 +265,52 @@ def test_a_folder_of_dense_and_slimming_alone_is_reported_as_a_method_comparison
     assert "No run holds a complete dense + PruneTrain pair" in md
     assert "| resnet32 / cifar10, 4 epochs | slimming | Network Slimming | 1 |" in md
     assert "| 37.5 | 37.5 | 1.00 | 61.0 | -2.0 |" in md and "| 1 | 0.3 (prunes by ratio" in md
+
+
+@pytest.mark.slow
+def test_methods_added_to_a_prunetrain_folder_run_end_to_end_beside_a_dense_run_elsewhere(tmp_path):
+    """The evidence workflow: dense in one folder, PruneTrain alone in another (same seed and settings dense
+    reads), the three methods added to the PruneTrain folder with --methods-of (a changed setting refused in one
+    line). Slimming starts where dense starts, is pruned once after epoch 1 through the engine, its function change
+    measured on the validation split, its method named; the report compares every method with the other folder's
+    dense and says where that dense came from."""
+    from bench.report import build_report
+
+    args = ["--profile", "smoke", "--epochs", "2", "--subset", "256", "--val", "200", "--held-out", "100",
+            "--test-size", "200", "--quiet"]
+    for mode, where in (("dense", "d"), ("prunetrain", "p")):
+        done = subprocess.run([sys.executable, "-m", "bench", "run", *args, "--mode", mode,
+                               "--results-dir", str(tmp_path / where)], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+    folder = next((tmp_path / "p").iterdir())
+    refused = subprocess.run([sys.executable, "-m", "bench", "run", "--methods-of", str(folder), "--seed", "3"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.strip().startswith(f"error: --methods-of continues {folder}")
+    added = subprocess.run([sys.executable, "-m", "bench", "run", "--methods-of", str(folder), "--quiet"],
+                           capture_output=True, text=True, timeout=900)
+    assert added.returncode == 0, added.stderr
+    meta = json.loads((folder / "run.json").read_text())
+    assert meta["config"]["modes"] == ["prunetrain", "slimming", "earlybird", "random"]
+    assert all(meta["modes"][m]["status"] == "finished" for m in meta["config"]["modes"])
+    dense_folder = next((tmp_path / "d").iterdir())
+    dense_meta = json.loads((dense_folder / "run.json").read_text())
+    slim = meta["modes"]["slimming"]
+    assert slim["method"].startswith("Network Slimming") and slim["pruning"]["pruned_after_epochs"] == [1]
+    assert slim["pruning"]["prune_epoch"] == 1
+    first, pruned = slim["architectures"]
+    assert first["params"] == dense_meta["modes"]["dense"]["architectures"][0]["params"] > pruned["params"]
+    change = pruned["function_change"]
+    assert change["method"] == "slimming" and change["measured_on"].startswith("validation split")
+    assert change["bn_below"] == int(change["bn_channels"] * 0.4) and "union_rule" in change
+    rows = [r for _, r in read_epochs(folder / "epochs.csv", strict=True)]
+    rows += [r for _, r in read_epochs(dense_folder / "epochs.csv", strict=True)]
+    by = {(r.mode, r.epoch): r for r in rows}
+    assert by["slimming", 1].lasso_lambda == 1e-4 and by["slimming", 1].prune_threshold == change["cut"]
+    assert by["slimming", 1].train_flops == by["dense", 1].train_flops > by["slimming", 2].train_flops
+    assert by["slimming", 1].func_change_eval == change["eval_rel"]
+    result = build_report([tmp_path / "d", tmp_path / "p"], tmp_path / "out")
+    joined = result.runs[result.runs["run_id"] == f"{folder.name} vs {dense_folder.name}"]
+    assert list(joined["note"]) == [f"dense from run {dense_folder.name}"] and bool(joined["compared"].iloc[0])
+    md = (tmp_path / "out" / "report.md").read_text()
+    section = md[md.index("## Method comparison"):]
+    assert all(f"| {m} |" in section for m in ("prunetrain", "slimming", "earlybird", "random"))

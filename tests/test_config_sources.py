@@ -104,7 +104,7 @@ def test_group_weights_are_a_lever_the_paper_method_resets(tmp_path):
 
 def test_cli_options_default_to_not_given_and_help_shows_the_effective_default():
     assert all(p.default is None for p in cli.run.params if p.name not in
-               ("results_dir", "resume", "nproc_per_node", "quiet", "repeat", "controls_of"))
+               ("results_dir", "resume", "nproc_per_node", "quiet", "repeat", "controls_of", "methods_of"))
     text = CliRunner().invoke(cli.main, ["run", "--help"], terminal_width=200).output
     assert "the profile's, else 0.2" in text and "[default: (auto)]" in text
 
