@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.replay.check import compare, format_comparison
+from replay_check import compare, format_comparison  # beside this script (benchmarks/)
 
 # The cpu profile's faithful pruning (proximal step, reader-only rule, change budget 0.01, threshold 1e-4) at
 # penalty ratio 0.9, the setting that prunes within this many steps; reconfigured after epochs 3, 6 and 9.

@@ -3,7 +3,7 @@
 What is checked, and why the tolerances are what they are:
 
 (a) Ranks never diverge.  ``BENCH_DEBUG_DUMP_DIR`` (a test hook, see
-    ``bench.training.distributed.debug_dump``) makes every rank save its module
+    ``bench.runfolder.hooks.Hooks.reconfigured``) makes every rank save its module
     state_dict and optimizer state right after each reconfiguration; both
     ranks must hold *bit-identical* weights, BN buffers, momentum buffers,
     batch and λ.  Nothing less is acceptable: the plan comes from rank 0, the

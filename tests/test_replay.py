@@ -1,5 +1,5 @@
 """`bench replay`: rebuilding a run's shapes from run.json, the replayed run folder, the target's batch rule,
-bad input, and replayed against measured time on a small real run."""
+and bad input on a small real run (replayed against measured time: benchmarks/replay_validation.py)."""
 from __future__ import annotations
 
 import csv
@@ -182,28 +182,8 @@ def test_bad_input_is_one_line_and_writes_nothing(small_run, tmp_path, damage):
     assert not out.exists() or not any(out.iterdir())
 
 
-# Tolerances of the small validation below, on this CI machine: 2 cores shared by several jobs, where one dense
-# epoch's wall time varied 4x while others ran.  Wall time is not asserted at all (it measures the neighbours);
-# CPU time of the training process is, because time-sharing does not inflate it.  It is still inflated by what
-# sharing does to caches and memory bandwidth (up to ~20 % here), and epochs of 8 steps make per-epoch fixed
-# costs (loader start, the first step after evaluation) a visible share that a steady-state replay leaves out.
-# Reconfigurations are timed by wall clock only, so the CPU comparison covers the training epochs.
-# So: ±35 % per mode and ±15 points of time saved (seen: within 4 % and 3 points at a load average of 10).  The issue's ±10 % / ±5 points are checked on a bigger run
-# by benchmarks/replay_validation.py (figures in the README).
-CPU_TOLERANCE = 0.35
-SAVED_TOLERANCE_PTS = 15.0
-
-
-@pytest.mark.slow
-def test_replay_predicts_the_measured_cpu_time_of_a_small_run(small_run, replayed):
-    from bench.replay.check import compare
-
-    c = compare(small_run, replayed)
-    assert set(c["modes"]) == {"dense", "prunetrain"} and len(c["epochs"]) == 6
-    for mode, d in c["modes"].items():
-        assert d["replayed_cpu_s"] == pytest.approx(d["measured_cpu_s"], rel=CPU_TOLERANCE), (mode, d)
-    t = c["time_saved"]
-    assert abs(t["replayed_cpu_pct"] - t["measured_cpu_pct"]) <= SAVED_TOLERANCE_PTS, t
+# Whether a replay predicts the measured time is a timing claim: benchmarks/replay_validation.py measures it
+# (±10 % per mode, ±5 points of time saved, figures in the README); the tests here check what a replay records.
 
 
 @pytest.mark.slow

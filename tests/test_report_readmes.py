@@ -77,27 +77,19 @@ EVIDENCE = [p for p in READMES if "<!-- evidence:start -->" in p.read_text()]
 
 
 @pytest.mark.parametrize("readme", EVIDENCE, ids=lambda p: p.parent.name)
-def test_evidence_tables_regenerate_from_the_records(readme):
+def test_evidence_readme_blocks_regenerate_from_the_records(readme):
+    """Every generated block -- the recipe's and the first recipe's tables with their verdicts, the recipe choice
+    on the validation split, the ablations -- is what reports/evidence_table.py makes of the committed records."""
     module = _evidence_module()
     text = readme.read_text()
-    block = text.split(module.START, 1)[1].split(module.END, 1)[0]
-    assert block == "\n" + module.evidence_markdown(readme.parent / "runs"), \
-        f"{readme}: the evidence block differs from what its records give (python reports/evidence_table.py " \
-        f"{readme.parent / 'runs'} {readme})"
-
-
-SELECTIONS = [p for p in EVIDENCE if "<!-- selection:start -->" in p.read_text()]
-
-
-@pytest.mark.parametrize("readme", SELECTIONS, ids=lambda p: p.parent.name)
-def test_recipe_choice_tables_regenerate_from_validation_records(readme):
-    """The recipe-choice table (validation accuracy only) is generated from runs/ and selection/ too."""
-    module = _evidence_module()
-    block = readme.read_text().split(module.SELECTION_START, 1)[1].split(module.SELECTION_END, 1)[0]
-    assert block == "\n" + module.selection_markdown(readme.parent / "runs", readme.parent / "selection",
-                                                     readme.parent / "ablations"), \
-        f"{readme}: the selection block differs from what its records give (python reports/evidence_table.py " \
-        f"{readme.parent / 'runs'} {readme} {readme.parent / 'selection'})"
+    blocks = module.readme_blocks(readme.parent)
+    assert len(blocks) == 4
+    for (start, end), expected in blocks.items():
+        assert start in text and end in text, f"{readme}: no {start} block"
+        block = text.split(start, 1)[1].split(end, 1)[0]
+        assert block == "\n" + expected, \
+            f"{readme}: the {start} block differs from what its records give (python reports/evidence_table.py " \
+            f"{readme.parent})"
 
 
 def test_the_recipe_choice_reads_validation_accuracy_and_flags_a_stopped_run(tmp_path):
@@ -131,24 +123,12 @@ def test_the_recipe_choice_reads_validation_accuracy_and_flags_a_stopped_run(tmp
     assert md.rstrip().endswith("every seed: the recipe (2 seeds).")
 
 
-ABLATIONS = [p for p in EVIDENCE if "<!-- ablations:start -->" in p.read_text()]
-
-
-@pytest.mark.parametrize("readme", ABLATIONS, ids=lambda p: p.parent.name)
-def test_ablation_tables_regenerate_from_the_records(readme):
-    module = _evidence_module()
-    block = readme.read_text().split(module.ABLATION_START, 1)[1].split(module.ABLATION_END, 1)[0]
-    assert block == "\n" + module.ablations_markdown(readme.parent / "runs", readme.parent / "ablations"), \
-        f"{readme}: the ablation block differs from what its records give (python reports/evidence_table.py " \
-        f"{readme.parent / 'runs'} {readme} {readme.parent / 'selection'})"
-
-
 def test_the_project_readme_states_the_cpu_evidence_as_its_records_give_it():
     """README.md's verdict block on the CPU evidence is generated from reports/cifar10-cpu-evidence/runs."""
     module = _evidence_module()
     text = (REPORTS.parent / "README.md").read_text()
     assert module.SUMMARY_START in text, "README.md cites the CPU evidence through its generated block"
     block = text.split(module.SUMMARY_START, 1)[1].split(module.SUMMARY_END, 1)[0]
-    expected = module.summary_markdown(REPORTS / "cifar10-cpu-evidence" / "runs")
+    expected = module.summary_markdown(REPORTS / "cifar10-cpu-evidence")
     assert block == "\n" + expected, "README.md's CPU evidence block differs from its records (python " \
-        "reports/evidence_table.py reports/cifar10-cpu-evidence/runs README.md --summary)"
+        "reports/evidence_table.py reports/cifar10-cpu-evidence README.md --summary)"

@@ -24,6 +24,11 @@ announced as ignored.
     * ``run-json-write``   the same for run.json
     * ``record-append``    half of an epochs.csv row written and fsync'ed
 
+``BENCH_DEBUG_DUMP_DIR=<dir>``
+    After every reconfiguration, each rank saves ``<dir>/rank{r}-epoch{e}.pt`` (the module's state, the
+    optimizer state by parameter name, the batch and λ), so that the distributed tests can check that all
+    ranks hold the same model and optimizer (:meth:`Hooks.reconfigured`).
+
 ``BENCH_FAULT_NAN_AT=<mode>:<epoch>``
     Make the training loss of ``mode`` NaN from the first step of ``epoch`` on
     (the divergence path, without a huge learning rate for both modes): the
@@ -34,12 +39,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import ConfigError
 
 KILL_POINTS = ("mid-epoch", "reconfigure", "checkpoint-write", "run-json-write", "record-append")
-FAULT_VARIABLES = ("BENCH_FAULT_KILL_AT", "BENCH_FAULT_NAN_AT")
+FAULT_VARIABLES = ("BENCH_FAULT_KILL_AT", "BENCH_FAULT_NAN_AT", "BENCH_DEBUG_DUMP_DIR")
 UNDER_TEST = "BENCH_UNDER_TEST"
 
 
@@ -59,6 +65,9 @@ class Hooks:
         """Entered around the training steps of ``mode``'s ``epoch`` on ``model`` (the bare module)."""
         return contextlib.nullcontext()
 
+    def reconfigured(self, rank: int, epoch: int, snapshot: Callable[[], dict]) -> None:
+        """A reconfiguration finished on ``rank``; ``snapshot()`` gives its model, optimizer, batch and λ."""
+
 
 NO_HOOKS = Hooks()
 
@@ -70,6 +79,7 @@ class FaultHooks(Hooks):
         self.active = dict(active)
         self._kill = _parse_kill(self.active.get("BENCH_FAULT_KILL_AT"))
         self._nan = _parse_nan(self.active.get("BENCH_FAULT_NAN_AT"))
+        self._dump = self.active.get("BENCH_DEBUG_DUMP_DIR")
         self._seen: dict[str, int] = {}
 
     def kill_point(self, point: str, before: Callable[[], None] | None = None) -> None:
@@ -96,6 +106,13 @@ class FaultHooks(Hooks):
             yield
         finally:
             handle.remove()
+
+
+    def reconfigured(self, rank: int, epoch: int, snapshot: Callable[[], dict]) -> None:
+        if self._dump:
+            import torch
+            Path(self._dump).mkdir(parents=True, exist_ok=True)
+            torch.save(snapshot(), Path(self._dump) / f"rank{rank}-epoch{epoch}.pt")
 
 
 def _parse_kill(spec: str | None) -> tuple[str, int] | None:

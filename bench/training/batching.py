@@ -7,8 +7,8 @@ the rule the benchmark uses.
 
 Memory model: ``need(b) = fixed + per_sample * b`` bytes (parameters, grads
 and optimizer state are fixed; activations grow linearly with the batch), from
-:func:`bench.training.memory.measure_training_memory` or from two CUDA peaks at two
-batch sizes (:func:`fit_linear_need`).  Only ``headroom * budget`` bytes are
+:func:`bench.training.memory.measure_training_memory` (a forward pass at one batch: its activations
+scale linearly with the batch).  Only ``headroom * budget`` bytes are
 usable; the rest absorbs what the model leaves out (allocator rounding,
 fragmentation, cuDNN workspaces, transient gradient buffers).
 
@@ -23,7 +23,7 @@ Rule (:func:`choose_batch`), with ``B0`` the base batch of the profile/CLI:
    :func:`lower_after_oom` does after an out-of-memory error.
 3. Nothing fits even at ``min_batch``: ``fits=False`` with the predicted need;
    the caller stops with :class:`bench.errors.OutOfMemoryBudget`
-   (:meth:`BatchDecision.require_fit`).
+   (:meth:`BatchPolicy.after_reshape`).
 
 The learning rate follows the linear scaling rule: ``lr = lr0 * b / B0``
 (``BatchDecision.lr_scale``).
@@ -48,7 +48,6 @@ __all__ = [
     "choose_batch",
     "lower_after_oom",
     "predicted_need",
-    "fit_linear_need",
     "EmulatedOutOfMemory",
     "is_out_of_memory",
     "run_with_oom_retry",
@@ -75,15 +74,6 @@ class BatchDecision:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def require_fit(self) -> "BatchDecision":
-        """Return self, or raise :class:`OutOfMemoryBudget` (one line) when nothing fits."""
-        if not self.fits:
-            raise OutOfMemoryBudget(
-                f"batch {self.batch} needs {_mib(self.predicted_bytes)} but the memory budget allows "
-                f"{_mib(self.usable_bytes)}: choose a smaller model or a profile with more memory"
-            )
-        return self
 
 
 def predicted_need(batch: int, need_fixed: float, need_per_sample: float) -> int:
@@ -174,22 +164,6 @@ def lower_after_oom(batch: int, base_batch: int, min_batch: int = 1) -> Optional
     if batch > base_batch:
         return max(base_batch, (batch // 2) // base_batch * base_batch)
     return max(batch // 2, min_batch, 1)
-
-
-def fit_linear_need(b1: int, bytes1: float, b2: int, bytes2: float) -> tuple[float, float]:
-    """``(fixed, per_sample)`` of the line through two measured peaks ``(b1, bytes1)``, ``(b2, bytes2)``.
-
-    A negative slope is clamped to 0; a negative intercept to 0 with the
-    steeper ``max(bytes_i / b_i)`` as per-sample cost (never underestimates
-    either measured point).
-    """
-    if b1 == b2:
-        raise ValueError("need two different batch sizes")
-    per = max(0.0, (bytes2 - bytes1) / (b2 - b1))
-    fixed = bytes1 - per * b1
-    if fixed < 0:
-        return 0.0, max(bytes1 / b1, bytes2 / b2)
-    return fixed, per
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -37,9 +36,6 @@ import torch.distributed as td
 from torch import nn
 
 import prunetrain_core as pc
-
-DEBUG_DUMP_ENV = "BENCH_DEBUG_DUMP_DIR"
-
 
 class CommTimer:
     """A DDP comm hook that all-reduces like DDP's default and times the *exposed* communication.
@@ -174,24 +170,6 @@ def maybe_init() -> DistContext | None:
     if not td.is_initialized():
         td.init_process_group(backend=backend)
     return DistContext(rank=rank, local_rank=local, world_size=world, device=device)
-
-
-def debug_dump(trainer, epoch: int) -> None:
-    """TEST HOOK, off unless ``BENCH_DEBUG_DUMP_DIR`` is set: after a reconfiguration, every rank saves
-    ``<dir>/rank{r}-epoch{e}.pt`` = {module state_dict, optimizer state by parameter name, batch, λ},
-    so a test can check that all ranks hold the same model and optimizer.  Not for normal use.
-    """
-    out = os.environ.get(DEBUG_DUMP_ENV)
-    if not out:
-        return
-    from .checkpoint import optimizer_to_named
-
-    rank = trainer.ctx.dist.rank if trainer.ctx.dist is not None else 0
-    Path(out).mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {k: v.detach().cpu() for k, v in trainer.module.state_dict().items()},
-                "optimizer": optimizer_to_named(trainer.module, trainer.optimizer),
-                "batch": trainer.state.batch, "lam": trainer.state.lam},
-               Path(out) / f"rank{rank}-epoch{epoch}.pt")
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:

@@ -25,8 +25,7 @@ Activations and outputs of a conv net scale linearly with the batch, so
 optimizer_state`` (:meth:`MemoryEstimate.total_for_batch`).  This ignores the
 allocator's rounding and fragmentation, cuDNN workspaces and the transient
 gradient buffers of backward; on CUDA, :func:`measure_cuda_peak` gives the real
-peak and two peaks at two batch sizes give the same linear model
-(:func:`bench.training.batching.fit_linear_need`).
+peak of a step, recorded beside the prediction.
 
 Measuring changes nothing: there is no backward pass and no optimizer step,
 grads are untouched, module modes, buffers (BatchNorm running statistics) and

@@ -30,12 +30,11 @@ import prunetrain_core as pc
 
 from . import checkpoint, methods
 from .batching import BatchPolicy, halve_on_oom, run_with_oom_retry
-from .checkpoint import ModeState
+from .checkpoint import ModeState, optimizer_to_named
 from ..config import RunConfig
 from ..machine.contention import ContentionProbe
 from ..machine.timing import sync
 from .data import DataSplit, ImageData, Loader
-from .distributed import debug_dump
 from ..errors import DivergenceError
 from ..runfolder.hooks import NO_HOOKS, Hooks
 from .memory import PROBE_BATCH, measure_training_memory, probe_batch, reset_cuda_peak
@@ -320,7 +319,10 @@ class ModeTrainer:
         self._sync()
         elapsed = time.perf_counter() - start - proof_time
         self._record_architecture(epoch)
-        debug_dump(self, epoch)  # test hook, no-op unless BENCH_DEBUG_DUMP_DIR is set
+        self.ctx.hooks.reconfigured(self.ctx.dist.rank if self.ctx.dist is not None else 0, epoch, lambda: {
+            "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "optimizer": optimizer_to_named(self.module, self.optimizer),
+            "batch": self.state.batch, "lam": self.state.lam})  # the distributed tests compare the ranks
         return elapsed
 
     def _record_architecture(self, epoch: int) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..machine.contention import is_contended
-from .trajectory import load_trajectory
+from bench.machine.contention import is_contended
+from bench.replay.trajectory import load_trajectory
 
 MODES = ("dense", "prunetrain")
 
