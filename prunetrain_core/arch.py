@@ -13,32 +13,13 @@ from typing import Any, Mapping
 import torch
 from torch import fx, nn
 
-from .graph import KNOWN_FUNCTIONS, PASSTHROUGH_MODULES, UnsupportedModelError, function_name, trace
-from .layers import BranchConstant, ChannelGather, ChannelScatter
+from .graph import KNOWN_FUNCTIONS, UnsupportedModelError, function_name, trace
+from .rules import RULES, rule_of
 
 FORMAT = 1
 
-#: constructor arguments read back from a module's attributes, per supported type
-_MODULE_ARGS: dict[type, tuple[str, ...]] = {
-    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-                "padding_mode"),
-    nn.Linear: ("in_features", "out_features"),
-    nn.BatchNorm2d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
-    nn.BatchNorm1d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
-    nn.MaxPool2d: ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"),
-    nn.AvgPool2d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-    nn.AdaptiveAvgPool2d: ("output_size",),
-    nn.AdaptiveMaxPool2d: ("output_size", "return_indices"),
-    nn.Dropout: ("p", "inplace"), nn.Dropout2d: ("p", "inplace"), nn.AlphaDropout: ("p", "inplace"),
-    nn.ReLU: ("inplace",), nn.ReLU6: ("inplace",), nn.SiLU: ("inplace",), nn.Hardswish: ("inplace",),
-    nn.Hardsigmoid: ("inplace",), nn.Mish: ("inplace",), nn.LeakyReLU: ("negative_slope", "inplace"),
-    nn.ELU: ("alpha", "inplace"), nn.GELU: ("approximate",), nn.Hardtanh: ("min_val", "max_val", "inplace"),
-    nn.Sigmoid: (), nn.Tanh: (), nn.Identity: (), nn.Flatten: ("start_dim", "end_dim"),
-    BranchConstant: ("num_channels", "spatial_dims"),
-    ChannelGather: ("indices",), ChannelScatter: ("indices", "width", "spatial_dims"),
-}
-_MODULE_TYPES = {t.__name__: t for t in _MODULE_ARGS}
-assert set(PASSTHROUGH_MODULES) <= set(_MODULE_ARGS)
+#: layer types by name, as the architecture data names them (their arguments: prunetrain_core.rules)
+_MODULE_TYPES = {t.__name__: t for t in RULES}
 
 
 def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> dict:
@@ -80,10 +61,9 @@ def channels(model: nn.Module) -> dict[str, int]:
         layers = list(model.named_modules())
     out = {}
     for name, mod in layers:
-        if isinstance(mod, nn.Conv2d):
-            out[name] = mod.out_channels
-        elif isinstance(mod, nn.Linear):
-            out[name] = mod.out_features
+        rule = rule_of(mod)
+        if rule is not None and rule.out_width:
+            out[name] = getattr(mod, rule.out_width)
     return out
 
 
@@ -118,10 +98,11 @@ def rebuild(arch: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | No
 # --------------------------------------------------------------------------- helpers
 def _module_spec(mod: nn.Module, name: str) -> dict:
     t = type(mod)
-    if t not in _MODULE_ARGS:
+    if t not in RULES:   # the exact type: a subclass would be rebuilt as its base class
         raise UnsupportedModelError(f"layer '{name}' ({t.__name__}) cannot be described")
-    kwargs = {a: _plain(getattr(mod, a)) for a in _MODULE_ARGS[t]}
-    if t in (nn.Conv2d, nn.Linear):
+    rule = RULES[t]
+    kwargs = {a: _plain(getattr(mod, a)) for a in rule.args}
+    if rule.computes_channels:
         kwargs["bias"] = mod.bias is not None
     return {"type": t.__name__, "kwargs": kwargs}
 

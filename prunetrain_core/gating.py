@@ -18,9 +18,10 @@ import torch
 from torch import fx, nn
 
 from .graph import ChannelGraph
-from .layers import BranchConstant, ChannelGather, ChannelScatter
+from .layers import ChannelGather, ChannelScatter
 from .plan import Plan
 from .probe import uniform_values
+from .rules import has_role, rule_of
 
 
 class GatedIndex:
@@ -88,7 +89,7 @@ class _Regate:
         out: dict[fx.Node, tuple[int, list[str | None]]] = {}
         for node in self.g.nodes:
             n = self.info.get(node.name)
-            is_const = node.op == "call_module" and isinstance(self.module(node.target), BranchConstant)
+            is_const = node.op == "call_module" and has_role(self.module(node.target), "const")
             if (n is not None and n.kind == "add") or is_const:
                 args = [a.name if isinstance(a, fx.Node) else None for a in node.args]
                 live = node.args[0]
@@ -98,7 +99,7 @@ class _Regate:
 
     def drop_old_gates(self) -> None:
         for node in list(self.g.nodes):
-            if node.op == "call_module" and isinstance(self.module(node.target), (ChannelGather, ChannelScatter)):
+            if node.op == "call_module" and has_role(self.module(node.target), "gather", "scatter"):
                 node.replace_all_uses_with(node.args[0])
                 self.g.erase_node(node)
         self.taken = {n.target for n in self.g.nodes if n.op == "call_module"} | set(self.root)  # names free again
@@ -111,7 +112,7 @@ class _Regate:
             elif node.op == "placeholder":
                 if n is not None and n.space is not None:
                     self.ids[node] = self.old_ids(node.name)
-            elif node.op == "call_module" and isinstance(self.module(node.target), (nn.Conv2d, nn.Linear)):
+            elif node.op == "call_module" and has_role(self.module(node.target), "conv", "linear"):
                 self.ids[node] = self.kept(node.target, "out")
             elif node.op != "output" and (node.op == "call_module" or (n is not None and n.space is not None)):
                 src = next((a for a in node.all_input_nodes if a in self.ids), None)
@@ -120,7 +121,7 @@ class _Regate:
 
     def insert_gathers(self) -> None:
         for node in list(self.g.nodes):
-            if node.op == "call_module" and isinstance(self.module(node.target), (nn.Conv2d, nn.Linear)):
+            if node.op == "call_module" and has_role(self.module(node.target), "conv", "linear"):
                 src = node.args[0]
                 want = self.kept(node.target, "in")
                 if self.ids[src] != want:
@@ -172,7 +173,7 @@ class _Regate:
     def _writer(self, node: fx.Node) -> str:
         """The layer whose output an addition's operand carries (names the scatter)."""
         while True:
-            if node.op == "call_module" and isinstance(self.module(node.target), (nn.Conv2d, nn.Linear)):
+            if node.op == "call_module" and has_role(self.module(node.target), "conv", "linear"):
                 return node.target
             if len(node.all_input_nodes) != 1:
                 return "pt"
@@ -184,11 +185,11 @@ class _Regate:
             if node.op != "call_module" or node.target in self.root:
                 continue
             mod, name = self.module(node.target), node.target
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            if has_role(mod, "conv", "linear"):
                 for axis in ("in", "out"):
                     out.local[(name, axis)] = self._local(name, axis, self.kept(name, axis))
-            elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d, BranchConstant)):
-                axis = "const" if isinstance(mod, BranchConstant) else "bn"
+            elif has_role(mod, "bn", "const"):
+                axis = rule_of(mod).role   # the channel space's name of a bn or const member
                 out.local[(name, axis)] = self._local(name, axis, self.ids[node])
         return out
 

@@ -30,6 +30,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .layers import BranchConstant, ChannelGather, ChannelScatter
+from .rules import LayerRule, rule_of
 
 
 class UnsupportedModelError(ValueError):
@@ -37,16 +38,7 @@ class UnsupportedModelError(ValueError):
 
 
 # --------------------------------------------------------------------------- op tables
-#: parameter-free modules that act per channel or element-wise: channel index passes through
-PASSTHROUGH_MODULES: tuple[type, ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
-    nn.Hardsigmoid, nn.Hardtanh, nn.Mish, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-)
-#: pass-through ops that map a spatially uniform input to a uniform output
-UNIFORM_PRESERVING_MODULES: tuple[type, ...] = tuple(
-    t for t in PASSTHROUGH_MODULES if t is not nn.AvgPool2d
-)
+# (modules: prunetrain_core.rules, one rule per layer type)
 
 PASSTHROUGH_FUNCTIONS: dict[str, Callable] = {
     "torch.nn.functional.relu": F.relu, "torch.nn.functional.relu6": F.relu6,
@@ -344,67 +336,77 @@ class _Analyser:
 
     def _op_call_module(self, node: fx.Node) -> None:
         mod = self.gm.get_submodule(node.target)
-        name = node.target
-        if isinstance(mod, nn.Conv2d):
-            if mod.groups != 1:
-                kind = "depthwise" if mod.groups == mod.in_channels else "grouped"
-                raise UnsupportedModelError(
-                    f"{_where(node, self.gm)}: {kind} convolution (groups={mod.groups}) is not supported")
-            ax = self._axis(node.args[0], node)
-            if ax[0] != "ch":
-                raise UnsupportedModelError(f"{_where(node, self.gm)}: reads a flattened tensor")
-            sin = self._bind_module(name, "in", ax[1], node)
-            sout = self._bind_module(name, "out", self.uf.new(mod.out_channels), node)
-            self.members += [(sin, Member(name, "conv_in")), (sout, Member(name, "conv_out"))]
-            self.axis[node.name] = ("ch", sout)
-            pointwise = mod.kernel_size == (1, 1) and mod.padding in ((0, 0), "valid")
-            self._info(node, "conv", reads=sin, pointwise=pointwise)
-        elif isinstance(mod, nn.Linear):
-            ax = self._axis(node.args[0], node)
-            shape = _shape(node.args[0])
-            if shape is None or len(shape) != 2:
-                raise UnsupportedModelError(f"{_where(node, self.gm)}: Linear on a {len(shape or ())}-D input")
-            k = ax[2] if ax[0] == "flat" else 1
-            sin = self._bind_module(name, "in", ax[1], node)
-            sout = self._bind_module(name, "out", self.uf.new(mod.out_features), node)
-            self.members += [(sin, Member(name, "linear_in", k)), (sout, Member(name, "linear_out"))]
-            self.axis[node.name] = ("ch", sout)
-            self._info(node, "linear", reads=sin, pointwise=True)
-        elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            ax = self._axis(node.args[0], node)
-            if ax[0] != "ch":
-                raise UnsupportedModelError(f"{_where(node, self.gm)}: BatchNorm on a flattened tensor")
-            sid = self._bind_module(name, "bn", ax[1], node)
-            self.members.append((sid, Member(name, "bn")))
-            self.axis[node.name] = ("ch", sid)
-            self._info(node, "bn")
-        elif isinstance(mod, BranchConstant):
-            ax = self._axis(node.args[0], node)
-            sid = self._bind_module(name, "const", ax[1], node)
-            self.members.append((sid, Member(name, "const")))
-            self.axis[node.name] = ("ch", sid)
-            self._info(node, "scalar")
-        elif isinstance(mod, ChannelGather):
-            ax = self._axis(node.args[0], node)
-            if ax[0] == "flat" and ax[2] != 1:
-                raise UnsupportedModelError(f"{_where(node, self.gm)}: gathers from a flattened feature map")
-            self.axis[node.name] = (ax[0], self.uf.view_of(ax[1], mod.indices, _where(node, self.gm)), *ax[2:])
-            self._info(node, "gather")
-        elif isinstance(mod, ChannelScatter):
-            ax = self._axis(node.args[0], node)
-            if ax[0] != "ch":
-                raise UnsupportedModelError(f"{_where(node, self.gm)}: scatters a flattened tensor")
-            wide = self.uf.new(mod.width)
-            self.uf.attach(ax[1], wide, mod.indices, _where(node, self.gm))
-            self.axis[node.name] = ("ch", wide)
-            self._info(node, "scatter")
-        elif isinstance(mod, PASSTHROUGH_MODULES):
-            self.axis[node.name] = self._axis(node.args[0], node)
-            self._info(node, "pass", uniform_ok=isinstance(mod, UNIFORM_PRESERVING_MODULES))
-        elif isinstance(mod, nn.Flatten):
-            self._flatten(node, node.args[0], mod.start_dim, mod.end_dim)
-        else:
+        rule = rule_of(mod)
+        if rule is None:
             raise UnsupportedModelError(f"{_where(node, self.gm)}: this layer type is not supported")
+        getattr(self, f"_module_{rule.role}")(node, node.target, mod, rule)
+
+    # one handler per role of prunetrain_core.rules: how a layer of that role couples channel spaces
+    def _module_conv(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        if mod.groups != 1:
+            kind = "depthwise" if mod.groups == mod.in_channels else "grouped"
+            raise UnsupportedModelError(
+                f"{_where(node, self.gm)}: {kind} convolution (groups={mod.groups}) is not supported")
+        ax = self._axis(node.args[0], node)
+        if ax[0] != "ch":
+            raise UnsupportedModelError(f"{_where(node, self.gm)}: reads a flattened tensor")
+        sin = self._bind_module(name, "in", ax[1], node)
+        sout = self._bind_module(name, "out", self.uf.new(mod.out_channels), node)
+        self.members += [(sin, Member(name, "conv_in")), (sout, Member(name, "conv_out"))]
+        self.axis[node.name] = ("ch", sout)
+        pointwise = mod.kernel_size == (1, 1) and mod.padding in ((0, 0), "valid")
+        self._info(node, "conv", reads=sin, pointwise=pointwise)
+
+    def _module_linear(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        ax = self._axis(node.args[0], node)
+        shape = _shape(node.args[0])
+        if shape is None or len(shape) != 2:
+            raise UnsupportedModelError(f"{_where(node, self.gm)}: Linear on a {len(shape or ())}-D input")
+        k = ax[2] if ax[0] == "flat" else 1
+        sin = self._bind_module(name, "in", ax[1], node)
+        sout = self._bind_module(name, "out", self.uf.new(mod.out_features), node)
+        self.members += [(sin, Member(name, "linear_in", k)), (sout, Member(name, "linear_out"))]
+        self.axis[node.name] = ("ch", sout)
+        self._info(node, "linear", reads=sin, pointwise=True)
+
+    def _module_bn(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        ax = self._axis(node.args[0], node)
+        if ax[0] != "ch":
+            raise UnsupportedModelError(f"{_where(node, self.gm)}: BatchNorm on a flattened tensor")
+        sid = self._bind_module(name, "bn", ax[1], node)
+        self.members.append((sid, Member(name, "bn")))
+        self.axis[node.name] = ("ch", sid)
+        self._info(node, "bn")
+
+    def _module_const(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        ax = self._axis(node.args[0], node)
+        sid = self._bind_module(name, "const", ax[1], node)
+        self.members.append((sid, Member(name, "const")))
+        self.axis[node.name] = ("ch", sid)
+        self._info(node, "scalar")
+
+    def _module_gather(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        ax = self._axis(node.args[0], node)
+        if ax[0] == "flat" and ax[2] != 1:
+            raise UnsupportedModelError(f"{_where(node, self.gm)}: gathers from a flattened feature map")
+        self.axis[node.name] = (ax[0], self.uf.view_of(ax[1], mod.indices, _where(node, self.gm)), *ax[2:])
+        self._info(node, "gather")
+
+    def _module_scatter(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        ax = self._axis(node.args[0], node)
+        if ax[0] != "ch":
+            raise UnsupportedModelError(f"{_where(node, self.gm)}: scatters a flattened tensor")
+        wide = self.uf.new(mod.width)
+        self.uf.attach(ax[1], wide, mod.indices, _where(node, self.gm))
+        self.axis[node.name] = ("ch", wide)
+        self._info(node, "scatter")
+
+    def _module_pass(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        self.axis[node.name] = self._axis(node.args[0], node)
+        self._info(node, "pass", uniform_ok=rule.uniform_ok)
+
+    def _module_flatten(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
+        self._flatten(node, node.args[0], mod.start_dim, mod.end_dim)
 
     def _op_call_function(self, node: fx.Node) -> None:
         name = function_name(node.target)

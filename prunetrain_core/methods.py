@@ -33,11 +33,11 @@ from torch import nn
 
 from .graph import ChannelGraph
 from .plan import Plan
+from .rules import has_role
 
 #: Early-Bird's FIFO length and mask-distance tolerance (You et al., ICLR 2020, Sec. 3.2)
 EARLYBIRD_WINDOW = 5
 EARLYBIRD_TOLERANCE = 0.1
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class BNScaleL1:
@@ -48,7 +48,7 @@ class BNScaleL1:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.scales = [m.weight for m in model.modules() if isinstance(m, _BN_TYPES) and m.weight is not None]
+        self.scales = [m.weight for m in model.modules() if has_role(m, "bn") and m.weight is not None]
 
     def penalty(self) -> torch.Tensor:
         return torch.stack([g.abs().sum() for g in self.scales]).sum()

@@ -21,6 +21,7 @@ from .graph import ChannelGraph
 from .layers import BranchConstant
 from .plan import Plan
 from .probe import uniform_values
+from .rules import rule_of
 
 CONST_PREFIX = "pt_const_"
 
@@ -117,44 +118,63 @@ def _positions(graph: ChannelGraph, module: str) -> int:
 
 
 def _sliced_module(mod: nn.Module, name: str, graph: ChannelGraph, index: _Index, remap: dict) -> nn.Module:
-    """A fresh module of the new shape with the kept slices of ``mod``'s tensors."""
-    if isinstance(mod, nn.Conv2d):
-        i_out, i_in = index.axis(name, "out"), index.axis(name, "in")
-        new = nn.Conv2d(
-            len(i_in), len(i_out), mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-            1, mod.bias is not None, mod.padding_mode, device=mod.weight.device, dtype=mod.weight.dtype,
-        )
-        _copy_param(mod.weight, new, "weight", (i_out, i_in), remap)
-        if mod.bias is not None:
-            _copy_param(mod.bias, new, "bias", (i_out,), remap)
-    elif isinstance(mod, nn.Linear):
-        i_out, i_ch = index.axis(name, "out"), index.axis(name, "in")
-        k = _positions(graph, name)
-        i_in = (i_ch[:, None] * k + torch.arange(k)[None, :]).flatten()
-        new = nn.Linear(len(i_in), len(i_out), mod.bias is not None, device=mod.weight.device, dtype=mod.weight.dtype)
-        _copy_param(mod.weight, new, "weight", (i_out, i_in), remap)
-        if mod.bias is not None:
-            _copy_param(mod.bias, new, "bias", (i_out,), remap)
-    elif isinstance(mod, BranchConstant):
-        idx = index.axis(name, "const")
-        new = BranchConstant(len(idx), mod.spatial_dims).to(mod.train_value.device)
-        new.train_value.copy_(mod.train_value.index_select(1, idx.to(mod.train_value.device)))
-        new.eval_value.copy_(mod.eval_value.index_select(1, idx.to(mod.eval_value.device)))
-    elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        idx = index.axis(name, "bn")
-        new = type(mod)(len(idx), mod.eps, mod.momentum, mod.affine, mod.track_running_stats,
-                        device=_device_of(mod), dtype=_dtype_of(mod))
-        if mod.affine:
-            _copy_param(mod.weight, new, "weight", (idx,), remap)
-            _copy_param(mod.bias, new, "bias", (idx,), remap)
-        if mod.track_running_stats:
-            new.running_mean.copy_(mod.running_mean.index_select(0, idx.to(mod.running_mean.device)))
-            new.running_var.copy_(mod.running_var.index_select(0, idx.to(mod.running_var.device)))
-            new.num_batches_tracked.copy_(mod.num_batches_tracked)
-    else:
-        new = copy.deepcopy(mod)
+    """A fresh module of the new shape with the kept slices of ``mod``'s tensors (by its role: prunetrain_core.rules;
+    a layer without channel tensors of its own is copied)."""
+    rule = rule_of(mod)
+    slicer = _SLICERS.get(rule.role) if rule is not None else None
+    new = slicer(mod, name, graph, index, remap) if slicer is not None else copy.deepcopy(mod)
     new.train(mod.training)
     return new
+
+
+def _slice_conv(mod: nn.Module, name: str, graph: ChannelGraph, index: _Index, remap: dict) -> nn.Module:
+    i_out, i_in = index.axis(name, "out"), index.axis(name, "in")
+    new = nn.Conv2d(
+        len(i_in), len(i_out), mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+        1, mod.bias is not None, mod.padding_mode, device=mod.weight.device, dtype=mod.weight.dtype,
+    )
+    _copy_param(mod.weight, new, "weight", (i_out, i_in), remap)
+    if mod.bias is not None:
+        _copy_param(mod.bias, new, "bias", (i_out,), remap)
+    return new
+
+
+def _slice_linear(mod: nn.Module, name: str, graph: ChannelGraph, index: _Index, remap: dict) -> nn.Module:
+    i_out, i_ch = index.axis(name, "out"), index.axis(name, "in")
+    k = _positions(graph, name)
+    i_in = (i_ch[:, None] * k + torch.arange(k)[None, :]).flatten()
+    new = nn.Linear(len(i_in), len(i_out), mod.bias is not None, device=mod.weight.device, dtype=mod.weight.dtype)
+    _copy_param(mod.weight, new, "weight", (i_out, i_in), remap)
+    if mod.bias is not None:
+        _copy_param(mod.bias, new, "bias", (i_out,), remap)
+    return new
+
+
+def _slice_const(mod: nn.Module, name: str, graph: ChannelGraph, index: _Index, remap: dict) -> nn.Module:
+    idx = index.axis(name, "const")
+    new = BranchConstant(len(idx), mod.spatial_dims).to(mod.train_value.device)
+    new.train_value.copy_(mod.train_value.index_select(1, idx.to(mod.train_value.device)))
+    new.eval_value.copy_(mod.eval_value.index_select(1, idx.to(mod.eval_value.device)))
+    return new
+
+
+def _slice_bn(mod: nn.Module, name: str, graph: ChannelGraph, index: _Index, remap: dict) -> nn.Module:
+    idx = index.axis(name, "bn")
+    new = type(mod)(len(idx), mod.eps, mod.momentum, mod.affine, mod.track_running_stats,
+                    device=_device_of(mod), dtype=_dtype_of(mod))
+    if mod.affine:
+        _copy_param(mod.weight, new, "weight", (idx,), remap)
+        _copy_param(mod.bias, new, "bias", (idx,), remap)
+    if mod.track_running_stats:
+        new.running_mean.copy_(mod.running_mean.index_select(0, idx.to(mod.running_mean.device)))
+        new.running_var.copy_(mod.running_var.index_select(0, idx.to(mod.running_var.device)))
+        new.num_batches_tracked.copy_(mod.num_batches_tracked)
+    return new
+
+
+#: how a layer of each role is sliced; roles absent here (pass, flatten, gather, scatter) hold no channel tensors
+#: that a plan shrinks, and are copied
+_SLICERS = {"conv": _slice_conv, "linear": _slice_linear, "const": _slice_const, "bn": _slice_bn}
 
 
 def _device_of(mod: nn.Module) -> torch.device:

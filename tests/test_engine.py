@@ -536,3 +536,23 @@ def test_reconfiguration_keeps_channels_last_for_parameters_and_their_optimizer_
                          for w in convs)
     mismatched = [n for n, p in pruned.named_parameters() if opt.state[p]["momentum_buffer"].stride() != p.stride()]
     assert mismatched == []
+
+
+def test_one_rule_per_layer_type_and_a_handler_for_every_role():
+    """prunetrain_core.rules is the one table of layer types: the graph builder has a handler per role, the
+    surgery slices every role that holds channel tensors, the architecture record describes and rebuilds every
+    type from the rule's arguments, and a subclass of a supported type follows its base's rule."""
+    from prunetrain_core import arch, surgery
+    from prunetrain_core.graph import _Analyser
+    from prunetrain_core.rules import RULES, ROLES, rule_of
+
+    assert all(callable(getattr(_Analyser, f"_module_{role}", None)) for role in ROLES)
+    assert set(surgery._SLICERS) == {"conv", "linear", "bn", "const"}
+    for t, rule in RULES.items():
+        assert arch._MODULE_TYPES[t.__name__] is t and all(isinstance(a, str) for a in rule.args)
+
+    class MyConv(nn.Conv2d):
+        pass
+    assert rule_of(MyConv(3, 4, 3)).role == "conv" and rule_of(nn.Conv3d(3, 4, 3)) is None
+    with pytest.raises(pc.UnsupportedModelError, match="this layer type is not supported"):
+        pc.analyse(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2)), torch.randn(1, 3, 8, 8))
