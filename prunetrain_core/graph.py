@@ -370,20 +370,19 @@ class _Analyser:
         self._info(node, "linear", reads=sin, pointwise=True)
 
     def _module_bn(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
-        ax = self._axis(node.args[0], node)
-        if ax[0] != "ch":
+        if self._axis(node.args[0], node)[0] != "ch":
             raise UnsupportedModelError(f"{_where(node, self.gm)}: BatchNorm on a flattened tensor")
-        sid = self._bind_module(name, "bn", ax[1], node)
-        self.members.append((sid, Member(name, "bn")))
-        self.axis[node.name] = ("ch", sid)
-        self._info(node, "bn")
+        self._per_channel(node, name, "bn", "bn")
 
     def _module_const(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
-        ax = self._axis(node.args[0], node)
-        sid = self._bind_module(name, "const", ax[1], node)
-        self.members.append((sid, Member(name, "const")))
+        self._per_channel(node, name, "const", "scalar")
+
+    def _per_channel(self, node: fx.Node, name: str, role: str, kind: str) -> None:
+        """A layer with one value per channel of its input's space (BatchNorm, BranchConstant): a member of it."""
+        sid = self._bind_module(name, role, self._axis(node.args[0], node)[1], node)
+        self.members.append((sid, Member(name, role)))
         self.axis[node.name] = ("ch", sid)
-        self._info(node, "scalar")
+        self._info(node, kind)
 
     def _module_gather(self, node: fx.Node, name: str, mod: nn.Module, rule: LayerRule) -> None:
         ax = self._axis(node.args[0], node)
