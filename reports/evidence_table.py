@@ -1,20 +1,20 @@
-"""The evidence table of a report README, generated from its raw records (never typed by hand).
+"""The tables of reports/cifar10-cpu-evidence/README.md, generated from its raw records (never typed by hand).
 
-Usage: python reports/evidence_table.py RUNS_DIR [README [SELECTION_DIR]]
-       python reports/evidence_table.py RUNS_DIR README.md --summary   (the project README's verdict block)
+Usage: python reports/evidence_table.py EVIDENCE_DIR            (every generated block of EVIDENCE_DIR/README.md)
+       python reports/evidence_table.py EVIDENCE_DIR README.md --summary   (the project README's verdict block)
 
-Prints the table — per mode, the mean and 95 % confidence interval over seeds of training time,
-training FLOPs saved against dense, final test accuracy and test accuracy at PruneTrain's training
-time — with the sizes of the splits and the seeds, as ``bench report`` computes them (one aggregation,
-bench.report.aggregate).  With README, the block between ``<!-- evidence:start -->`` and
-``<!-- evidence:end -->`` is replaced in place; tests/test_report_readmes.py regenerates it from the
-committed records and fails when the README states anything else.
+EVIDENCE_DIR holds ``runs/`` (the profile's recipe: PruneTrain and both controls per seed), ``first-recipe/``
+(the recipe the study started from, with dense, PruneTrain and both controls per seed), ``selection/`` (the
+PruneTrain-only runs of another ratio) and ``ablations/``.  A folder without dense is compared with the dense
+mode of another folder of the same seed that computed the same thing (bench.report.pairing: same device and
+every setting dense reads), here ``first-recipe/``'s; every table says where its dense came from.
 
-With SELECTION_DIR (PruneTrain-only runs of candidate ratios), the block between ``<!-- selection:start -->``
-and ``<!-- selection:end -->`` gets the recipe-choice table: for every PruneTrain run in RUNS_DIR and
-SELECTION_DIR, its ratio and seed, the training FLOPs per image it kept after its first reconfiguration, and
-its *validation* accuracy at its last epoch against dense's at the same epoch and seed (dense from RUNS_DIR).
-The choice reads the validation split only; no test accuracy enters this table.
+The blocks: ``evidence`` (runs/) and ``first-recipe``: per mode, the mean and 95 % confidence interval over seeds
+of training time, training FLOPs saved against dense, final test accuracy and test accuracy at PruneTrain's
+training time, as ``bench report`` computes them (one aggregation, bench.report.aggregate), and each target's
+verdict.  ``selection``: the recipe choice, from *validation* accuracy only (no test accuracy enters it).
+``ablations``: each setting changed alone from the recipe, on the whole test split.
+tests/test_report_readmes.py regenerates every block and fails when the README states anything else.
 """
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import fmt  # noqa: E402
-from bench.config import PUBLISHED_METHOD, method_words  # noqa: E402
+from bench.config import PUBLISHED_METHOD, dense_settings, method_words  # noqa: E402
 from bench.report.aggregate import CONTROL_KEYS, aggregate  # noqa: E402
 from bench.report.load import load_runs  # noqa: E402
+from bench.report.pairing import borrow_dense  # noqa: E402
 from bench.runfolder.records import read_epochs  # noqa: E402
 
 START, END = "<!-- evidence:start -->", "<!-- evidence:end -->"
+FIRST_START, FIRST_END = "<!-- first-recipe:start -->", "<!-- first-recipe:end -->"
 SELECTION_START, SELECTION_END = "<!-- selection:start -->", "<!-- selection:end -->"
 ABLATION_START, ABLATION_END = "<!-- ablations:start -->", "<!-- ablations:end -->"
 #: a ratio holds on the validation split when every seed ends within this many points of dense's accuracy there
@@ -54,8 +56,14 @@ def verdict(row, metric: str, at_least: float) -> str:
     return "holds" if lo >= at_least else "misses" if hi < at_least else "not decided by these seeds"
 
 
-def targets_lines(r) -> list[str]:
+#: the targets that compare training times: judged only where dense and PruneTrain were timed alike
+TIME_METRICS = ("time_per_flops_saved",)
+NOT_COMPARABLE = "not judged: dense was timed in another session, under other load"
+
+
+def targets_lines(r, times_comparable: bool = True) -> list[str]:
     lines = [f"* {words}: {fmt.interval_text(r, metric, decimals, unit)} → **{verdict(r, metric, at_least)}**."
+             if times_comparable or metric not in TIME_METRICS else f"* {words} → **{NOT_COMPARABLE}**."
              for metric, at_least, words, decimals, unit in TARGETS]
     for mode, k in CONTROL_KEYS.items():
         for metric, words in ((f"{k}_final_acc_gap", "final accuracy"),
@@ -69,9 +77,24 @@ def targets_lines(r) -> list[str]:
     return lines
 
 
-def evidence_markdown(runs_dir: Path) -> str:
-    loaded = load_runs([runs_dir])
-    agg = aggregate(loaded.runs)
+def compared_runs(runs_dir: Path, *dense_dirs: Path) -> tuple[list, str]:
+    """The runs of ``runs_dir``, each folder without dense joined to the same dense computation in ``dense_dirs``
+    (bench.report.pairing), and where their dense came from, in words."""
+    loaded = load_runs([runs_dir, *dense_dirs]).runs
+    where = {r.run_id: r.path.resolve().parent for r in loaded}
+    inside = runs_dir.resolve()
+    runs = [r for r in borrow_dense(loaded) if r.path.resolve().parent == inside]
+    borrowed = [r for r in runs if r.meta.get("dense_from")]
+    if not borrowed:
+        return runs, "dense in the same run folders"
+    donors = sorted({where[r.meta["dense_from"]].name for r in borrowed})
+    return runs, (f"dense of {len(borrowed)} of {len(runs)} folders from the folder of the same seed in "
+                  f"`{'/`, `'.join(donors)}/` (the same computation: seed, device and every setting dense reads)")
+
+
+def evidence_markdown(runs_dir: Path, *dense_dirs: Path) -> str:
+    runs, dense_source = compared_runs(runs_dir, *dense_dirs)
+    agg = aggregate(runs)
     if agg.table.empty:
         raise SystemExit(f"{runs_dir}: no compared run")
     out: list[str] = []
@@ -83,16 +106,21 @@ def evidence_markdown(runs_dir: Path) -> str:
                    f"(n = {int(r['n'])}); {', '.join(map(str, data['train_size']))} training images, "
                    f"{', '.join(map(str, data['val_size']))} validation images (every reconfiguration measured "
                    f"on them), test accuracy on {', '.join(map(str, data['test_size']))} test images; "
-                   f"{int(r['contended_epochs'])} of {int(r['epochs_with_load'])} epochs timed under contention.")
+                   f"{int(r['contended_epochs'])} of {int(r['epochs_with_load'])} epochs timed under contention; "
+                   f"{dense_source}.")
         out.append("")
         out.append("| mode | training time | training FLOPs saved vs dense (%) | final test acc. (%) | "
                    "test acc. at PruneTrain's training time (%) | PruneTrain − mode, final (points) | "
                    "PruneTrain − mode, at PruneTrain's time (points) |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
         unit = r["dense_time_s"]
-        out.append(f"| dense | {fmt.cell(r, 'dense_time_s', 'time', unit)} | 0 | "
-                   f"{fmt.cell(r, 'dense_final_acc', 'acc')} | {fmt.cell(r, 'dense_acc_at_prunetrain_time', 'acc')} | "
-                   f"{fmt.cell(r, 'final_acc_gap', 'acc')} | {fmt.cell(r, 'acc_at_prunetrain_time_gap', 'acc')} |")
+        timed_alike = _times_comparable(runs, r)   # else dense's accuracy at PruneTrain's time reads another clock
+        at_time, at_time_gap = ((fmt.cell(r, 'dense_acc_at_prunetrain_time', 'acc'),
+                                 fmt.cell(r, 'acc_at_prunetrain_time_gap', 'acc')) if timed_alike else
+                                ("not comparable", "not comparable"))
+        out.append(f"| dense | {fmt.cell(r, 'dense_time_s', 'time', unit)}{'' if timed_alike else ' (another session)'}"
+                   f" | 0 | {fmt.cell(r, 'dense_final_acc', 'acc')} | {at_time} | "
+                   f"{fmt.cell(r, 'final_acc_gap', 'acc')} | {at_time_gap} |")
         out.append(f"| PruneTrain | {fmt.cell(r, 'prunetrain_time_s', 'time', unit)} | "
                    f"{fmt.cell(r, 'train_flops_saved_pct', 'pct')} | {fmt.cell(r, 'prunetrain_final_acc', 'acc')} | "
                    f"{fmt.cell(r, 'prunetrain_final_acc', 'acc')} | – | – |")
@@ -106,34 +134,61 @@ def evidence_markdown(runs_dir: Path) -> str:
                        f"{fmt.cell(r, f'{k}_final_acc_gap', 'acc')} | "
                        f"{fmt.cell(r, f'{k}_acc_at_prunetrain_time_gap', 'acc')} |")
         out.append("")
-        out.append(f"Time saved by PruneTrain: {fmt.interval_text(r, 'time_saved_pct')}; training FLOPs saved: "
-                   f"{fmt.interval_text(r, 'train_flops_saved_pct')}; time saved ÷ FLOPs saved: "
-                   f"{fmt.interval_text(r, 'time_per_flops_saved', 2, '')}; final accuracy gap to dense: "
-                   f"{fmt.interval_text(r, 'final_acc_gap', 1, ' points')}.")
+        saved = (f"Time saved by PruneTrain: {fmt.interval_text(r, 'time_saved_pct')}; training FLOPs saved: "
+                 f"{fmt.interval_text(r, 'train_flops_saved_pct')}; time saved ÷ FLOPs saved: "
+                 f"{fmt.interval_text(r, 'time_per_flops_saved', 2, '')}; final accuracy gap to dense: "
+                 f"{fmt.interval_text(r, 'final_acc_gap', 1, ' points')}.")
+        if not timed_alike:
+            saved = ("Dense was timed in other run folders, in another session and under other load (the count "
+                     "above), so no time saved is given: it would compare those sessions, not the methods. "
+                     f"Training FLOPs saved by PruneTrain: {fmt.interval_text(r, 'train_flops_saved_pct')}; final "
+                     f"accuracy gap to dense: {fmt.interval_text(r, 'final_acc_gap', 1, ' points')}.")
+        out.append(saved)
         out.append("")
         out.append("The targets and the controls, each judged on its 95 % interval (holds: the whole interval on the "
                    "target's side; misses: wholly on the other):")
         out.append("")
-        out.extend(targets_lines(r))
+        out.extend(targets_lines(r, _times_comparable(runs, r)))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _times_comparable(runs: list, row) -> bool:
+    """Times compare only where dense ran in the same folder, or nothing was timed under contention."""
+    return int(row["contended_epochs"]) == 0 or not any(r.meta.get("dense_from") for r in runs)
 
 
 def _run_folders(*parents: Path) -> list[Path]:
     return [f for parent in parents for f in sorted(parent.iterdir()) if (f / "run.json").is_file()]
 
 
-def _changes(meta: dict, recipe: dict) -> str:
+def _changes(meta: dict, recipe: dict, same: str = "the recipe") -> str:
     """The method settings in which a run differs from the recipe's run, in the method name's words."""
     changed = [method_words(k, meta["config"][k]) for k in PUBLISHED_METHOD
                if meta["config"].get(k) != recipe["config"].get(k)]
-    return "; ".join(changed) or "the recipe"
+    return "; ".join(changed) or same
 
 
-def selection_markdown(runs_dir: Path, *candidate_dirs: Path) -> str:
+def _dense_rows(meta: dict, rows: list, dense_dirs: tuple[Path, ...]) -> list:
+    """Dense's epoch rows for a run: its own, else those of a folder in ``dense_dirs`` that computed the same dense
+    (same seed, device and every setting dense reads: bench.config.dense_settings, the report's rule)."""
+    own = [r for r in rows if r.mode == "dense"]
+    if own:
+        return own
+    for folder in _run_folders(*dense_dirs):
+        other, other_rows = _folder_records(folder)
+        dense = [r for r in other_rows if r.mode == "dense"]
+        if (dense and dense_settings(other["config"]) == dense_settings(meta["config"])
+                and other["config"].get("seed") == meta["config"].get("seed") and dense[0].device == rows[0].device):
+            return dense
+    raise SystemExit(f"no dense run of seed {meta['config'].get('seed')} with the same settings in "
+                     f"{', '.join(map(str, dense_dirs)) or 'the run folder'}")
+
+
+def selection_markdown(runs_dir: Path, *candidate_dirs: Path, same: str = "the recipe") -> str:
     """The recipe-choice table: every PruneTrain run's validation accuracy against dense's, same seed and epoch.
 
-    Candidates are named by what they change from the recipe of ``runs_dir`` (same seed)."""
+    Candidates are named by what they change from the recipe of ``runs_dir`` (same seed; ``same`` when nothing)."""
     dense: dict[int, dict[int, float]] = {}
     recipe: dict[int, dict] = {}
     found = []
@@ -152,12 +207,12 @@ def selection_markdown(runs_dir: Path, *candidate_dirs: Path) -> str:
         archs = meta["modes"]["prunetrain"]["architectures"]
         first = next((a for a in archs if a["epoch"] > 0), None)
         kept = first["train_flops_per_image"] / archs[0]["train_flops_per_image"] if first else 1.0
-        candidates.append((_changes(meta, recipe[seed]), seed, kept, pt[-1], int(meta["config"]["epochs"])))
+        candidates.append((_changes(meta, recipe[seed], same), seed, kept, pt[-1], int(meta["config"]["epochs"])))
     out = ["| changed from the recipe | seed | training FLOPs per image kept after epoch 1 (× dense) | epochs trained | "
            "validation acc. (%) | dense's, same seed and epoch (%) | gap (points) |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     verdict: dict[str, list[bool]] = {}
-    for label, seed, kept, last, epochs in sorted(candidates, key=lambda c: (c[0] != "the recipe", c[0], c[1])):
+    for label, seed, kept, last, epochs in sorted(candidates, key=lambda c: (c[0] != same, c[0], c[1])):
         ref = dense[seed].get(last.epoch)
         gap = None if ref is None else last.val_acc - ref
         trained = f"{last.epoch} of {epochs}" + ("" if last.epoch == epochs else " (stopped)")
@@ -175,47 +230,88 @@ def _folder_records(folder: Path) -> tuple[dict, list]:
     return json.loads((folder / "run.json").read_text()), [r for _, r in read_epochs(folder / "epochs.csv", strict=True)]
 
 
-def ablations_markdown(runs_dir: Path, ablations_dir: Path) -> str:
-    """Each ablation (a PruneTrain-only run) against the recipe's PruneTrain and dense of the same seed."""
+def ablations_markdown(runs_dir: Path, ablation_dirs: tuple[Path, ...], dense_dirs: tuple[Path, ...] = ()) -> str:
+    """Each ablation (a PruneTrain run that changes method settings) against the recipe's PruneTrain and dense of
+    the same seed (dense from the recipe's folder, else the same dense computation in ``dense_dirs``)."""
     recipe = {}
     for folder in _run_folders(runs_dir):
         meta, rows = _folder_records(folder)
-        recipe[int(meta["config"]["seed"])] = (meta, rows)
+        recipe[int(meta["config"]["seed"])] = (meta, rows, _dense_rows(meta, rows, dense_dirs))
     out = ["| changed from the recipe | seed | training FLOPs saved vs dense (%) | final test acc. (%) | "
            "the recipe's (%) | dense's (%) | test images |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for folder in _run_folders(ablations_dir):
+    found = []
+    for folder in _run_folders(*ablation_dirs):
         meta, rows = _folder_records(folder)
         seed = int(meta["config"]["seed"])
         pt = [r for r in rows if r.mode == "prunetrain"]
         if seed not in recipe or not pt:
             continue
-        ref_meta, ref_rows = recipe[seed]
-        changed = _changes(meta, ref_meta)
-        dense_flops = sum(r.train_flops for r in ref_rows if r.mode == "dense")
-        final = {m: [r for r in ref_rows if r.mode == m][-1].test_acc for m in ("dense", "prunetrain")}
+        ref_meta, ref_rows, dense = recipe[seed]
+        found.append((_changes(meta, ref_meta), seed, meta, pt, ref_rows, dense))
+    for changed, seed, meta, pt, ref_rows, dense in sorted(found, key=lambda f: (f[0], f[1])):
+        dense_flops = sum(r.train_flops for r in dense)
         epochs = int(meta["config"]["epochs"])
         status = "" if pt[-1].epoch == epochs else f" (epoch {pt[-1].epoch} of {epochs}: not finished)"
         saved = 100 * (1 - sum(r.train_flops for r in pt) / dense_flops) if not status else None
+        recipe_final = [r for r in ref_rows if r.mode == "prunetrain"][-1].test_acc
         out.append(f"| {changed}{status} | {seed} | "
-                   f"{'–' if saved is None else f'{saved:.1f}'} | {pt[-1].test_acc:.1f} | {final['prunetrain']:.1f} | "
-                   f"{final['dense']:.1f} | {meta['data']['test_size']} |")
+                   f"{'–' if saved is None else f'{saved:.1f}'} | {pt[-1].test_acc:.1f} | {recipe_final:.1f} | "
+                   f"{dense[-1].test_acc:.1f} | {meta['data']['test_size']} |")
     return "\n".join(out) + "\n"
 
 
 SUMMARY_START, SUMMARY_END = "<!-- cpu-evidence:start -->", "<!-- cpu-evidence:end -->"
 
 
-def summary_markdown(runs_dir: Path, shown: str = "reports/cifar10-cpu-evidence/runs") -> str:
+def summary_markdown(evidence: Path, shown: str = "reports/cifar10-cpu-evidence/runs") -> str:
     """The project README's short form: what was run (``shown``: the records' folder as the README names it),
     and each target's and control's verdict."""
-    agg = aggregate(load_runs([runs_dir]).runs)
+    runs, dense_source = compared_runs(evidence / "runs", evidence / "first-recipe")
+    agg = aggregate(runs)
     out = []
     for _, r in agg.table.iterrows():
         out.append(f"{r.get('method', 'PruneTrain')}, seeds {r.get('seeds', '?')} (n = {int(r['n'])}), "
                    f"from `{shown}`:")
         out.append("")
-        out.extend(targets_lines(r))
+        out.extend(targets_lines(r, _times_comparable(runs, r)))
     return "\n".join(out) + "\n"
+
+
+PER_SEED_START, PER_SEED_END = "<!-- per-seed:start -->", "<!-- per-seed:end -->"
+PER_SEED_MODES = ("dense", "prunetrain", "small-dense", "thin-dense")
+
+
+def per_seed_markdown(*recipes: tuple[str, Path, tuple[Path, ...]]) -> str:
+    """Each recipe's seeds one by one: every mode's final test accuracy and training FLOPs saved against dense
+    (``recipes``: (name, runs folder, folders its dense may come from))."""
+    names = {"dense": "dense", "prunetrain": "PruneTrain", "small-dense": "small-dense", "thin-dense": "thin-dense"}
+    out = ["| recipe | seed | " + " | ".join(f"{names[m]} final acc. (%)" for m in PER_SEED_MODES) +
+           " | PruneTrain's training FLOPs saved (%) | small-dense's | thin-dense's |",
+           "|---|---:|" + "---:|" * (len(PER_SEED_MODES) + 3)]
+    for name, runs_dir, dense_dirs in recipes:
+        runs, _ = compared_runs(runs_dir, *dense_dirs)
+        for run in sorted(runs, key=lambda r: r.config.get("seed", 0)):
+            rows = {m: run.mode_epochs(m) for m in PER_SEED_MODES}
+            done = {m: not df.empty and int(df["epoch"].max()) == run.expected_epochs for m, df in rows.items()}
+            acc = [f"{rows[m]['test_acc'].iloc[-1]:.1f}" if done[m] else "–" for m in PER_SEED_MODES]
+            dense_flops = rows["dense"]["train_flops"].sum()
+            saved = [f"{100 * (1 - rows[m]['train_flops'].sum() / dense_flops):.1f}" if done[m] and done["dense"]
+                     else "–" for m in PER_SEED_MODES[1:]]
+            out.append(f"| {name} | {run.config.get('seed')} | " + " | ".join(acc + saved) + " |")
+    return "\n".join(out) + "\n"
+
+
+def readme_blocks(evidence: Path) -> dict[tuple[str, str], str]:
+    """Every generated block of EVIDENCE_DIR/README.md, keyed by its (start, end) markers."""
+    runs, first, selection, ablations = (evidence / n for n in ("runs", "first-recipe", "selection", "ablations"))
+    return {
+        (START, END): evidence_markdown(runs, first),
+        (FIRST_START, FIRST_END): evidence_markdown(first),
+        (PER_SEED_START, PER_SEED_END): per_seed_markdown(("the recipe", runs, (first,)),
+                                                          ("the first recipe", first, ())),
+        (SELECTION_START, SELECTION_END): selection_markdown(first, selection, runs, same="the first recipe"),
+        (ABLATION_START, ABLATION_END): ablations_markdown(runs, (ablations, first), (first,)),
+    }
 
 
 def replace_block(readme: str, block: str, start: str = START, end: str = END) -> str:
@@ -230,21 +326,14 @@ def main(argv: list[str]) -> None:
         path = Path(argv[1])
         path.write_text(replace_block(path.read_text(), summary_markdown(Path(argv[0])), SUMMARY_START, SUMMARY_END))
         return
-    if len(argv) not in (1, 2, 3):
+    if len(argv) != 1:
         raise SystemExit(__doc__)
-    block = evidence_markdown(Path(argv[0]))
-    if len(argv) >= 2:
-        path = Path(argv[1])
-        text = replace_block(path.read_text(), block)
-        if len(argv) == 3:
-            text = replace_block(text, selection_markdown(Path(argv[0]), Path(argv[2]), path.parent / "ablations"),
-                                 SELECTION_START, SELECTION_END)
-        if ABLATION_START in text:
-            text = replace_block(text, ablations_markdown(Path(argv[0]), path.parent / "ablations"),
-                                 ABLATION_START, ABLATION_END)
-        path.write_text(text)
-    else:
-        sys.stdout.write(block)
+    evidence = Path(argv[0])
+    path = evidence / "README.md"
+    text = path.read_text()
+    for (start, end), block in readme_blocks(evidence).items():
+        text = replace_block(text, block, start, end)
+    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -78,12 +78,13 @@ EVIDENCE = [p for p in READMES if "<!-- evidence:start -->" in p.read_text()]
 
 @pytest.mark.parametrize("readme", EVIDENCE, ids=lambda p: p.parent.name)
 def test_evidence_readme_blocks_regenerate_from_the_records(readme):
-    """Every generated block -- the recipe's and the first recipe's tables with their verdicts, the recipe choice
-    on the validation split, the ablations -- is what reports/evidence_table.py makes of the committed records."""
+    """Every generated block -- the recipe's and the first recipe's tables with their verdicts, every seed's final
+    accuracies, the recipe choice on the validation split, the ablations -- is what reports/evidence_table.py
+    makes of the committed records."""
     module = _evidence_module()
     text = readme.read_text()
     blocks = module.readme_blocks(readme.parent)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     for (start, end), expected in blocks.items():
         assert start in text and end in text, f"{readme}: no {start} block"
         block = text.split(start, 1)[1].split(end, 1)[0]
@@ -132,3 +133,35 @@ def test_the_project_readme_states_the_cpu_evidence_as_its_records_give_it():
     expected = module.summary_markdown(REPORTS / "cifar10-cpu-evidence")
     assert block == "\n" + expected, "README.md's CPU evidence block differs from its records (python " \
         "reports/evidence_table.py reports/cifar10-cpu-evidence README.md --summary)"
+
+
+def test_the_evidence_readings_hold_in_the_records():
+    """The words of reports/cifar10-cpu-evidence/README.md's "Reading", checked seed by seed against the records:
+    with the recipe, PruneTrain and small-dense each end above dense on every seed, PruneTrain above small-dense
+    on every seed, and small-dense trains on fewer FLOPs than PruneTrain; with the first recipe, PruneTrain ends
+    below dense on every seed."""
+    module = _evidence_module()
+    evidence = REPORTS / "cifar10-cpu-evidence"
+    text = (evidence / "README.md").read_text()
+    for words in ("PruneTrain ends above dense, on every seed", "also ends\n  above dense on every seed",
+                  "PruneTrain ends above\n  `small-dense` on every seed", "the cheaper of the two",
+                  "PruneTrain ends below dense on every seed"):
+        assert words in text, words
+
+    def final(run, mode):
+        return float(run.mode_epochs(mode)["test_acc"].iloc[-1])
+
+    def flops(run, mode):
+        return float(run.mode_epochs(mode)["train_flops"].sum())
+
+    recipe, _ = module.compared_runs(evidence / "runs", evidence / "first-recipe")
+    assert len(recipe) == 3
+    for run in recipe:
+        assert final(run, "prunetrain") > final(run, "small-dense") > final(run, "dense")
+        assert flops(run, "small-dense") < flops(run, "prunetrain")
+    first, _ = module.compared_runs(evidence / "first-recipe")
+    assert len(first) == 3 and all(final(run, "prunetrain") < final(run, "dense") for run in first)
+    assert "under a tenth of the training FLOPs saved on every seed measured" in text
+    dense = {run.config["seed"]: flops(run, "dense") for run in recipe}
+    penalise_all = [r for r in module.load_runs([evidence / "ablations"]).runs if r.config.get("penalise") == "all"]
+    assert penalise_all and all(flops(r, "prunetrain") > 0.9 * dense[r.config["seed"]] for r in penalise_all)
