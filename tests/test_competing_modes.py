@@ -283,9 +283,10 @@ def test_methods_added_to_a_prunetrain_folder_run_end_to_end_beside_a_dense_run_
                                "--results-dir", str(tmp_path / where)], capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr
     folder = next((tmp_path / "p").iterdir())
-    refused = subprocess.run([sys.executable, "-m", "bench", "run", "--methods-of", str(folder), "--seed", "3"],
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and refused.stderr.strip().startswith(f"error: --methods-of continues {folder}")
+    from click.testing import CliRunner
+    from bench import cli
+    refused = CliRunner().invoke(cli.main, ["run", "--methods-of", str(folder), "--seed", "3"])
+    assert refused.exit_code == 2 and refused.output.strip().startswith(f"error: --methods-of continues {folder}")
     added = subprocess.run([sys.executable, "-m", "bench", "run", "--methods-of", str(folder), "--quiet"],
                            capture_output=True, text=True, timeout=900)
     assert added.returncode == 0, added.stderr
