@@ -177,7 +177,7 @@ def run(**opts) -> None:
         sys.exit(launch_torchrun(opts["nproc_per_node"], sys.argv[1:]))
     if opts["repeat"] < 1:
         _fail("--repeat must be >= 1")
-    continued = [f"--{k.replace('_', '-')}" for k in ("resume", "controls_of", "methods_of") if opts[k]]
+    continued = [f"--{k.replace('_', '-')}" for k in CONTINUING if opts[k]]
     if continued and opts["repeat"] != 1:
         _fail(f"--repeat starts new runs: drop it with {continued[0]}")
     if len(continued) > 1:
@@ -223,6 +223,10 @@ def run(**opts) -> None:
         click.echo(f"{run_summary(run_dir)}\ncompare with other runs: bench report {run_dir.parent}\n{run_dir}")
 
 
+#: the options that continue an existing run folder with its recorded configuration
+CONTINUING = ("resume", "controls_of", "methods_of")
+
+
 def refuse_resume_changes(opts: dict) -> None:
     """A resumed run keeps its record: options that would change it are refused in one line, before any I/O."""
     given = [f"--{'mode' if k == 'modes' else k.replace('_', '-')}" for k in FIELDS
@@ -230,8 +234,8 @@ def refuse_resume_changes(opts: dict) -> None:
     if click.get_current_context().get_parameter_source("results_dir") is not click.core.ParameterSource.DEFAULT:
         given.append("--results-dir")  # the run folder is where it is
     if given:
-        flag = next(f"--{k.replace('_', '-')}" for k in ("resume", "controls_of", "methods_of") if opts.get(k))
-        raise BenchError(f"{flag} continues {opts[flag[2:].replace('-', '_')]} with its recorded "
+        key = next(k for k in CONTINUING if opts.get(k))
+        raise BenchError(f"--{key.replace('_', '-')} continues {opts[key]} with its recorded "
                          "configuration and "
                          f"{', '.join(given)} would change it; drop {'it' if len(given) == 1 else 'them'}")
 

@@ -35,13 +35,13 @@ from .errors import BenchError, ConfigError, DivergenceError
 from .runfolder.atomic import atomic_write_json
 from .runfolder.folder import lock_run_dir, portable_command, resumed_data_dir
 from .runfolder.runjson import read_run_json, recorded_settings
-from .runfolder.study import STUDY_FILE, read_study
+from .runfolder.study import ENTRY_MODES, STUDY_FILE, read_study
 
 STUDY_SCHEMA = 1
 #: fields a study may not vary: they name the run rather than a setting of it
 NOT_VARIABLE = frozenset({"modes", "profile", "data", "data_dir", "device", "world_size", "seed", "emulate"})
-#: the pruning methods a study can compare (``--vary mode=...``); each is run in a folder of its own
-STUDY_METHODS = ("prunetrain", "slimming", "earlybird")
+#: the pruning methods a study can compare (``--vary mode=...``): every entry mode but dense
+STUDY_METHODS = tuple(m for m in ENTRY_MODES if m != "dense")
 
 Echo = Callable[[str], None]
 

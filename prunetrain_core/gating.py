@@ -21,7 +21,7 @@ from .graph import ChannelGraph
 from .layers import ChannelGather, ChannelScatter
 from .plan import Plan
 from .probe import uniform_values
-from .rules import has_role, rule_of
+from .rules import computes_channels, has_role, rule_of
 
 
 class GatedIndex:
@@ -112,7 +112,7 @@ class _Regate:
             elif node.op == "placeholder":
                 if n is not None and n.space is not None:
                     self.ids[node] = self.old_ids(node.name)
-            elif node.op == "call_module" and has_role(self.module(node.target), "conv", "linear"):
+            elif node.op == "call_module" and computes_channels(self.module(node.target)):
                 self.ids[node] = self.kept(node.target, "out")
             elif node.op != "output" and (node.op == "call_module" or (n is not None and n.space is not None)):
                 src = next((a for a in node.all_input_nodes if a in self.ids), None)
@@ -121,7 +121,7 @@ class _Regate:
 
     def insert_gathers(self) -> None:
         for node in list(self.g.nodes):
-            if node.op == "call_module" and has_role(self.module(node.target), "conv", "linear"):
+            if node.op == "call_module" and computes_channels(self.module(node.target)):
                 src = node.args[0]
                 want = self.kept(node.target, "in")
                 if self.ids[src] != want:
@@ -173,7 +173,7 @@ class _Regate:
     def _writer(self, node: fx.Node) -> str:
         """The layer whose output an addition's operand carries (names the scatter)."""
         while True:
-            if node.op == "call_module" and has_role(self.module(node.target), "conv", "linear"):
+            if node.op == "call_module" and computes_channels(self.module(node.target)):
                 return node.target
             if len(node.all_input_nodes) != 1:
                 return "pt"
@@ -185,7 +185,7 @@ class _Regate:
             if node.op != "call_module" or node.target in self.root:
                 continue
             mod, name = self.module(node.target), node.target
-            if has_role(mod, "conv", "linear"):
+            if computes_channels(mod):
                 for axis in ("in", "out"):
                     out.local[(name, axis)] = self._local(name, axis, self.kept(name, axis))
             elif has_role(mod, "bn", "const"):

@@ -85,3 +85,9 @@ def rule_of(module: nn.Module) -> LayerRule | None:
 def has_role(module: nn.Module, *roles: str) -> bool:
     rule = rule_of(module)
     return rule is not None and rule.role in roles
+
+
+def computes_channels(module: nn.Module) -> bool:
+    """A conv or linear layer (:attr:`LayerRule.computes_channels`): its filters are pruned, its inputs read."""
+    rule = rule_of(module)
+    return rule is not None and rule.computes_channels

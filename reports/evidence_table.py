@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import fmt  # noqa: E402
-from bench.config import PUBLISHED_METHOD, dense_settings, method_words  # noqa: E402
+from bench.config import PUBLISHED_METHOD, method_words  # noqa: E402
 from bench.report.aggregate import CONTROL_KEYS, aggregate  # noqa: E402
 from bench.report.load import load_runs  # noqa: E402
 from bench.report.pairing import borrow_dense  # noqa: E402
@@ -148,7 +148,7 @@ def evidence_markdown(runs_dir: Path, *dense_dirs: Path) -> str:
         out.append("The targets and the controls, each judged on its 95 % interval (holds: the whole interval on the "
                    "target's side; misses: wholly on the other):")
         out.append("")
-        out.extend(targets_lines(r, _times_comparable(runs, r)))
+        out.extend(targets_lines(r, timed_alike))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -167,22 +167,6 @@ def _changes(meta: dict, recipe: dict, same: str = "the recipe") -> str:
     changed = [method_words(k, meta["config"][k]) for k in PUBLISHED_METHOD
                if meta["config"].get(k) != recipe["config"].get(k)]
     return "; ".join(changed) or same
-
-
-def _dense_rows(meta: dict, rows: list, dense_dirs: tuple[Path, ...]) -> list:
-    """Dense's epoch rows for a run: its own, else those of a folder in ``dense_dirs`` that computed the same dense
-    (same seed, device and every setting dense reads: bench.config.dense_settings, the report's rule)."""
-    own = [r for r in rows if r.mode == "dense"]
-    if own:
-        return own
-    for folder in _run_folders(*dense_dirs):
-        other, other_rows = _folder_records(folder)
-        dense = [r for r in other_rows if r.mode == "dense"]
-        if (dense and dense_settings(other["config"]) == dense_settings(meta["config"])
-                and other["config"].get("seed") == meta["config"].get("seed") and dense[0].device == rows[0].device):
-            return dense
-    raise SystemExit(f"no dense run of seed {meta['config'].get('seed')} with the same settings in "
-                     f"{', '.join(map(str, dense_dirs)) or 'the run folder'}")
 
 
 def selection_markdown(runs_dir: Path, *candidate_dirs: Path, same: str = "the recipe") -> str:
@@ -232,11 +216,13 @@ def _folder_records(folder: Path) -> tuple[dict, list]:
 
 def ablations_markdown(runs_dir: Path, ablation_dirs: tuple[Path, ...], dense_dirs: tuple[Path, ...] = ()) -> str:
     """Each ablation (a PruneTrain run that changes method settings) against the recipe's PruneTrain and dense of
-    the same seed (dense from the recipe's folder, else the same dense computation in ``dense_dirs``)."""
-    recipe = {}
-    for folder in _run_folders(runs_dir):
-        meta, rows = _folder_records(folder)
-        recipe[int(meta["config"]["seed"])] = (meta, rows, _dense_rows(meta, rows, dense_dirs))
+    the same seed (dense from the recipe's folder, else the same dense computation in ``dense_dirs``: the
+    report's rule, bench.report.pairing)."""
+    recipe = {int(run.config["seed"]): run for run in compared_runs(runs_dir, *dense_dirs)[0]}
+    for seed, run in recipe.items():
+        if run.mode_epochs("dense").empty:
+            raise SystemExit(f"no dense run of seed {seed} with the same settings in "
+                             f"{', '.join(map(str, dense_dirs)) or 'the run folder'}")
     out = ["| changed from the recipe | seed | training FLOPs saved vs dense (%) | final test acc. (%) | "
            "the recipe's (%) | dense's (%) | test images |", "|---|---:|---:|---:|---:|---:|---:|"]
     found = []
@@ -246,17 +232,16 @@ def ablations_markdown(runs_dir: Path, ablation_dirs: tuple[Path, ...], dense_di
         pt = [r for r in rows if r.mode == "prunetrain"]
         if seed not in recipe or not pt:
             continue
-        ref_meta, ref_rows, dense = recipe[seed]
-        found.append((_changes(meta, ref_meta), seed, meta, pt, ref_rows, dense))
-    for changed, seed, meta, pt, ref_rows, dense in sorted(found, key=lambda f: (f[0], f[1])):
-        dense_flops = sum(r.train_flops for r in dense)
+        found.append((_changes(meta, recipe[seed].meta), seed, meta, pt))
+    for changed, seed, meta, pt in sorted(found, key=lambda f: (f[0], f[1])):
+        dense = recipe[seed].mode_epochs("dense")
         epochs = int(meta["config"]["epochs"])
         status = "" if pt[-1].epoch == epochs else f" (epoch {pt[-1].epoch} of {epochs}: not finished)"
-        saved = 100 * (1 - sum(r.train_flops for r in pt) / dense_flops) if not status else None
-        recipe_final = [r for r in ref_rows if r.mode == "prunetrain"][-1].test_acc
+        saved = 100 * (1 - sum(r.train_flops for r in pt) / float(dense["train_flops"].sum())) if not status else None
+        recipe_final = float(recipe[seed].mode_epochs("prunetrain")["test_acc"].iloc[-1])
         out.append(f"| {changed}{status} | {seed} | "
                    f"{'–' if saved is None else f'{saved:.1f}'} | {pt[-1].test_acc:.1f} | {recipe_final:.1f} | "
-                   f"{dense[-1].test_acc:.1f} | {meta['data']['test_size']} |")
+                   f"{float(dense['test_acc'].iloc[-1]):.1f} | {meta['data']['test_size']} |")
     return "\n".join(out) + "\n"
 
 
@@ -266,7 +251,7 @@ SUMMARY_START, SUMMARY_END = "<!-- cpu-evidence:start -->", "<!-- cpu-evidence:e
 def summary_markdown(evidence: Path, shown: str = "reports/cifar10-cpu-evidence/runs") -> str:
     """The project README's short form: what was run (``shown``: the records' folder as the README names it),
     and each target's and control's verdict."""
-    runs, dense_source = compared_runs(evidence / "runs", evidence / "first-recipe")
+    runs, _ = compared_runs(evidence / "runs", evidence / "first-recipe")
     agg = aggregate(runs)
     out = []
     for _, r in agg.table.iterrows():

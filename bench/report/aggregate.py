@@ -516,10 +516,7 @@ def _summarise_methods(per_run: pd.DataFrame) -> pd.DataFrame:
             row[name], row[f"{name}_lo"], row[f"{name}_hi"], row[f"{name}_n"] = ci.mean, ci.lo, ci.hi, ci.n
         row["setting_parts"] = g["setting_parts"].iloc[0]
         rows.append(row)
-    table = pd.DataFrame(rows)
-    base = [f"{d} · {m} / {ds}" for d, m, ds in zip(table["device"], table["model"], table["dataset"])]
-    table["varied"] = varied_settings(base, list(table["epochs"]), list(table["setting_parts"]))
-    return table
+    return _labelled(pd.DataFrame(rows))
 
 
 def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
@@ -552,8 +549,12 @@ def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
             ci = mean_ci(pd.to_numeric(g[mname], errors="coerce"))
             row[mname], row[f"{mname}_lo"], row[f"{mname}_hi"], row[f"{mname}_n"] = ci.mean, ci.lo, ci.hi, ci.n
         rows.append(row)
-    table = pd.DataFrame(rows)
+    return _labelled(pd.DataFrame(rows)).reset_index(drop=True)
+
+
+def _labelled(table: pd.DataFrame) -> pd.DataFrame:
+    """``varied`` (the settings that tell a row from the others) and ``label`` (device · model / data · varied)."""
     base = [f"{d} · {m} / {ds}" for d, m, ds in zip(table["device"], table["model"], table["dataset"])]
     table["varied"] = varied_settings(base, list(table["epochs"]), list(table["setting_parts"]))
     table["label"] = [b if not v else f"{b} · {v}" for b, v in zip(base, table["varied"])]
-    return table.reset_index(drop=True)
+    return table

@@ -517,8 +517,7 @@ def build_document(agg: Aggregation, plots: Sequence[Plot], warnings: Sequence[s
                 Section("How it was measured", [
                     Para(f"Definitions: {TRAINING_TIME_DEFINITION}. Mean over n runs (seeds), with its 95 % "
                          "confidence interval over per-seed differences where repeated."),
-                    Section("Settings", [Para("Every row: " + ", ".join(agg.methods["setting_parts"].iloc[0]) + ".")],
-                            level=3),
+                    Section("Settings", settings_blocks(agg.methods.drop_duplicates("label")), level=3),
                     Section("Runs read", [runs_table(agg)], level=3),
                     Section("Warnings", [Items(list(warnings)) if warnings else Para("None.")], level=3)])]
     time_table, mem_table = core_tables(agg.table)

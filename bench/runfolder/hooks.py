@@ -107,7 +107,6 @@ class FaultHooks(Hooks):
         finally:
             handle.remove()
 
-
     def reconfigured(self, rank: int, epoch: int, snapshot: Callable[[], dict]) -> None:
         if self._dump:
             import torch

@@ -10,6 +10,8 @@ from ..config import dense_settings
 from ..errors import RecordError
 
 STUDY_FILE = "study.json"
+#: the modes a study entry runs, each in a folder of its own (random pruning follows PruneTrain in one folder)
+ENTRY_MODES = ("dense", "prunetrain", "slimming", "earlybird")
 
 
 def dense_partner(entries: Sequence[dict], entry: dict) -> dict | None:
@@ -36,7 +38,7 @@ def read_study(path: Path) -> dict:
         if not isinstance(data.get(key), typ):
             raise RecordError(f"{path}: key '{key}' is missing or not a {typ.__name__}")
     for i, e in enumerate(data["entries"]):
-        ok = (isinstance(e, dict) and e.get("mode") in ("dense", "prunetrain", "slimming", "earlybird")
+        ok = (isinstance(e, dict) and e.get("mode") in ENTRY_MODES
               and isinstance(e.get("id"), str)
               and isinstance(e.get("setting"), dict) and type(e.get("seed")) is int
               and type(e.get("repeat")) is int and (e.get("run") is None or isinstance(e.get("run"), str))
