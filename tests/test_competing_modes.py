@@ -315,3 +315,20 @@ def test_methods_added_to_a_prunetrain_folder_run_end_to_end_beside_a_dense_run_
     md = (tmp_path / "out" / "report.md").read_text()
     section = md[md.index("## Method comparison"):]
     assert all(f"| {m} |" in section for m in ("prunetrain", "slimming", "earlybird", "random"))
+
+
+def test_a_methods_l1_on_gamma_is_applied_whatever_prunetrains_lasso_setting(tmp_path):
+    """The cpu and smoke profiles set --lasso proximal, which only PruneTrain reads: a slimming epoch under it
+    trains exactly as under --lasso paper, and its s·Σ|γ| pulls the BN scales below those of s = 0."""
+    from trainlib import make_trainer
+
+    def gammas(**cfg) -> torch.Tensor:
+        trainer = make_trainer(tmp_path, "slimming", images=64, val=32, held_out=16, **cfg)
+        trainer.start()
+        trainer.train_epoch(1)
+        return torch.cat([m.weight.detach().abs().flatten() for m in trainer.module.modules()
+                          if isinstance(m, nn.BatchNorm2d)])
+
+    proximal, paper, none = gammas(lasso="proximal", sparsity=0.05), gammas(sparsity=0.05), gammas(sparsity=0.0)
+    assert torch.equal(proximal, paper)
+    assert proximal.sum() < none.sum() - 0.01 * len(none)

@@ -167,10 +167,16 @@ class ModeTrainer:
         self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
                               scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
                               reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
-                              channels_last=self.channels_last, penalty_in_loss=self.cfg.lasso != "proximal",
+                              channels_last=self.channels_last, penalty_in_loss=not self._proximal,
                               module=model, warm_compiled=self.cfg.compile and self.ctx.dist is None)
-        if self.prune and self.cfg.lasso == "proximal":
+        if self._proximal:
             self.step.post_step_hooks.append(self._proximal_step)
+
+    @property
+    def _proximal(self) -> bool:
+        """PruneTrain's ``--lasso proximal`` soft-thresholds after the step; a competing method's L1 on γ is a
+        subgradient in the loss, as published, whatever PruneTrain's setting."""
+        return self.prune and self.cfg.lasso == "proximal"
 
     def _proximal_step(self) -> None:
         """Block soft-thresholding with the subgradient's step under momentum, lr·λ/(1−momentum)."""
