@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import FIELDS, RunConfig, dense_settings, not_read_by, parse_text, partial_from, resolve
+from .config import FIELDS, RunConfig, not_read_by, parse_text, partial_from, resolve
 from .errors import BenchError, ConfigError, DivergenceError
 from .runfolder.atomic import atomic_write_json
 from .runfolder.folder import lock_run_dir, portable_command, resumed_data_dir

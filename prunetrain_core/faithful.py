@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .graph import analyse
-from .plan import Plan, channel_strength, check_structure, gate, make_plan, member_strengths
-from .reconfig import as_inputs
+from .plan import Plan
+from .reconfig import as_inputs, plans_at
 from .surgery import apply_plan
 
 #: default grid: the base threshold times 10^(k/2), k = 0..8 (1e-4 → 1 for the default 1e-4)
@@ -108,7 +108,7 @@ class BudgetChoice:
 
 
 def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: torch.Tensor, *,
-                       tolerance: float, thresholds: Sequence[float], liveness: str = "readers",
+                       tolerance: float, thresholds: Sequence[float], liveness: str = "union",
                        round_to: int = 1, reference: Outputs | None = None, structure: str = "union") -> BudgetChoice:
     """The plan of the largest threshold whose measured function change stays within ``tolerance``.
 
@@ -118,16 +118,11 @@ def plan_within_budget(model: nn.Module, example_inputs, x: torch.Tensor, y: tor
     """
     if tolerance <= 0:
         raise ValueError(f"the function-change tolerance must be > 0, got {tolerance}")
-    check_structure(structure)
     inputs = as_inputs(example_inputs)
     graph = analyse(model, inputs)
-    strength = channel_strength(graph, model, liveness)
     reference = reference or outputs(model, x)
     grid = sorted(thresholds)
-    plans = [make_plan(graph, strength, threshold=t, round_to=round_to) for t in grid]
-    if structure == "gating":
-        per_layer = member_strengths(graph, model)
-        plans = [gate(graph, p, per_layer, threshold=t, round_to=round_to) for p, t in zip(plans, grid)]
+    plans = plans_at(graph, model, grid, round_to=round_to, liveness=liveness, structure=structure)
     keep_all = Plan(keep={s.id: list(range(s.size)) for s in graph.prunable_spaces()},
                     sizes={s.id: s.size for s in graph.prunable_spaces()})
     choice = BudgetChoice(keep_all, None, None, [])

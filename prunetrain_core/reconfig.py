@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .graph import analyse
+from .graph import ChannelGraph, analyse
 from .plan import Plan, channel_strength, check_structure, gate, make_plan, member_strengths
 from .surgery import apply_plan
 
@@ -25,12 +25,22 @@ def plan_reconfiguration(model: nn.Module, example_inputs, *, threshold: float =
     residual stream each reading and branch-writing layer keeps its own set;
     the stream keeps their union).
     """
-    check_structure(structure)
     graph = analyse(model, as_inputs(example_inputs))
-    plan = make_plan(graph, channel_strength(graph, model, liveness), threshold=threshold, round_to=round_to)
-    if structure == "gating":
-        plan = gate(graph, plan, member_strengths(graph, model), threshold=threshold, round_to=round_to)
-    return plan
+    return plans_at(graph, model, [threshold], round_to=round_to, liveness=liveness, structure=structure)[0]
+
+
+def plans_at(graph: ChannelGraph, model: nn.Module, thresholds: Sequence[float], *, round_to: int = 1,
+             liveness: str = "union", structure: str = "union") -> list[Plan]:
+    """:func:`plan_reconfiguration`'s rule at each of ``thresholds`` on one traced graph, its channel strengths
+    measured once (the change-budget search, :func:`prunetrain_core.faithful.plan_within_budget`, plans a grid)."""
+    check_structure(structure)
+    strength = channel_strength(graph, model, liveness)
+    per_layer = member_strengths(graph, model) if structure == "gating" else None
+    plans = []
+    for t in thresholds:
+        plan = make_plan(graph, strength, threshold=t, round_to=round_to)
+        plans.append(gate(graph, plan, per_layer, threshold=t, round_to=round_to) if per_layer is not None else plan)
+    return plans
 
 
 def apply_plan_to(model: nn.Module, plan: Plan, example_inputs, *,

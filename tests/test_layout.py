@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 420  # "about 400"
 # A module may be longer when its docstring says why, with this phrase.
 LONG_REASON = "Over 400 lines on purpose"
+MAX_CLASS_LINES = 210  # "about 200"
+LONG_CLASS_REASON = "Over 200 lines on purpose"
 
 
 MODULES = modules()
@@ -62,6 +64,18 @@ def test_bench_modules_are_short_or_say_why():
         text = path.read_text()
         if text.count("\n") > MAX_LINES and LONG_REASON not in (ast.get_docstring(ast.parse(text)) or ""):
             long.append(f"{name} ({text.count(chr(10))} lines)")
+    assert long == []
+
+
+def test_bench_classes_are_short_or_say_why():
+    """A class that does several jobs cannot be used one part at a time: each over ~200 lines says why."""
+    long = []
+    for name, path in MODULES.items():
+        if name.startswith("bench"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES \
+                        and LONG_CLASS_REASON not in (ast.get_docstring(node) or ""):
+                    long.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
 
 

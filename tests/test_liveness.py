@@ -250,9 +250,9 @@ def test_budget_removes_near_dead_channels_only_while_the_change_stays_within_to
         model.layer3[1].conv2.weight[:, :20] *= 1e-4  # 20 near-dead channels: tiny, not zero
         model.layer3[1].conv2.weight[:, 20:30] *= 0.05  # 10 weak but not dead
     grid = pc.threshold_grid(1e-4)
-    strict = pc.plan_within_budget(model, x, x, y, tolerance=1e-9, thresholds=grid)
+    strict = pc.plan_within_budget(model, x, x, y, tolerance=1e-9, thresholds=grid, liveness="readers")
     assert strict.threshold is None and not strict.plan.changed
-    loose = pc.plan_within_budget(model, x, x, y, tolerance=1e-3, thresholds=grid)
+    loose = pc.plan_within_budget(model, x, x, y, tolerance=1e-3, thresholds=grid, liveness="readers")
     assert loose.plan.changed and loose.change.max_rel <= 1e-3
     assert len(loose.plan.keep[inner]) <= 64 - 20
     assert all(c >= 20 for c in loose.plan.keep[inner][:1])

@@ -208,7 +208,7 @@ def test_evaluation_halves_its_batch_after_out_of_memory(tmp_path):
     trainer.module = FailsAbove(trainer.module, limit=100)
     got = trainer.evaluate()[:2]
     assert got == pytest.approx(expected, rel=1e-6)     # the same sums, added in another order
-    assert trainer.eval_batch == 62
+    assert trainer.evaluator.batch == 62
     assert any("test batch lowered" in r for r in trainer.state.batch_reasons)
 
 
@@ -243,16 +243,16 @@ def test_reconfiguration_falls_back_to_surgery_on_the_cpu(tmp_path, monkeypatch)
 
 
 def test_the_memory_probe_halves_on_a_card_too_small_for_it(tmp_path, monkeypatch):
-    import bench.training.train
+    import bench.training.trainable
 
-    real, sizes = bench.training.train.measure_training_memory, []
+    real, sizes = bench.training.trainable.measure_training_memory, []
 
     def measure(model, batch, **kw):
         sizes.append(len(batch))
         if len(batch) > 4:
             raise cuda_oom()
         return real(model, batch, **kw)
-    monkeypatch.setattr(bench.training.train, "measure_training_memory", measure)
+    monkeypatch.setattr(bench.training.trainable, "measure_training_memory", measure)
     trainer = make_trainer(tmp_path, "dense")
     trainer.start()
     assert sizes == [16, 8, 4] and trainer.memory.batch_size == 4 and trainer.memory.per_sample_activations > 0

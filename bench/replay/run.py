@@ -38,6 +38,7 @@ from ..machine.contention import ContentionProbe
 from ..training.data import ImageData, Loader, load_data
 from ..errors import BenchError, ConfigError, DataError
 from ..training import methods
+from ..training import trainable
 from ..training.memory import MemoryEstimate, measure_training_memory, probe_batch
 from ..machine.setup import prepare_device, select_device_name
 from ..runfolder.atomic import atomic_write_json
@@ -47,7 +48,7 @@ from ..runfolder.runjson import run_record
 from .records import arch_record, replay_row
 from . import fit as replay_fit
 from .fit import NoFit, decide_batch
-from ..training.step import EpochMeter, TrainStep, channels_last_hazard, make_scaler
+from ..training.step import EpochMeter, channels_last_hazard, make_scaler
 from ..machine.timing import Case, Stat, timed_rounds
 from .surgery import example_batch as _example, time_method_pruning, time_reconfiguration
 from .trajectory import Shape, Trajectory, load_trajectory
@@ -104,21 +105,19 @@ class StepRunner:
         channels_last = cfg.channels_last and not _channels_last_hazard(model, device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = trainable.optimizer(cfg, model.parameters())
         # Every reconfiguration is recorded and the last one closes the penalty window (--lasso-until), so a
-        # PruneTrain shape trains wholly inside the window (with the penalty) or wholly after it (without).
-        penalised = shape.mode == "prunetrain" and cfg.penalised(shape.epoch + 1)  # the epochs after its own
-        lasso = pc.GroupLasso(model, _example(data, device), groups=cfg.penalise, weighting=cfg.group_weight) if penalised else None
-        proximal = penalised and cfg.lasso == "proximal"
+        # PruneTrain shape trains wholly inside the window (with the penalty) or wholly after it (without);
+        # a competing method penalises its first shape only (s·Σ|γ| until its single pruning).
         method = methods.for_mode(shape.mode, cfg)
-        if method is not None and method.penalised and shape.index == 0:  # s·Σ|γ| until the single pruning
-            lasso, lam = pc.methods.BNScaleL1(model), cfg.sparsity
-        self.step = TrainStep(model, opt, device=device, amp=cfg.amp, scaler=make_scaler(cfg.amp, device),
-                              lasso=lasso, lpr=cfg.lpr, lam=lam, channels_last=channels_last,
-                              penalty_in_loss=not proximal)
-        if proximal:  # as ModeTrainer: soft-thresholding after every step, at the recorded λ
-            step_size = pc.proximal_step_size(cfg.lr, lam, cfg.momentum)
-            self.step.post_step_hooks.append(lambda: lasso.proximal_step(step_size, keep_bn_scale=cfg.keep_bn_scale))
+        if method is not None and method.penalised:
+            penalised, lam = shape.index == 0, cfg.sparsity
+        else:
+            penalised = shape.mode == "prunetrain" and cfg.penalised(shape.epoch + 1)  # the epochs after its own
+        penalty = trainable.penalty_of(shape.mode, cfg, model, _example(data, device), method) if penalised else None
+        # the step bench run trains (bench.training.trainable): the penalty in the loss, or PruneTrain's proximal step
+        self.step = trainable.train_step(model, opt, cfg, shape.mode, device, penalty=penalty, lam=lam,
+                                          scaler=make_scaler(cfg.amp, device), channels_last=channels_last)
         self.meter = EpochMeter(device)
         self.device, self.data, self.batch, self.seed = device, data, batch, cfg.seed
         self.batches = self._cycle()
@@ -274,7 +273,7 @@ def replay(run_dir: Path, results_dir: Path, settings: ReplaySettings | None = N
                 raise BenchError(f"{traj.path / 'run.json'}: {mode} shape after epoch {sh.epoch} does not rebuild "
                                  "to its recorded channels; the record is damaged")
             model = model.to(device)
-            opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+            opt = trainable.optimizer(cfg, model.parameters())
             memory = measure_training_memory(model, probe_batch(example), optimizer=opt)
             del model, opt
             gc.collect()

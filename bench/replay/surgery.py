@@ -20,6 +20,7 @@ import prunetrain_core as pc
 from ..errors import OutOfMemoryBudget
 from ..machine.timing import sync as _sync
 from ..training import methods
+from ..training import trainable
 from ..training.batching import BatchPolicy
 from ..training.data import ImageData
 from ..training.memory import measure_training_memory, probe_batch
@@ -79,7 +80,7 @@ def time_reconfiguration(traj: Trajectory, src: Shape, dst: Shape, data: ImageDa
 def _mid_training(src: Shape, cfg, example, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """A model of shape ``src`` and its optimizer after one step: momentum buffers exist, as mid-training."""
     model = pc.rebuild(src.arch).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = trainable.optimizer(cfg, model.parameters())
     F.cross_entropy(model(example), torch.zeros(len(example), dtype=torch.long, device=device)).backward()
     opt.step()
     return model, opt

@@ -252,7 +252,6 @@ def plot_summary(agg: Aggregation) -> Figure | None:
         return None
     fig = Figure(figsize=(8.5, 5.2 + 0.3 * int(ok.sum())), layout="constrained")
     ax = fig.add_subplot()
-    xs, ys = t.loc[ok, "train_flops_saved_pct"], t.loc[ok, "time_saved_pct"]
     # each axis spans its own data (square axes left most of the area empty when time saved was small or negative)
     def span(col: str) -> tuple[float, float]:
         # a single run has no interval (NaN bounds): its value bounds the axis

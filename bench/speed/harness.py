@@ -13,6 +13,7 @@ from torch import nn
 import prunetrain_core as pc
 
 from ..config import RunConfig
+from ..training import trainable
 from ..training.data import Loader, load_data
 from ..training.train import ModeTrainer, RunContext
 from .table import TARGET_HARNESS, Row, pct_row
@@ -45,8 +46,7 @@ class BareLoop:
         cfg = ctx.cfg
         torch.manual_seed(cfg.seed)
         self.model = model if model is not None else pc.build_model(cfg.model, ctx.data.num_classes).to(ctx.device)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+        self.opt = trainable.optimizer(cfg, self.model.parameters())
         self.loader = Loader(ctx.data.train, cfg.batch_size, train=True, device=ctx.device,
                              generator_seed=cfg.seed)
         self.device = ctx.device

@@ -37,6 +37,11 @@ class ModeState:
     batch_reasons: list[str] = field(default_factory=list)
     start_need: int = 0            # bytes one process needed at the starting batch (the freed-memory cap)
 
+    def note(self, text: str, *, in_training: bool = False) -> None:
+        """One line of the mode's batch decisions, under its epoch: the last completed one, or with
+        ``in_training`` the one being trained (an out-of-memory retry, in training or evaluation)."""
+        self.batch_reasons.append(f"epoch {self.epoch + int(in_training)}: {text}")
+
     def to_blob(self) -> dict:
         """The checkpoint's 'epoch' and 'state' keys (read back by :func:`check_state`)."""
         return {"epoch": self.epoch, "state": {

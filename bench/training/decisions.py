@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from .step import channels_last_hazard
 from .shapes import fixed_batch_step, input_size, pruned_models, random_batch, train_flops

@@ -69,6 +69,14 @@ class Reconfiguration:
         self.held_x, self.held_y = held
         self.source, self.note, self.dist = source, note, dist
 
+    @classmethod
+    def of_run(cls, cfg: RunConfig, mode: str, method: Any, data: DataSplit, device: torch.device,
+               example: torch.Tensor, note: Callable[[str], None], dist: Any = None) -> "Reconfiguration":
+        """The mode's reconfigurations measured on ``cfg.held_out`` images of the run's validation split."""
+        held = held_out_batch(data, cfg.held_out, device)
+        source = f"validation split ({len(held[1])} of {len(data.val)} held-out training images)"
+        return cls(cfg, mode, method, device, example, held, source, note=note, dist=dist)
+
     def run(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, dict[str, Any], float]:
         """The smaller model, the function-change record of run.json, and the seconds spent measuring it
         (the harness's cost, not the method's: the caller subtracts them)."""

@@ -88,3 +88,10 @@ def epoch_line(row: dict, epochs: int, dense: float | None, trained: float, afte
                  + (f" (threshold {row['prune_threshold']:.2g})" if row.get("prune_threshold") else "")
                  + (f", function change {change:.1e}" if change is not None else ""))
     return text
+
+
+def grad_bytes_per_step(module: nn.Module, dist: Any) -> int:
+    """Bytes all-reduced per step under DDP (``dist``): every trainable parameter's gradient; 0 alone."""
+    if dist is None:
+        return 0
+    return sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)

@@ -18,6 +18,7 @@ from prunetrain_core.plan import channel_strength, make_plan
 from prunetrain_core.surgery import apply_plan
 
 from ..config import RunConfig
+from . import trainable
 from .step import TrainStep
 
 
@@ -142,7 +143,7 @@ def fixed_batch_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = trainable.optimizer(cfg, model.parameters())
     step = TrainStep(model, opt, device=x.device, lasso=lasso, lam=lam if lasso is not None else None,
                      channels_last=channels_last)
     return functools.partial(step, x, y)

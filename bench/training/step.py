@@ -21,8 +21,9 @@ from torch import nn
 
 import prunetrain_core as pc
 
+from ..machine.contention import ContentionProbe
 from ..machine.timing import resolve_device, sync as _sync
-from .memory import restore_buffers, snapshot_buffers
+from .memory import reset_cuda_peak, restore_buffers, snapshot_buffers
 
 
 def compiled_graphs() -> int:
@@ -61,6 +62,32 @@ class EpochMeter:
                          torch.tensor(comm_wait, dtype=torch.float64, device=self.device)])
         return (dist.all_reduce_sum(t) if dist is not None else t).tolist()
 
+
+
+class EpochClock:
+    """The timed part of a training epoch, as a ``with`` block around its steps: the wall clock from the
+    first step to the last, synchronised with the device, less the meter's warm-ups and compilations (no
+    training, bench.training.step books both), and what the contention probe saw meanwhile.  The CUDA peak
+    memory counter restarts with it."""
+
+    def __init__(self, device: torch.device, meter: EpochMeter):
+        self.device, self.meter = device, meter
+        self.probe = ContentionProbe(device if device.type == "cuda" else None)
+        self.elapsed, self.contention, self._start = 0.0, None, 0.0
+
+    def __enter__(self) -> "EpochClock":
+        if self.device.type == "cuda":
+            reset_cuda_peak(self.device)
+        _sync(self.device)
+        self.probe.start()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        _sync(self.device)
+        self.elapsed = time.perf_counter() - self._start - self.meter.warmup_s - self.meter.compile_s
+        self.contention = self.probe.stop()
+        return False
 
 @dataclass
 class EpochStats:

@@ -1,4 +1,4 @@
-"""The training loop of one mode (dense or PruneTrain), epoch by epoch, with its records.
+"""The training loop of one mode (dense, PruneTrain, a control or a competing method), epoch by epoch.
 
 Both modes run the identical schedule and seed; PruneTrain adds the
 group-lasso term from the first step and, every ``interval`` epochs, asks the
@@ -6,14 +6,13 @@ engine to reconfigure the model into a smaller dense one, then re-decides the
 mini-batch for the memory that freed up.  Everything a row of epochs.csv
 holds is measured here; the row is appended when its epoch ends and the
 checkpoint written right after it.  The step itself and an epoch's figures are
-:mod:`bench.training.step`, the batch rule and the out-of-memory retry
-:mod:`bench.training.batching`, the reconfiguration (plan, surgery, function
-change) :mod:`bench.training.reconfigure`, the row, architecture record and
-epoch line :mod:`bench.training.rows`, the checkpoint and the exported model
-:mod:`bench.training.checkpoint`.
-
-(``ModeTrainer`` is ~300 lines on purpose: its loop, evaluation, shape installation and batch decisions
-(after a reconfiguration or an out-of-memory error) share one mode's model, optimizer, step, memory and batch.)
+:mod:`bench.training.step`, a shape's penalty, FLOPs, memory model and step
+:mod:`bench.training.trainable` (which ``bench replay`` builds its steps with too),
+evaluation :mod:`bench.training.evaluate`, the batch rule and the out-of-memory
+retry :mod:`bench.training.batching`, the reconfiguration (plan, surgery,
+function change) :mod:`bench.training.reconfigure`, the row, architecture
+record and epoch line :mod:`bench.training.rows`, the checkpoint and the
+exported model :mod:`bench.training.checkpoint`.
 """
 from __future__ import annotations
 
@@ -23,27 +22,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import prunetrain_core as pc
 
-from . import checkpoint, methods
-from .batching import BatchPolicy, halve_on_oom, run_with_oom_retry
+from . import checkpoint, methods, trainable
+from .batching import BatchPolicy, run_with_oom_retry
 from .checkpoint import ModeState, optimizer_to_named
 from ..config import RunConfig
-from ..machine.contention import ContentionProbe
 from ..machine.timing import sync
 from .data import DataSplit, ImageData, Loader
 from ..errors import DivergenceError
+from .evaluate import Evaluator
 from ..runfolder.hooks import NO_HOOKS, Hooks
-from .memory import PROBE_BATCH, measure_training_memory, probe_batch, reset_cuda_peak
 from ..runfolder.records import EpochLog
-from .reconfigure import Reconfiguration, held_out_batch
-from .rows import architecture, epoch_line, epoch_row
-from .step import (EpochMeter, EpochStats, TrainStep, autocast_dtype, epoch_stats, make_scaler, memory_format,
-                   new_scaler)
-
+from .reconfigure import Reconfiguration
+from .rows import architecture, epoch_line, epoch_row, grad_bytes_per_step
+from .step import EpochClock, EpochMeter, EpochStats, TrainStep, epoch_stats, make_scaler, new_scaler
 
 @dataclass
 class RunContext:
@@ -81,38 +76,27 @@ class ModeTrainer:
         self.ctx, self.mode, self.cfg = ctx, mode, ctx.cfg
         self.prune = mode == "prunetrain"
         self.method = methods.for_mode(mode, self.cfg)  # a competing method (bench.training.methods), or None
-        self.example = self._example_batch()
+        self.example = ctx.data.train.normalised(ctx.data.train.images[:2], ctx.device)
         self.state = ModeState()
         # plan, surgery and function change (bench.training.reconfigure), measured on validation images
-        self.reconfiguration = self._reconfiguration() if self.prune or self.method else None
+        self.reconfiguration = Reconfiguration.of_run(self.cfg, mode, self.method, ctx.data, ctx.device, self.example,
+                                                      note=lambda text: self.state.note(text), dist=ctx.dist) \
+            if self.prune or self.method else None
         self.ckpt_path = ctx.run_dir / "checkpoints" / f"{mode}.pt"
         self.last_change: dict[str, Any] | None = None  # function change measured at this epoch's reconfiguration
         self.scaler = make_scaler(self.cfg.amp, ctx.device)  # one for the whole mode: its scale carries over
-        self.eval_batch = self.cfg.test_batch   # halved after an out-of-memory error in evaluation
         self.emulating = ctx.device.type != "cuda" and bool(ctx.budget_bytes)
         self.policy = BatchPolicy(mode, self.cfg.batch_size, self.cfg.max_batch, self.cfg.world_size,
                                   ctx.usable_budget, ctx.headroom, ctx.profile_name, self.cfg.batch_policy)
+        self.evaluator = Evaluator(ctx.device, self.cfg.test_batch, self.policy,
+                                   note=lambda text: self.state.note(text, in_training=True))
         self.module: nn.Module
         self.optimizer: torch.optim.Optimizer
         self.step: TrainStep
 
     # ------------------------------------------------------------------ setup
-    def _example_batch(self) -> torch.Tensor:
-        return self._normalised(self.ctx.data.train.images[:2])
-
-    def _normalised(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ctx.data.train.normalised(images, self.ctx.device)
-
-    def _reconfiguration(self) -> Reconfiguration:
-        held = held_out_batch(self.ctx.data, self.cfg.held_out, self.ctx.device)
-        source = f"validation split ({len(held[1])} of {len(self.ctx.data.val)} held-out training images)"
-        return Reconfiguration(self.cfg, self.mode, self.method, self.ctx.device, self.example, held, source,
-                               note=lambda text: self.state.batch_reasons.append(f"epoch {self.state.epoch}: {text}"),
-                               dist=self.ctx.dist)
-
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
-                               weight_decay=self.cfg.weight_decay)
+        return trainable.optimizer(self.cfg, params)
 
     def start(self, model: nn.Module | None = None) -> None:
         """A fresh mode: the same initial weights for both modes (seeded), batch checked against the budget.
@@ -132,7 +116,7 @@ class ModeTrainer:
 
     def resume(self) -> bool:
         """Continue from the last complete epoch's checkpoint; False when there is none yet."""
-        blob = self._read_checkpoint()
+        blob = checkpoint.read(self.ckpt_path, self.ctx.dist)
         if blob is None:
             return False
         self.state, model, optimizer = checkpoint.restore_mode(blob, self.ckpt_path, self.mode, self.cfg,
@@ -146,56 +130,15 @@ class ModeTrainer:
         checkpoint.set_rng_state(blob["rng"], self.ckpt_path)
         return True
 
-    def _read_checkpoint(self) -> dict | None:
-        """The checkpoint, or None (bench.training.checkpoint.read)."""
-        return checkpoint.read(self.ckpt_path, self.ctx.dist)
-
     def _install(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Adopt a (new) model shape: lasso groups, FLOPs, memory model, wrappers."""
+        """Adopt a (new) model shape (bench.training.trainable.install)."""
         self.forward_model = None  # drop the old DDP wrapper (and its reducer) before building a new one
-        model, self.channels_last = memory_format(model, self.ctx.device, self.cfg.channels_last, self.mode)
-        pc.align_optimizer_state(optimizer)  # the format change moved the parameters, not their momentum
-        self.module, self.optimizer = model, optimizer
-        self.lasso = pc.GroupLasso(model, self.example, groups=self.cfg.penalise, weighting=self.cfg.group_weight) if self.prune else None
-        if self.method is not None and self.method.penalised:
-            self.lasso = pc.methods.BNScaleL1(model)  # s·Σ|γ| in the loss, s fixed (state.lam)
-        self.flops = pc.count_flops(model, self.example)
-        amp = autocast_dtype(self.cfg.amp, self.ctx.device)  # the memory model sees the activations the step keeps
-        self.memory = halve_on_oom(lambda n: measure_training_memory(
-            model, probe_batch(self.example, n), optimizer=optimizer, autocast_dtype=amp), PROBE_BATCH)
-        self.forward_model = self._wrap(model)
-        self.step = TrainStep(self.forward_model, optimizer, device=self.ctx.device, amp=self.cfg.amp,
-                              scaler=self.scaler, lasso=self.lasso, lpr=self.cfg.lpr, lam=self.state.lam,
-                              reduce_mean=self._mean_over_ranks if self.ctx.dist is not None else None,
-                              channels_last=self.channels_last, penalty_in_loss=not self._proximal,
-                              module=model, warm_compiled=self.cfg.compile and self.ctx.dist is None)
-        if self._proximal:
-            self.step.post_step_hooks.append(self._proximal_step)
-
-    @property
-    def _proximal(self) -> bool:
-        """PruneTrain's ``--lasso proximal`` soft-thresholds after the step; a competing method's L1 on γ is a
-        subgradient in the loss, as published, whatever PruneTrain's setting."""
-        return self.prune and self.cfg.lasso == "proximal"
-
-    def _proximal_step(self) -> None:
-        """Block soft-thresholding with the subgradient's step under momentum, lr·λ/(1−momentum)."""
-        if not self.step.penalty_on:
-            return
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.lasso.proximal_step(pc.proximal_step_size(lr, self.step.lam, self.cfg.momentum),
-                                 keep_bn_scale=self.cfg.keep_bn_scale)
-
-    def _mean_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
-        return self.ctx.dist.all_reduce_sum(t.reshape(1))[0] / self.ctx.dist.world_size
-
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        if self.ctx.dist is not None:
-            model = self.ctx.dist.wrap(model)
-        if self.cfg.compile:
-            model = torch.compile(model, dynamic=False)
-            _room_for_recompiles(self.cfg)
-        return model
+        self.installed = trainable.install(model, optimizer, cfg=self.cfg, mode=self.mode, method=self.method,
+                                           device=self.ctx.device, example=self.example, lam=self.state.lam,
+                                           scaler=self.scaler, dist=self.ctx.dist)
+        i = self.installed
+        self.module, self.optimizer, self.forward_model, self.step = i.module, optimizer, i.forward_model, i.step
+        self.lasso, self.flops, self.memory, self.channels_last = i.penalty, i.flops, i.memory, i.channels_last
 
     # ------------------------------------------------------------------ batch decisions
     def _decide_batch(self, at_start: bool) -> None:
@@ -209,19 +152,12 @@ class ModeTrainer:
         self.state.batch = batch
         if at_start:
             self.state.start_need = self.memory.total_for_batch(max(1, batch // self.cfg.world_size))
-        self.state.batch_reasons.append(f"epoch {self.state.epoch}: {batch} ({reason})")
+        self.state.note(f"{batch} ({reason})")
 
     # ------------------------------------------------------------------ one epoch
-    def lr_for(self, epoch: int) -> float:
-        """Step schedule × linear scaling with the batch (batch / base batch)."""
-        return self.cfg.lr_at(epoch, self.state.batch)
-
-    def _sync(self) -> None:
-        sync(self.ctx.device)
-
     def train_epoch(self, epoch: int) -> EpochStats:
         cfg, ctx = self.cfg, self.ctx
-        lr = self.lr_for(epoch)
+        lr = cfg.lr_at(epoch, self.state.batch)  # step schedule × linear scaling with the batch
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.step.penalty_on = cfg.penalised(epoch) if self.method is None else self.method.penalty_on
@@ -233,31 +169,22 @@ class ModeTrainer:
         meter = EpochMeter(ctx.device)
         if ctx.dist is not None:
             ctx.dist.take_comm_wait()  # reset the comm hook's timer
-        if ctx.device.type == "cuda":
-            reset_cuda_peak(ctx.device)
         bar = _progress(len(loader), f"{self.mode} epoch {epoch}", ctx.progress)
         half = len(loader) // 2
-        probe = ContentionProbe(ctx.device if ctx.device.type == "cuda" else None)
-        self._sync()
-        probe.start()
-        start = time.perf_counter()
-        with ctx.hooks.training(self.mode, epoch, self.module):  # nothing unless the test suite asks
+        # nothing from the hooks unless the test suite asks
+        with EpochClock(ctx.device, meter) as clock, ctx.hooks.training(self.mode, epoch, self.module):
             for i, (x, y) in enumerate(loader):
                 self._step_with_retry(x, y, meter)
                 if i == half:
                     ctx.hooks.kill_point("mid-epoch")
                 bar.update(1)
-        self._sync()
-        # neither the warm-ups nor torch.compile's compilations were training (bench.training.step books both)
-        elapsed = time.perf_counter() - start - meter.warmup_s - meter.compile_s
-        contention = probe.stop()
         bar.close()
         self.state.lam = self.step.lam
 
         def diverged(loss: float) -> None:
             raise DivergenceError(f"{self.mode}: the training loss became {loss} in epoch {epoch} "
                                   f"(lr {lr:g}); lower --lr or --lpr")
-        return epoch_stats(meter, elapsed, contention, dist=ctx.dist, device=ctx.device,
+        return epoch_stats(meter, clock.elapsed, clock.contention, dist=ctx.dist, device=ctx.device,
                            penalised=self.lasso is not None, predicted_peak=self.memory.total_for_batch,
                            batch=self.state.batch, diverged=diverged)
 
@@ -280,49 +207,23 @@ class ModeTrainer:
         lower = self.policy.after_oom(self.state.batch, self.memory.total_for_batch(self.state.batch), why,
                                       distributed=self.ctx.dist is not None)
         self.state.oom_retries += 1
-        self.state.batch_reasons.append(f"epoch {self.state.epoch + 1}: out of memory at "
-                                        f"{self.state.batch}, retried at {lower}")
+        self.state.note(f"out of memory at {self.state.batch}, retried at {lower}", in_training=True)
         self.state.batch = lower
 
-    # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def evaluate(self, split: ImageData | None = None) -> tuple[float, float, float]:
         """Loss, accuracy (%) and seconds on ``split`` (default: the test split)."""
-        ctx = self.ctx
-        split = ctx.data.test if split is None else split
-        self.forward_model.eval()
-        loader = Loader(split, self.cfg.test_batch, train=False, device=ctx.device)
-        self._sync()
-        start = time.perf_counter()
-        meter = EpochMeter(ctx.device)
-
-        def run(xs: torch.Tensor, ys: torch.Tensor) -> None:
-            out = self.module(xs)  # every rank evaluates the whole test set: no DDP needed
-            meter.loss_sum += F.cross_entropy(out.float(), ys, reduction="sum").double()
-            meter.correct += (out.argmax(1) == ys).sum()
-
-        for x, y in loader:  # after an out-of-memory error, in halves (chunk: self.eval_batch)
-            run_with_oom_retry(run, x, y, chunk=lambda: self.eval_batch, lower=self._lower_eval_batch)
-        self._sync()
-        n = len(split)
-        return meter.loss_sum.item() / n, 100.0 * meter.correct.item() / n, time.perf_counter() - start
-
-    def _lower_eval_batch(self, why: str) -> None:
-        self.eval_batch = self.policy.after_eval_oom(self.eval_batch, why)
-        self.state.batch_reasons.append(f"epoch {self.state.epoch + 1}: evaluation out of memory, "
-                                        f"test batch lowered to {self.eval_batch}")
+        return self.evaluator(self.module, self.ctx.data.test if split is None else split)
 
     # ------------------------------------------------------------------ reconfiguration
     def reconfigure(self, epoch: int) -> float:
         """Shrink the model (plan on rank 0, same surgery everywhere), then re-decide the batch."""
-        self._sync()
+        sync(self.ctx.device)
         start = time.perf_counter()
         model, self.last_change, proof_time = self.reconfiguration.run(self.module, self.optimizer)
-        self.module = model  # the new shape
         self._install(model, self.optimizer)
         self.ctx.hooks.kill_point("reconfigure")
         self._decide_batch(at_start=False)
-        self._sync()
+        sync(self.ctx.device)
         elapsed = time.perf_counter() - start - proof_time
         self._record_architecture(epoch)
         self.ctx.hooks.reconfigured(self.ctx.dist.rank if self.ctx.dist is not None else 0, epoch, lambda: {
@@ -351,11 +252,11 @@ class ModeTrainer:
             test = self.evaluate()
             val = self.evaluate(ctx.data.val) if ctx.data.val is not None else (None, None, 0)
             # the LR the epoch ran with (set at its start): after an OOM retry lowered the batch mid-epoch,
-            # lr_for() would give a rate that was never used
+            # cfg.lr_at() would give a rate that was never used
             batch_used, lr_used = self.state.batch, self.optimizer.param_groups[0]["lr"]
             flops_now = self.flops  # the shape this epoch trained with
             params_now = sum(p.numel() for p in self.module.parameters())
-            grad_bytes = self._grad_bytes()
+            grad_bytes = grad_bytes_per_step(self.module, ctx.dist)
             self.state.epoch = epoch  # before reconfigure: its batch_reasons entry names this epoch
             self.last_change = None
             reconfig_time = self.reconfigure(epoch) if (cfg.is_reconfiguration_epoch(epoch) if self.prune else (
@@ -374,12 +275,6 @@ class ModeTrainer:
                 ctx.dist.barrier()
             yield epoch
 
-    def _grad_bytes(self) -> int:
-        """Bytes all-reduced per step under DDP: every trainable parameter's gradient."""
-        if self.ctx.dist is None:
-            return 0
-        return sum(p.numel() * p.element_size() for p in self.module.parameters() if p.requires_grad)
-
     def save_checkpoint(self) -> None:
         scaler = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
         checkpoint.save(self.ckpt_path, model=self.module, optimizer=self.optimizer,
@@ -393,19 +288,3 @@ def _progress(total: int, desc: str, enabled: bool):
 
     return tqdm(total=total, desc=desc, leave=False, unit="step", mininterval=0.5, disable=not enabled)
 
-
-def _room_for_recompiles(cfg: RunConfig) -> None:
-    """Let dynamo keep a compiled graph per model shape and batch size for the whole run.
-
-    Each mode's model shares its classes' ``forward`` code with the other mode's
-    and with every earlier shape; dynamo keeps at most ``recompile_limit`` (8)
-    graphs per code object and then silently runs it eagerly.  Compiled with
-    static shapes, a shape needs two (the full and the short last batch): dense
-    one shape, PruneTrain one per reconfiguration and the first.  Clearing the
-    cache instead (``torch._dynamo.reset()``) would throw away the other mode's
-    graphs under ``--interleave`` and recompile them inside its timed epoch.
-    """
-    import torch._dynamo.config as dynamo_config
-
-    shapes = 2 + (cfg.epochs // max(1, cfg.interval)) + 1
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * shapes + 2)
