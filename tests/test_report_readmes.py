@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,66 @@ def test_the_evidence_readings_hold_in_the_records():
     dense = {run.config["seed"]: flops(run, "dense") for run in recipe}
     penalise_all = [r for r in module.load_runs([evidence / "ablations"]).runs if r.config.get("penalise") == "all"]
     assert penalise_all and all(flops(r, "prunetrain") > 0.9 * dense[r.config["seed"]] for r in penalise_all)
+
+
+def _methods_module():
+    sys.path.insert(0, str(REPORTS))   # methods_table reuses evidence_table's pairing of borrowed dense runs
+    spec = importlib.util.spec_from_file_location("methods_table", REPORTS / "methods_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+METHODS = REPORTS / "cifar10-cpu-methods"
+
+
+def test_methods_readme_blocks_regenerate_from_the_records():
+    """The method comparison's tables and its verdict (which method gave the most accuracy for its training
+    time, where PruneTrain stands) are what reports/methods_table.py makes of the committed records."""
+    module = _methods_module()
+    text = (METHODS / "README.md").read_text()
+    for (start, end), expected in module.readme_blocks(METHODS, REPORTS / "cifar10-cpu-evidence" /
+                                                       "first-recipe").items():
+        assert start in text and end in text, f"no {start} block"
+        assert text.split(start, 1)[1].split(end, 1)[0] == "\n" + expected, \
+            f"the {start} block differs from its records (python reports/methods_table.py {METHODS} " \
+            "reports/cifar10-cpu-evidence/first-recipe)"
+
+
+def test_the_method_comparison_holds_the_evidence_runs_unchanged():
+    """Its PruneTrain and control rows are the evidence study's, record for record: the methods were added to
+    copies of those folders (bench run --methods-of), nothing retrained."""
+    evidence = {p.name: p for p in (REPORTS / "cifar10-cpu-evidence" / "runs").iterdir()}
+    for folder in sorted((METHODS / "runs").iterdir()):
+        mine = [r for r in (folder / "epochs.csv").read_text().splitlines()[1:] if ",slimming," not in r
+                and ",earlybird," not in r and ",random," not in r]
+        assert mine == (evidence[folder.name] / "epochs.csv").read_text().splitlines()[1:]
+
+
+def test_the_gain_at_equal_cpu_time_reads_dense_at_its_last_epoch_within_the_time_and_calls_ties():
+    import pandas as pd
+
+    module = _methods_module()
+    dense = pd.DataFrame({"cpu_time_s": [100.0, 100.0, 100.0], "test_acc": [40.0, 50.0, 60.0]})
+    assert module._acc_within(dense, 250.0) == 50.0 and module._acc_within(dense, 300.0) == 60.0
+    assert math.isnan(module._acc_within(dense, 99.0))
+
+    def seeds(gains: dict[str, list[float]]) -> dict:
+        return {s: {m: {"gain": g[s], "final_acc": 60 + g[s], "flops_saved": 40.0, "drawn": True}
+                    for m, g in gains.items()} for s in range(3)}
+
+    tie = module.verdict_markdown(seeds({"prunetrain": [5.0, 1.0, 3.0], "slimming": [2.0, 4.0, 2.5]}))
+    assert "→ **not distinguishable**" in tie and "do not distinguish it from Network Slimming." in tie
+    ahead = module.verdict_markdown(seeds({"prunetrain": [1.0, 2.0, 1.5], "slimming": [5.0, 6.1, 5.4]}))
+    assert "Most accuracy per unit of training time on this CPU: Network Slimming**." in ahead
+    assert "→ **Network Slimming ahead**" in ahead and "PruneTrain stands 2 of 2" in ahead
+
+
+def test_the_project_readme_states_the_method_comparison_as_its_records_give_it():
+    module = _methods_module()
+    text = (REPORTS.parent / "README.md").read_text()
+    block = text.split(module.VERDICT_START, 1)[1].split(module.VERDICT_END, 1)[0]
+    expected = module.readme_blocks(METHODS, REPORTS / "cifar10-cpu-evidence" / "first-recipe")
+    assert block == "\n" + expected[(module.VERDICT_START, module.VERDICT_END)], \
+        "README.md's method verdict differs from its records (python reports/methods_table.py " \
+        "reports/cifar10-cpu-methods reports/cifar10-cpu-evidence/first-recipe --readme README.md)"
