@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.report.aggregate import contended_flags  # noqa: E402
+from bench.report.aggregate import acc_at_time, contended_flags  # noqa: E402
 from bench.report.stats import mean_ci  # noqa: E402
 
 from evidence_table import compared_runs, replace_block  # noqa: E402
@@ -47,10 +47,9 @@ RANKED = ("prunetrain", "slimming", "earlybird", "random")
 
 
 def _acc_within(dense, cpu_seconds: float) -> float:
-    """Dense's test accuracy at the end of its last epoch finished within ``cpu_seconds`` (NaN: none)."""
-    cum = dense["cpu_time_s"].cumsum()
-    within = dense[cum <= cpu_seconds * (1 + 1e-9)]
-    return float(within["test_acc"].iloc[-1]) if not within.empty else math.nan
+    """Dense's test accuracy at the end of its last epoch finished within ``cpu_seconds`` (NaN: none): bench
+    report's accuracy at equal training time, read on the CPU-seconds clock."""
+    return acc_at_time(dense, cpu_seconds, per_epoch=dense["cpu_time_s"])
 
 
 def _narrowest(channels) -> int | None:

@@ -213,11 +213,12 @@ def run_metrics(run: Run) -> dict[str, Any]:
     return m
 
 
-def acc_at_time(df: pd.DataFrame, seconds: float) -> float:
-    """Test accuracy at the end of the last epoch finished within ``seconds`` of training time (NaN: none)."""
+def acc_at_time(df: pd.DataFrame, seconds: float, per_epoch: pd.Series | None = None) -> float:
+    """Test accuracy at the end of the last epoch finished within ``seconds`` of training time (NaN: none);
+    ``per_epoch``: another clock's seconds per epoch (e.g. the process's CPU seconds) instead of train_time."""
     if df.empty or missing(seconds):
         return math.nan
-    cum = train_time(df).cumsum()
+    cum = (train_time(df) if per_epoch is None else per_epoch).cumsum()
     within = df[cum <= seconds * (1 + 1e-9)]
     return float(within["test_acc"].iloc[-1]) if not within.empty and pd.notna(within["test_acc"].iloc[-1]) \
         else math.nan
